@@ -1,0 +1,505 @@
+// Package layerimg wires the pipeline together: recipe -> base -> step layers
+// (cached) -> tests -> outputs. It is the only package that knows every stage;
+// cmd/layerimg is a thin CLI over it.
+package layerimg
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+// Options control a plan or a build.
+type Options struct {
+	CacheDir           string
+	InsecureRegistries []string
+	Compression        layers.Compression
+	// Epoch is SOURCE_DATE_EPOCH: the time stamped on everything made.
+	Epoch int64
+	Log   *slog.Logger
+	// Output receives the steps' own output, each line prefixed with the
+	// step's name.
+	Output io.Writer
+
+	OCILayout string // write the image here as an OCI layout
+	RootfsTar string // write the flattened rootfs here
+	Manifest  string // write the build manifest (JSON) here
+}
+
+func (o *Options) defaults() error {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Output == nil {
+		o.Output = io.Discard
+	}
+	if o.Compression == "" {
+		o.Compression = layers.Gzip
+	}
+	if o.CacheDir == "" {
+		d, err := layers.DefaultCacheDir()
+		if err != nil {
+			return err
+		}
+		o.CacheDir = d
+	}
+	return nil
+}
+
+// EpochFromEnv reads SOURCE_DATE_EPOCH; unset means 0, so that builds are
+// reproducible by default.
+func EpochFromEnv() (int64, error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return 0, nil
+	}
+	var e int64
+	if _, err := fmt.Sscanf(s, "%d", &e); err != nil || e < 0 {
+		return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
+	}
+	return e, nil
+}
+
+// StepPlan is what a build will do, or did, for one step.
+type StepPlan struct {
+	Index    int           `json:"index"`
+	Name     string        `json:"name"`
+	Kind     string        `json:"kind"`
+	Key      string        `json:"key,omitempty"`
+	Status   string        `json:"status"` // HIT, MISS, or - for env steps
+	Why      string        `json:"why,omitempty"`
+	Layer    string        `json:"layer,omitempty"`
+	DiffID   string        `json:"diffID,omitempty"`
+	Size     int64         `json:"size,omitempty"`
+	Duration time.Duration `json:"duration_ns,omitempty"`
+}
+
+const (
+	Hit  = "HIT"
+	Miss = "MISS"
+)
+
+// planner computes keys step by step; Plan and Build share it.
+type planner struct {
+	r      *recipes.Recipe
+	o      *Options
+	c      *layers.Cache
+	base   *layers.Base
+	record map[string]layers.KeyInput
+	env    []string
+}
+
+func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {
+	bo := layers.BaseOptions{
+		Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Compression: o.Compression,
+		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Offline: offline,
+	}
+	if r.From.Bootstrap != nil && !offline {
+		o.Log.Info("bootstrapping base (cached after the first build)", "suite", r.From.Bootstrap.Suite)
+	}
+	base, err := layers.ResolveBase(ctx, c, r.From, bo)
+	if err != nil && !errors.Is(err, layers.ErrNotBuilt) {
+		return nil, err
+	}
+	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name)}
+	p.env = defaultEnv
+	if base.Image != nil {
+		cf, err := base.Image.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("reading config of base %s: %w", base.Ref, err)
+		}
+		if len(cf.Config.Env) > 0 {
+			p.env = mergeEnv(nil, cf.Config.Env)
+		}
+	}
+	return p, nil
+}
+
+var defaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+
+// mergeEnv sets each K=V of add in env, keeping order and replacing by name.
+func mergeEnv(env, add []string) []string {
+	out := append([]string(nil), env...)
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		replaced := false
+		for i, e := range out {
+			if ek, _, _ := strings.Cut(e, "="); ek == k {
+				out[i], replaced = kv, true
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func envList(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + m[k]
+	}
+	return out
+}
+
+// runSpec is what a run step's key covers: never a secret's source or bytes.
+type runSpec struct {
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Workdir string   `json:"workdir,omitempty"`
+	Network string   `json:"network"`
+	Secrets []string `json:"secrets,omitempty"` // id=target
+}
+
+type copySpec struct {
+	Copy []recipes.Copy `json:"copy"`
+}
+
+func secretTarget(s recipes.Secret) string {
+	if s.Target != "" {
+		return s.Target
+	}
+	return "/run/secrets/" + s.ID
+}
+
+// keyInput computes step i's key input given its parent key. It reads the
+// build context for copy steps.
+func (p *planner) keyInput(st *recipes.Step, parent string) (layers.KeyInput, error) {
+	in := layers.KeyInput{Parent: parent, Kind: st.Kind(), Platform: p.r.Platform, Compression: p.o.Compression, Epoch: p.o.Epoch}
+	switch st.Kind() {
+	case "run":
+		rs := runSpec{Argv: st.Run.Args(), Env: mergeEnv(p.env, envList(st.Env)), Workdir: st.Workdir, Network: st.Network}
+		if rs.Network == "" {
+			rs.Network = "host"
+		}
+		for _, s := range st.Secrets {
+			rs.Secrets = append(rs.Secrets, s.ID+"="+secretTarget(s))
+		}
+		in.Spec = rs
+	case "copy":
+		in.Spec = copySpec{Copy: st.Copy}
+		files, err := layers.CopyKeyFiles(p.r.Dir, st.Copy)
+		if err != nil {
+			return in, err
+		}
+		in.Files = files
+	}
+	return in, nil
+}
+
+func (p *planner) why(name string, in layers.KeyInput) string {
+	old, ok := p.record[name]
+	if !ok {
+		return "no earlier build of this step in this cache"
+	}
+	if old.Key() == in.Key() {
+		return "same inputs as the last build, but its layer is no longer cached (pruned or corrupt)"
+	}
+	return in.Why(old)
+}
+
+func stepErr(i int, st *recipes.Step, err error) error {
+	return fmt.Errorf("step %d (%s): %w", i+1, st.Name, err)
+}
+
+// Plan says, for each step, its cache key and whether the cache has it,
+// without running anything.
+func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	c, err := layers.OpenCache(o.CacheDir, false, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	p, err := newPlanner(ctx, r, &o, c, true)
+	if err != nil {
+		return nil, err
+	}
+	var out []StepPlan
+	if r.From.Bootstrap != nil {
+		sp := StepPlan{Index: 0, Name: "bootstrap", Kind: "bootstrap", Key: p.base.ID, Status: Hit}
+		if p.base.Image == nil {
+			sp.Status, sp.Why = Miss, p.why("bootstrap", layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch}))
+		}
+		out = append(out, sp)
+	}
+	parent := p.base.ID
+	for i := range r.Steps {
+		st := &r.Steps[i]
+		sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
+		if st.Kind() == "env" {
+			p.env = mergeEnv(p.env, envList(st.Env))
+			out = append(out, sp)
+			continue
+		}
+		in, err := p.keyInput(st, parent)
+		if err != nil {
+			return nil, stepErr(i, st, err)
+		}
+		sp.Key = in.Key()
+		e, err := c.Lookup(sp.Key)
+		if err != nil {
+			return nil, stepErr(i, st, err)
+		}
+		if e != nil {
+			sp.Status, sp.Layer = Hit, e.Layer.Digest.String()
+		} else {
+			sp.Status, sp.Why = Miss, p.why(st.Name, in)
+		}
+		parent = sp.Key
+		out = append(out, sp)
+	}
+	return out, nil
+}
+
+// Result is the build manifest.
+type Result struct {
+	Recipe   string     `json:"recipe"`
+	Platform string     `json:"platform"`
+	Base     BaseInfo   `json:"base"`
+	Steps    []StepPlan `json:"steps"`
+	Image    string     `json:"image_digest"`
+	Config   string     `json:"config_digest"`
+	Executed int        `json:"steps_executed"`
+
+	image v1.Image
+}
+
+// BaseInfo records the base a build used.
+type BaseInfo struct {
+	Ref    string `json:"ref"`
+	Digest string `json:"digest,omitempty"`
+	Key    string `json:"key,omitempty"`
+}
+
+// Image is the built image.
+func (r *Result) ImageV1() v1.Image { return r.image }
+
+// Build runs the recipe: cached steps are reused, the rest run in the
+// sandbox, tests run against the result, and the outputs are written.
+func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	c, err := layers.OpenCache(o.CacheDir, false, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	p, err := newPlanner(ctx, r, &o, c, false)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}
+	if r.From.Bootstrap != nil {
+		res.Base.Key = p.base.ID
+		status := Hit
+		if p.base.Bootstrapped {
+			status = Miss
+			res.Executed++
+		}
+		o.Log.Info("base", "step", "bootstrap", "status", status, "key", short(p.base.ID))
+	}
+	baseLayers, err := p.base.Image.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("base %s: %w", p.base.Ref, err)
+	}
+	stack := append([]v1.Layer(nil), baseLayers...)
+	var lowers []string // unpacked dirs of stack, filled on demand
+	unpack := func() ([]string, error) {
+		for i := len(lowers); i < len(stack); i++ {
+			l := stack[i]
+			diffID, err := l.DiffID()
+			if err != nil {
+				return nil, err
+			}
+			dir, err := c.Unpacked(ctx, diffID, diffID.String(), l.Uncompressed)
+			if err != nil {
+				return nil, err
+			}
+			lowers = append(lowers, dir)
+		}
+		return lowers, nil
+	}
+	record := map[string]layers.KeyInput{}
+	if r.From.Bootstrap != nil {
+		record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
+	}
+	epoch := time.Unix(o.Epoch, 0).UTC()
+	parent := p.base.ID
+	workdir := ""
+	for i := range r.Steps {
+		st := &r.Steps[i]
+		sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
+		if st.Kind() == "env" {
+			p.env = mergeEnv(p.env, envList(st.Env))
+			res.Steps = append(res.Steps, sp)
+			continue
+		}
+		if st.Workdir != "" {
+			workdir = st.Workdir
+		}
+		in, err := p.keyInput(st, parent)
+		if err != nil {
+			return nil, stepErr(i, st, err)
+		}
+		sp.Key = in.Key()
+		record[st.Name] = in
+		start := time.Now()
+		e, err := c.Lookup(sp.Key)
+		if err != nil {
+			return nil, stepErr(i, st, err)
+		}
+		if e == nil {
+			sp.Status, sp.Why = Miss, p.why(st.Name, in)
+			o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
+			desc, err := p.execute(ctx, st, unpack, epoch)
+			if err != nil {
+				return nil, stepErr(i, st, err)
+			}
+			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
+			if err := c.Store(*e); err != nil {
+				return nil, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
+			}
+			res.Executed++
+		} else {
+			sp.Status = Hit
+		}
+		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
+		sp.Duration = time.Since(start)
+		o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
+		stack = append(stack, c.Layer(e.Layer))
+		parent = sp.Key
+		res.Steps = append(res.Steps, sp)
+	}
+	if err := writeRecord(c, r.Name, record); err != nil {
+		o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
+	}
+	for i, t := range r.Tests {
+		lw, err := unpack()
+		if err != nil {
+			return nil, err
+		}
+		o.Log.Info("testing", "test", t.Name)
+		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.env, Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
+		if err != nil {
+			return nil, fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
+		}
+	}
+	img, err := assembleImage(p.base.Image, stack[len(baseLayers):], r, p.env, workdir, epoch)
+	if err != nil {
+		return nil, err
+	}
+	res.image = img
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	cd, err := img.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	res.Image, res.Config = d.String(), cd.String()
+	if err := writeOutputs(ctx, c, img, r, &o, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() ([]string, error), epoch time.Time) (layers.Descriptor, error) {
+	switch st.Kind() {
+	case "copy":
+		return layers.CopyStep(p.c, p.r.Dir, st.Copy, p.o.Compression, epoch)
+	case "run":
+		lw, err := unpack()
+		if err != nil {
+			return layers.Descriptor{}, err
+		}
+		ro := layers.RunOptions{
+			Argv: st.Run.Args(), Env: mergeEnv(p.env, envList(st.Env)), Workdir: st.Workdir,
+			Network: st.Network, Epoch: epoch, Out: prefixWriter(p.o.Output, st.Name),
+		}
+		for _, s := range st.Secrets {
+			src := s.Src
+			if !filepath.IsAbs(src) {
+				src = filepath.Join(p.r.Dir, src)
+			}
+			ro.Secrets = append(ro.Secrets, layers.Secret{ID: s.ID, Src: src, Target: secretTarget(s)})
+		}
+		return layers.RunStep(ctx, p.c, lw, p.o.Compression, ro)
+	}
+	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
+}
+
+func short(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[i+1 : i+13]
+	}
+	return d
+}
+
+func recordPath(c *layers.Cache, name string) string {
+	return filepath.Join(c.Dir(), "records", name+".json")
+}
+
+func readRecord(c *layers.Cache, name string) map[string]layers.KeyInput {
+	data, err := os.ReadFile(recordPath(c, name))
+	if err != nil {
+		return nil
+	}
+	var m map[string]layers.KeyInput
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	return m
+}
+
+func writeRecord(c *layers.Cache, name string, m map[string]layers.KeyInput) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(recordPath(c, name), data)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+var _ = rootfs.CheckPrivileges

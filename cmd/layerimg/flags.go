@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/layers"
+)
+
+type globalFlags struct {
+	cacheDir    string
+	args        []string
+	insecure    []string
+	compression string
+	progress    string
+	verbose     bool
+}
+
+func (g *globalFlags) register(c *cobra.Command) {
+	f := c.PersistentFlags()
+	f.StringVar(&g.cacheDir, "cache-dir", "", "layer cache directory (default $XDG_CACHE_HOME/layerimg)")
+	f.StringArrayVar(&g.args, "arg", nil, "override a recipe arg, as `NAME=VALUE` (repeatable)")
+	f.StringArrayVar(&g.insecure, "insecure-registry", nil, "allow plain HTTP or an untrusted certificate for this registry `HOST` only (repeatable)")
+	f.StringVar(&g.compression, "compression", "gzip", "layer compression: gzip or zstd")
+	f.StringVar(&g.progress, "progress", "auto", "progress output: auto, plain, tty or json")
+	f.BoolVarP(&g.verbose, "verbose", "v", false, "log more detail")
+}
+
+func (g *globalFlags) argMap() (map[string]string, error) {
+	m := map[string]string{}
+	for _, a := range g.args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, usageError{fmt.Errorf("--arg %q: expected NAME=VALUE", a)}
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// options turns the flags into build options.
+func (g *globalFlags) options(stderr io.Writer) (layerimg.Options, error) {
+	comp, err := layers.ParseCompression(g.compression)
+	if err != nil {
+		return layerimg.Options{}, usageError{err}
+	}
+	epoch, err := layerimg.EpochFromEnv()
+	if err != nil {
+		return layerimg.Options{}, usageError{err}
+	}
+	log, err := g.logger(stderr)
+	if err != nil {
+		return layerimg.Options{}, err
+	}
+	return layerimg.Options{
+		CacheDir: g.cacheDir, InsecureRegistries: g.insecure, Compression: comp,
+		Epoch: epoch, Log: log, Output: stderr,
+	}, nil
+}
+
+func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
+	level := slog.LevelInfo
+	if g.verbose {
+		level = slog.LevelDebug
+	}
+	mode := g.progress
+	if mode == "auto" {
+		mode = "plain"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			mode = "tty"
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch mode {
+	case "plain":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "tty":
+		return slog.New(newTTYHandler(w, level)), nil
+	}
+	return nil, usageError{fmt.Errorf("--progress %q: expected auto, plain, tty or json", g.progress)}
+}

@@ -1,0 +1,82 @@
+// Command layerimg builds VM images from recipes, the way containers are built.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+// usageError marks errors that exit with status 2.
+type usageError struct{ error }
+
+func main() {
+	rootfs.SandboxMain() // a re-executed sandbox child never returns
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "layerimg:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "layerimg: interrupted; nothing partial was kept")
+		return 130
+	}
+	return 1
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "layerimg",
+		Short: "Build VM images the way containers are built",
+		Long: `layerimg builds machine images from a recipe: a base and an ordered list of
+steps. Every step's result is an OCI layer cached under a content-addressed key,
+so a rebuild runs only the steps whose inputs changed.`,
+		Example: `  layerimg validate recipe.yaml
+  layerimg plan recipe.yaml
+  layerimg build recipe.yaml --oci-layout out/image --rootfs-tar out/rootfs.tar
+  layerimg cache ls`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	g.register(root)
+	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newBuildCmd(g), newCacheCmd(g))
+	return root
+}
+
+// exactlyOneRecipe is an Args validator that exits 2 when misused.
+func exactlyOneRecipe(_ *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageError{fmt.Errorf("expected one recipe file, got %d arguments", len(args))}
+	}
+	return nil
+}
+
+func loadRecipe(g *globalFlags, path string) (*recipes.Recipe, error) {
+	args, err := g.argMap()
+	if err != nil {
+		return nil, err
+	}
+	return recipes.Load(path, args)
+}

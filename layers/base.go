@@ -1,0 +1,340 @@
+package layers
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/layerimg/layerimg/recipes"
+)
+
+// Base is a resolved starting point: an image whose layers the steps build on.
+type Base struct {
+	// ID is what step keys build on: the image's manifest digest, or a
+	// bootstrap's cache key, or "scratch".
+	ID string
+	// Ref says where it came from, for people.
+	Ref string
+	// Digest is the resolved manifest digest, when the base is an image.
+	Digest string
+	// Image holds the base's layers and config.
+	Image v1.Image
+	// Bootstrapped is set when the base was made by mmdebstrap in this run.
+	Bootstrapped bool
+}
+
+// BaseOptions controls how bases are fetched.
+type BaseOptions struct {
+	Platform           string
+	InsecureRegistries []string
+	Compression        Compression
+	Epoch              int64
+	Log                io.Writer // mmdebstrap output
+	// Offline refuses to run mmdebstrap: plan must not build.
+	Offline bool
+}
+
+// ResolveBase finds (and for a bootstrap, makes or loads from cache) a base.
+func ResolveBase(ctx context.Context, c *Cache, b recipes.Base, o BaseOptions) (*Base, error) {
+	if b.Bootstrap != nil {
+		return bootstrap(ctx, c, *b.Bootstrap, o)
+	}
+	ref := b.Ref
+	switch {
+	case ref == "scratch":
+		return &Base{ID: "scratch", Ref: ref, Image: empty.Image}, nil
+	case strings.HasPrefix(ref, "oci-layout:"):
+		return ociLayout(strings.TrimPrefix(ref, "oci-layout:"), o)
+	case strings.HasPrefix(ref, "docker-archive:"):
+		file := strings.TrimPrefix(ref, "docker-archive:")
+		img, err := tarball.ImageFromPath(file, nil)
+		if err != nil {
+			return nil, fmt.Errorf("from %s: %w", ref, err)
+		}
+		return imageBase(ref, img)
+	}
+	return registry(ctx, ref, o)
+}
+
+func imageBase(ref string, img v1.Image) (*Base, error) {
+	d, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	return &Base{ID: d.String(), Ref: ref, Digest: d.String(), Image: img}, nil
+}
+
+func platform(p string) (*v1.Platform, error) {
+	pl, err := v1.ParsePlatform(p)
+	if err != nil {
+		return nil, fmt.Errorf("platform %q: %w", p, err)
+	}
+	return pl, nil
+}
+
+// RemoteOptions are the ggcr options for talking to the registry of ref:
+// the Docker config's credentials, and TLS unless the host is listed insecure.
+func RemoteOptions(ctx context.Context, ref name.Reference, insecure []string) []remote.Option {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
+	if isInsecure(ref.Context().RegistryStr(), insecure) {
+		tr := remote.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the user asked, for this host only
+		opts = append(opts, remote.WithTransport(tr))
+	}
+	return opts
+}
+
+// ParseRef parses an image reference; registries listed insecure may use
+// plain HTTP, all others need HTTPS.
+func ParseRef(ref string, insecure []string) (name.Reference, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	if isInsecure(r.Context().RegistryStr(), insecure) {
+		return name.ParseReference(ref, name.Insecure)
+	}
+	return r, nil
+}
+
+func isInsecure(host string, insecure []string) bool {
+	for _, h := range insecure {
+		if h == host {
+			return true
+		}
+	}
+	return false
+}
+
+func registry(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
+	r, err := ParseRef(ref, o.InsecureRegistries)
+	if err != nil {
+		return nil, fmt.Errorf("from %q: not an image reference: %w", ref, err)
+	}
+	pl, err := platform(o.Platform)
+	if err != nil {
+		return nil, err
+	}
+	img, err := remote.Image(r, append(RemoteOptions(ctx, r, o.InsecureRegistries), remote.WithPlatform(*pl))...)
+	if err != nil {
+		return nil, fmt.Errorf("pulling base %s: %w", ref, err)
+	}
+	return imageBase(ref, img)
+}
+
+func ociLayout(spec string, o BaseOptions) (*Base, error) {
+	dir, sel := spec, ""
+	if i := strings.Index(spec, "@sha256:"); i >= 0 {
+		dir, sel = spec[:i], spec[i+1:]
+	} else if i := strings.LastIndex(spec, ":"); i > strings.LastIndex(spec, "/") {
+		dir, sel = spec[:i], spec[i+1:]
+	}
+	ref := "oci-layout:" + spec
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	var found []v1.Descriptor
+	for _, d := range im.Manifests {
+		switch {
+		case sel == "":
+			found = append(found, d)
+		case strings.HasPrefix(sel, "sha256:"):
+			if d.Digest.String() == sel {
+				found = append(found, d)
+			}
+		case d.Annotations["org.opencontainers.image.ref.name"] == sel:
+			found = append(found, d)
+		}
+	}
+	if len(found) != 1 {
+		return nil, fmt.Errorf("from %s: %d images match in %s/index.json; name one with :tag or @sha256:...", ref, len(found), dir)
+	}
+	d := found[0]
+	if d.MediaType.IsIndex() {
+		child, err := idx.ImageIndex(d.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("from %s: %w", ref, err)
+		}
+		cm, err := child.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		pl, err := platform(o.Platform)
+		if err != nil {
+			return nil, err
+		}
+		for _, cd := range cm.Manifests {
+			if cd.Platform != nil && cd.Platform.Satisfies(*pl) {
+				img, err := child.Image(cd.Digest)
+				if err != nil {
+					return nil, err
+				}
+				return imageBase(ref, img)
+			}
+		}
+		return nil, fmt.Errorf("from %s: no image for platform %s", ref, o.Platform)
+	}
+	img, err := idx.Image(d.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	return imageBase(ref, img)
+}
+
+// ErrNotBuilt is returned by ResolveBase in offline mode for a bootstrap base
+// that is not cached yet.
+var ErrNotBuilt = errors.New("not built yet")
+
+// BootstrapKey is the cache key of a bootstrap base.
+func BootstrapKey(bs recipes.Bootstrap, o BaseOptions) KeyInput {
+	bs = withBootstrapDefaults(bs)
+	return KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
+}
+
+func withBootstrapDefaults(bs recipes.Bootstrap) recipes.Bootstrap {
+	if bs.Mirror == "" {
+		bs.Mirror = "https://deb.debian.org/debian"
+	}
+	if bs.Variant == "" {
+		bs.Variant = "minbase"
+	}
+	return bs
+}
+
+func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (*Base, error) {
+	in := BootstrapKey(bs, o)
+	key := in.Key()
+	bs = withBootstrapDefaults(bs)
+	ref := fmt.Sprintf("bootstrap:%s/%s", bs.Distro, bs.Suite)
+	e, err := c.Lookup(key)
+	if err != nil {
+		return nil, err
+	}
+	built := false
+	if e == nil {
+		if o.Offline {
+			return &Base{ID: key, Ref: ref}, ErrNotBuilt
+		}
+		desc, err := runMmdebstrap(ctx, c, bs, o)
+		if err != nil {
+			return nil, err
+		}
+		e = &Entry{Key: key, Step: ref, Input: in, Layer: desc, Created: time.Now().UTC()}
+		if err := c.Store(*e); err != nil {
+			return nil, err
+		}
+		built = true
+	}
+	img, err := imageFromLayers(c, []Descriptor{e.Layer}, o.Platform)
+	if err != nil {
+		return nil, err
+	}
+	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built}, nil
+}
+
+func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (Descriptor, error) {
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		return Descriptor{}, errors.New("from.bootstrap needs mmdebstrap: apt-get install mmdebstrap")
+	}
+	pl, err := platform(o.Platform)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}[pl.Architecture]
+	dir, err := os.MkdirTemp(c.TempDir(), "bootstrap-")
+	if err != nil {
+		return Descriptor{}, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "rootfs.tar")
+	args := []string{"--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	if len(bs.Packages) > 0 {
+		args = append(args, "--include="+strings.Join(bs.Packages, ","))
+	}
+	args = append(args, bs.Suite, out, bs.Mirror)
+	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", o.Epoch))
+	cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return Descriptor{}, ctx.Err()
+		}
+		return Descriptor{}, fmt.Errorf("bootstrap: mmdebstrap %s: %w", strings.Join(args, " "), err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	defer f.Close()
+	return c.WriteLayer(o.Compression, func(w io.Writer) error {
+		return normalizeTar(f, w, time.Unix(o.Epoch, 0))
+	})
+}
+
+// normalizeTar copies a tar with numeric owners only and mtimes clamped to
+// epoch, so that its bytes depend on its content alone.
+func normalizeTar(r io.Reader, w io.Writer, epoch time.Time) error {
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return tw.Close()
+		}
+		if err != nil {
+			return err
+		}
+		mt := hdr.ModTime
+		if mt.After(epoch) {
+			mt = epoch
+		}
+		n := &tar.Header{
+			Typeflag: hdr.Typeflag, Name: strings.TrimPrefix(hdr.Name, "./"), Linkname: hdr.Linkname,
+			Size: hdr.Size, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid,
+			ModTime: time.Unix(mt.Unix(), 0), Devmajor: hdr.Devmajor, Devminor: hdr.Devminor,
+			Format: tar.FormatPAX,
+		}
+		if hdr.Typeflag == tar.TypeLink {
+			n.Linkname = strings.TrimPrefix(hdr.Linkname, "./")
+		}
+		for k, v := range hdr.PAXRecords {
+			if strings.HasPrefix(k, "SCHILY.xattr.") {
+				if n.PAXRecords == nil {
+					n.PAXRecords = map[string]string{}
+				}
+				n.PAXRecords[k] = v
+			}
+		}
+		if n.Name == "" || n.Name == "." || n.Name == "./" {
+			continue
+		}
+		if err := tw.WriteHeader(n); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,455 @@
+package layers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+// Cache is the local layer cache: an OCI image layout (blobs/sha256/...)
+// plus one small JSON file per cache key under keys/, and layers unpacked for
+// use as overlayfs lower dirs under unpacked/.
+//
+// Every file is written to a temporary name and renamed, so a build killed at
+// any moment leaves only whole entries. Builds hold a shared lock on the
+// cache and prune an exclusive one, so many builds may share a cache.
+type Cache struct {
+	dir  string
+	lock *os.File
+	tmp  string // this process's scratch dir, removed by Close
+	tmpL *os.File
+	log  *slog.Logger
+}
+
+// Entry maps a cache key to the layer that the step produced.
+type Entry struct {
+	Key     string     `json:"key"`
+	Step    string     `json:"step"`
+	Input   KeyInput   `json:"input"`
+	Layer   Descriptor `json:"layer"`
+	Created time.Time  `json:"created"`
+}
+
+// DefaultCacheDir is $XDG_CACHE_HOME/layerimg, or ~/.cache/layerimg.
+func DefaultCacheDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("finding a cache directory (set --cache-dir): %w", err)
+	}
+	return filepath.Join(d, "layerimg"), nil
+}
+
+// OpenCache opens (creating if needed) the cache at dir. exclusive waits for
+// every other user to finish; prune needs that.
+func OpenCache(dir string, exclusive bool, log *slog.Logger) (*Cache, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range []string{"blobs/sha256", "keys", "unpacked", "tmp", "records"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("creating cache %s: %w", dir, err)
+		}
+	}
+	c := &Cache{dir: dir, log: log}
+	for name, data := range map[string]string{
+		"oci-layout": `{"imageLayoutVersion":"1.0.0"}`,
+		"index.json": `{"schemaVersion":2,"manifests":[]}`,
+	} {
+		if _, err := os.Stat(filepath.Join(dir, name)); errors.Is(err, os.ErrNotExist) {
+			if err := c.writeFile(filepath.Join(dir, name), []byte(data)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening cache lock: %w", err)
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking cache %s: %w", dir, err)
+	}
+	c.lock = f
+	c.cleanStaleTmp()
+	if err := c.makeTmp(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dir is the cache's directory.
+func (c *Cache) Dir() string { return c.dir }
+
+// TempDir is a scratch directory on the cache's filesystem, private to this
+// process and removed by Close.
+func (c *Cache) TempDir() string { return c.tmp }
+
+// Close removes this process's scratch files and releases the lock.
+func (c *Cache) Close() error {
+	if c.tmp != "" {
+		os.RemoveAll(c.tmp)
+		c.tmpL.Close()
+	}
+	return c.lock.Close()
+}
+
+func (c *Cache) makeTmp() error {
+	var b [8]byte
+	rand.Read(b[:])
+	c.tmp = filepath.Join(c.dir, "tmp", hex.EncodeToString(b[:]))
+	if err := os.Mkdir(c.tmp, 0o700); err != nil {
+		return err
+	}
+	f, err := os.Create(c.tmp + ".lock")
+	if err != nil {
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return err
+	}
+	c.tmpL = f
+	return nil
+}
+
+// cleanStaleTmp removes the scratch dirs of processes that died: their lock
+// is free.
+func (c *Cache) cleanStaleTmp() {
+	locks, _ := filepath.Glob(filepath.Join(c.dir, "tmp", "*.lock"))
+	for _, l := range locks {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			c.log.Debug("removing scratch files of an interrupted build", "dir", strings.TrimSuffix(l, ".lock"))
+			os.RemoveAll(strings.TrimSuffix(l, ".lock"))
+			os.Remove(l)
+		}
+		f.Close()
+	}
+	// Blob temp files carry no lock; they are only ever a moment old unless
+	// their writer died, so an hour is a safe age.
+	tmps, _ := filepath.Glob(filepath.Join(c.dir, "blobs", "sha256", ".tmp-*"))
+	keys, _ := filepath.Glob(filepath.Join(c.dir, "keys", ".tmp-*"))
+	for _, t := range append(tmps, keys...) {
+		if fi, err := os.Stat(t); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.Remove(t)
+		}
+	}
+}
+
+// writeFile writes data to path atomically.
+func (c *Cache) writeFile(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// BlobPath is where the blob with digest d lives.
+func (c *Cache) BlobPath(d v1.Hash) string {
+	return filepath.Join(c.dir, "blobs", d.Algorithm, d.Hex)
+}
+
+// WriteLayer compresses the tar that fill writes and stores it as a blob.
+func (c *Cache) WriteLayer(comp Compression, fill func(io.Writer) error) (Descriptor, error) {
+	f, err := os.CreateTemp(filepath.Join(c.dir, "blobs", "sha256"), ".tmp-*")
+	if err != nil {
+		return Descriptor{}, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	lw, err := newLayerWriter(f, comp)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	if err := fill(lw); err != nil {
+		lw.Close()
+		return Descriptor{}, err
+	}
+	desc, err := lw.Close()
+	if err != nil {
+		return Descriptor{}, err
+	}
+	if err := f.Sync(); err != nil {
+		return Descriptor{}, err
+	}
+	if err := os.Rename(f.Name(), c.BlobPath(desc.Digest)); err != nil {
+		return Descriptor{}, err
+	}
+	return desc, nil
+}
+
+// PutBlob stores r's bytes, verifying them against want.
+func (c *Cache) PutBlob(r io.Reader, want v1.Hash) error {
+	f, err := os.CreateTemp(filepath.Join(c.dir, "blobs", "sha256"), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+		return fmt.Errorf("blob %s: content has digest sha256:%s", want, got)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), c.BlobPath(want))
+}
+
+// VerifyBlob hashes a stored blob and checks it against its name.
+func (c *Cache) VerifyBlob(d v1.Hash) error {
+	f, err := os.Open(c.BlobPath(d))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
+		return fmt.Errorf("blob %s is corrupt: its content has digest sha256:%s", d, got)
+	}
+	return nil
+}
+
+// OpenLayer opens the uncompressed tar of a stored layer.
+func (c *Cache) OpenLayer(d Descriptor) (io.ReadCloser, error) {
+	f, err := os.Open(c.BlobPath(d.Digest))
+	if err != nil {
+		return nil, err
+	}
+	r, err := decompress(f, d.MediaType)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &multiCloser{r, []io.Closer{r, f}}, nil
+}
+
+type multiCloser struct {
+	io.Reader
+	cs []io.Closer
+}
+
+func (m *multiCloser) Close() error {
+	var err error
+	for _, c := range m.cs {
+		if e := c.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+func (c *Cache) keyPath(key string) string {
+	return filepath.Join(c.dir, "keys", strings.TrimPrefix(key, "sha256:")+".json")
+}
+
+// Lookup returns the entry for key, or nil when there is none. A corrupt or
+// missing blob is reported, and the entry and blob are dropped so that the
+// step is rebuilt.
+func (c *Cache) Lookup(key string) (*Entry, error) {
+	data, err := os.ReadFile(c.keyPath(key))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var e Entry
+	if err := json.Unmarshal(data, &e); err != nil || e.Key != key {
+		c.log.Warn("dropping unreadable cache entry", "key", key)
+		os.Remove(c.keyPath(key))
+		return nil, nil
+	}
+	if err := c.VerifyBlob(e.Layer.Digest); err != nil {
+		c.log.Warn("dropping cache entry: its layer is missing or corrupt; the step will be rebuilt", "step", e.Step, "key", key, "err", err)
+		os.Remove(c.BlobPath(e.Layer.Digest))
+		os.Remove(c.keyPath(key))
+		return nil, nil
+	}
+	now := time.Now()
+	os.Chtimes(c.keyPath(key), now, now) // last use, for prune
+	return &e, nil
+}
+
+// Store records that key produced the layer in e. The blob must be stored.
+func (c *Cache) Store(e Entry) error {
+	data, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return err
+	}
+	return c.writeFile(c.keyPath(e.Key), data)
+}
+
+// Entries lists every cache entry, oldest use first.
+func (c *Cache) Entries() ([]Entry, []time.Time, error) {
+	files, err := filepath.Glob(filepath.Join(c.dir, "keys", "*.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	var es []Entry
+	var used []time.Time
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var e Entry
+		if json.Unmarshal(data, &e) != nil {
+			continue
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		es = append(es, e)
+		used = append(used, fi.ModTime())
+	}
+	idx := make([]int, len(es))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return used[idx[a]].Before(used[idx[b]]) })
+	es2, used2 := make([]Entry, len(es)), make([]time.Time, len(es))
+	for i, j := range idx {
+		es2[i], used2[i] = es[j], used[j]
+	}
+	return es2, used2, nil
+}
+
+// Unpacked returns a directory holding the layer extracted in overlayfs form,
+// extracting it once. open supplies the uncompressed tar.
+func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open func() (io.ReadCloser, error)) (string, error) {
+	dst := filepath.Join(c.dir, "unpacked", diffID.Hex)
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	tmp, err := os.MkdirTemp(c.tmp, "unpack-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	rc, err := open()
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if err := rootfs.Apply(ctx, tmp, io.TeeReader(rc, h), rootfs.ApplyOptions{Layer: name, Overlay: true}); err != nil {
+		return "", err
+	}
+	io.Copy(h, rc) // tar padding after the end marker
+	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
+		return "", fmt.Errorf("layer %s: uncompressed content has digest sha256:%s, want %s", name, got, diffID)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		if _, serr := os.Stat(dst); serr == nil {
+			return dst, nil // another build unpacked it first
+		}
+		return "", err
+	}
+	return dst, nil
+}
+
+// Prune drops entries unused for keepDays and every blob and unpacked layer
+// that no remaining entry or base needs. It needs an exclusive cache.
+func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed int64, err error) {
+	es, used, err := c.Entries()
+	if err != nil {
+		return 0, 0, err
+	}
+	live := map[string]bool{}
+	cutoff := time.Now().Add(-time.Duration(keepDays) * 24 * time.Hour)
+	for i, e := range es {
+		if used[i].Before(cutoff) {
+			os.Remove(c.keyPath(e.Key))
+			removed++
+			continue
+		}
+		live[e.Layer.Digest.Hex] = true
+		live[e.Layer.DiffID.Hex] = true
+	}
+	for k := range keep {
+		live[k] = true
+	}
+	for _, sub := range []string{"blobs/sha256", "unpacked"} {
+		ents, err := os.ReadDir(filepath.Join(c.dir, sub))
+		if err != nil {
+			return removed, freed, err
+		}
+		for _, d := range ents {
+			if live[d.Name()] {
+				continue
+			}
+			p := filepath.Join(c.dir, sub, d.Name())
+			freed += duSize(p)
+			if err := os.RemoveAll(p); err != nil {
+				return removed, freed, err
+			}
+		}
+	}
+	return removed, freed, nil
+}
+
+// Usage is the bytes each part of the cache takes on disk.
+func (c *Cache) Usage() map[string]int64 {
+	u := map[string]int64{}
+	for _, sub := range []string{"blobs", "unpacked", "keys", "tmp"} {
+		u[sub] = duSize(filepath.Join(c.dir, sub))
+	}
+	return u
+}
+
+func duSize(p string) int64 {
+	var n int64
+	filepath.Walk(p, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}

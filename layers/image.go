@@ -1,0 +1,56 @@
+package layers
+
+import (
+	"io"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// cachedLayer is a v1.Layer backed by a blob in the local cache.
+type cachedLayer struct {
+	c *Cache
+	d Descriptor
+}
+
+// Layer returns the cached layer d as a v1.Layer.
+func (c *Cache) Layer(d Descriptor) v1.Layer { return &cachedLayer{c, d} }
+
+func (l *cachedLayer) Digest() (v1.Hash, error) { return l.d.Digest, nil }
+func (l *cachedLayer) DiffID() (v1.Hash, error) { return l.d.DiffID, nil }
+func (l *cachedLayer) Size() (int64, error)     { return l.d.Size, nil }
+func (l *cachedLayer) MediaType() (types.MediaType, error) {
+	return l.d.MediaType, nil
+}
+func (l *cachedLayer) Compressed() (io.ReadCloser, error) { return os.Open(l.c.BlobPath(l.d.Digest)) }
+func (l *cachedLayer) Uncompressed() (io.ReadCloser, error) {
+	return l.c.OpenLayer(l.d)
+}
+
+// imageFromLayers is an OCI image of the given cached layers.
+func imageFromLayers(c *Cache, descs []Descriptor, plat string) (v1.Image, error) {
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	var adds []mutate.Addendum
+	for _, d := range descs {
+		adds = append(adds, mutate.Addendum{Layer: c.Layer(d), MediaType: d.MediaType})
+	}
+	img, err := mutate.Append(img, adds...)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := platform(plat)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
+	return mutate.ConfigFile(img, cf)
+}

@@ -1,0 +1,220 @@
+package layerimg
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+// assembleImage stacks the step layers on the base and writes a runnable
+// image config: env, workdir, platform, history, all stamped with epoch.
+func assembleImage(base v1.Image, steps []v1.Layer, r *recipes.Recipe, env []string, workdir string, epoch time.Time) (v1.Image, error) {
+	img := base
+	if mt, err := base.MediaType(); err == nil && mt == types.DockerManifestSchema2 {
+		img = mutate.MediaType(img, types.OCIManifestSchema1)
+		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	}
+	var adds []mutate.Addendum
+	for i, l := range steps {
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.Addendum{Layer: l, MediaType: mt, History: v1.History{
+			Created: v1.Time{Time: epoch}, CreatedBy: fmt.Sprintf("layerimg step %d", i+1),
+		}})
+	}
+	img, err := mutate.Append(img, adds...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	pl, err := v1.ParsePlatform(r.Platform)
+	if err != nil {
+		return nil, err
+	}
+	cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
+	cf.Created = v1.Time{Time: epoch}
+	cf.Config.Env = env
+	if workdir != "" {
+		cf.Config.WorkingDir = workdir
+	}
+	if cf.Config.Labels == nil {
+		cf.Config.Labels = map[string]string{}
+	}
+	cf.Config.Labels["org.opencontainers.image.title"] = r.Name
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, r *recipes.Recipe, o *Options, res *Result) error {
+	if o.OCILayout != "" {
+		if err := writeLayout(o.OCILayout, img, r.Name); err != nil {
+			return fmt.Errorf("writing OCI layout %s: %w", o.OCILayout, err)
+		}
+		o.Log.Info("wrote OCI layout", "dir", o.OCILayout, "digest", res.Image)
+	}
+	if o.RootfsTar != "" {
+		if err := writeRootfsTar(ctx, c, img, o.RootfsTar, o.Epoch); err != nil {
+			return fmt.Errorf("writing rootfs tar %s: %w", o.RootfsTar, err)
+		}
+		o.Log.Info("wrote rootfs tar", "file", o.RootfsTar)
+	}
+	if o.Manifest != "" {
+		data, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(o.Manifest, append(data, '\n')); err != nil {
+			return fmt.Errorf("writing build manifest %s: %w", o.Manifest, err)
+		}
+	}
+	return nil
+}
+
+// writeLayout writes img as the only image of an OCI layout at dir. It is
+// written beside dir and renamed into place, so dir is never half-written.
+func writeLayout(dir string, img v1.Image, name string) error {
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	p, err := layout.Write(tmp, empty.Index)
+	if err != nil {
+		return err
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": name})); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	old := tmp + ".old"
+	if _, err := os.Stat(dir); err == nil {
+		if err := os.Rename(dir, old); err != nil {
+			return err
+		}
+		defer os.RemoveAll(old)
+	}
+	return os.Rename(tmp, dir)
+}
+
+// writeRootfsTar flattens img's layers into a tree and writes it as one
+// deterministic tar.
+func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file string, epoch int64) error {
+	tree, err := os.MkdirTemp(c.TempDir(), "rootfs-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tree)
+	if err := Flatten(ctx, img, tree); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	bw := bufio.NewWriterSize(f, 1<<20)
+	e := time.Unix(epoch, 0)
+	if err := rootfs.WriteTar(ctx, bw, tree, rootfs.TarOptions{Epoch: &e}); err != nil {
+		f.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), file)
+}
+
+// Flatten applies every layer of img, in order, onto dir.
+func Flatten(ctx context.Context, img v1.Image, dir string) error {
+	ls, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		d, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+		err = rootfs.Apply(ctx, dir, rc, rootfs.ApplyOptions{Layer: d.String()})
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixWriter prefixes each line written to w with "[name] ".
+func prefixWriter(w io.Writer, name string) io.Writer {
+	return &prefixed{w: w, prefix: []byte("[" + name + "] ")}
+}
+
+type prefixed struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix []byte
+}
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]byte, 0, len(b)+len(p.prefix))
+	start := 0
+	for i, ch := range b {
+		if ch == '\n' {
+			out = append(out, p.prefix...)
+			out = append(out, b[start:i+1]...)
+			start = i + 1
+		}
+	}
+	if start < len(b) {
+		out = append(out, p.prefix...)
+		out = append(out, b[start:]...)
+	}
+	if _, err := p.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

@@ -1,0 +1,105 @@
+package recipes
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Expand replaces ${NAME} in every step and test field with the recipe's args,
+// overridden by overrides. "$${NAME}" stays as the literal "${NAME}", so shell
+// scripts can still use their own braces. An unknown name is an error naming
+// the step.
+func (r *Recipe) Expand(overrides map[string]string) error {
+	args := map[string]string{}
+	for k, v := range r.Args {
+		args[k] = v
+	}
+	var errs Errors
+	for k, v := range overrides {
+		if _, ok := r.Args[k]; !ok {
+			errs = append(errs, &Error{File: r.File, Msg: fmt.Sprintf("--arg %s: the recipe declares no such arg (declared: %s)", k, strings.Join(sortedKeys(r.Args), ", "))})
+			continue
+		}
+		args[k] = v
+	}
+	r.Args = args
+	ex := func(pos Pos, where string, s *string) {
+		out, err := expand(*s, args)
+		if err != nil {
+			errs = append(errs, &Error{File: r.File, Pos: pos, Msg: fmt.Sprintf("%s: %v", where, err)})
+			return
+		}
+		*s = out
+	}
+	exCmd := func(pos Pos, where string, c *Command) {
+		ex(pos, where, &c.Script)
+		for i := range c.Argv {
+			ex(pos, where, &c.Argv[i])
+		}
+	}
+	if bs := r.From.Bootstrap; bs != nil {
+		ex(r.From.Pos, "from", &bs.Suite)
+		ex(r.From.Pos, "from", &bs.Mirror)
+		for i := range bs.Packages {
+			ex(r.From.Pos, "from", &bs.Packages[i])
+		}
+	} else {
+		ex(r.From.Pos, "from", &r.From.Ref)
+	}
+	for i := range r.Steps {
+		s := &r.Steps[i]
+		where := fmt.Sprintf("step %d (%s)", i+1, s.Name)
+		exCmd(s.Pos, where, &s.Run)
+		ex(s.Pos, where, &s.Workdir)
+		for k, v := range s.Env {
+			ex(s.Pos, where, &v)
+			s.Env[k] = v
+		}
+		for j := range s.Copy {
+			ex(s.Pos, where, &s.Copy[j].Src)
+			ex(s.Pos, where, &s.Copy[j].Dst)
+		}
+		for j := range s.Secrets {
+			ex(s.Pos, where, &s.Secrets[j].Src)
+		}
+	}
+	for i := range r.Tests {
+		exCmd(r.Tests[i].Pos, fmt.Sprintf("test %d (%s)", i+1, r.Tests[i].Name), &r.Tests[i].Run)
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func expand(s string, args map[string]string) (string, error) {
+	if !strings.Contains(s, "${") {
+		return s, nil
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), nil
+		}
+		if i > 0 && s[i-1] == '$' { // "$${X}": literal "${X}"
+			b.WriteString(s[:i-1])
+			b.WriteString("${")
+			s = s[i+2:]
+			continue
+		}
+		b.WriteString(s[:i])
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", fmt.Errorf("unterminated ${ in %q", s)
+		}
+		name := s[i+2 : i+end]
+		v, ok := args[name]
+		if !ok {
+			return "", fmt.Errorf("unknown arg ${%s} (declare it under args, or write $${%s} for a literal)", name, name)
+		}
+		b.WriteString(v)
+		s = s[i+end+1:]
+	}
+}

@@ -1,0 +1,417 @@
+package recipes
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Error is a problem at one place in a recipe file.
+type Error struct {
+	File string
+	Pos  Pos
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Pos.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Column, e.Msg)
+}
+
+// Errors is every problem found in one recipe, in file order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Load reads, parses and validates the recipe at path, then expands its
+// ${ARG}s with the recipe's defaults overridden by overrides.
+func Load(path string, overrides map[string]string) (*Recipe, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading recipe: %w", err)
+	}
+	r, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Expand(overrides); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Parse parses and validates recipe YAML. file names it in errors and its
+// directory becomes the build context.
+func Parse(file string, data []byte) (*Recipe, error) {
+	p := &parser{file: file}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, Errors{p.yamlError(err)}
+	}
+	r := &Recipe{File: file, Dir: filepath.Dir(file)}
+	if len(doc.Content) == 0 {
+		return nil, Errors{{File: file, Msg: "recipe is empty"}}
+	}
+	p.recipe(doc.Content[0], r)
+	if len(p.errs) == 0 {
+		p.validate(r, doc.Content[0])
+	}
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	if r.Platform == "" {
+		r.Platform = "linux/amd64"
+	}
+	for i := range r.Steps {
+		if r.Steps[i].Name == "" {
+			r.Steps[i].Name = fmt.Sprintf("step-%d", i+1)
+		}
+	}
+	for i := range r.Tests {
+		if r.Tests[i].Name == "" {
+			r.Tests[i].Name = fmt.Sprintf("test-%d", i+1)
+		}
+	}
+	return r, nil
+}
+
+type parser struct {
+	file string
+	errs Errors
+}
+
+func (p *parser) yamlError(err error) *Error {
+	// yaml.v3 says "yaml: line N: msg"; keep its line as a position.
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+		return &Error{File: p.file, Pos: Pos{Line: line, Column: 1}, Msg: "invalid YAML: " + msg}
+	}
+	return &Error{File: p.file, Msg: "invalid YAML: " + msg}
+}
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: p.file, Pos: pos(n), Msg: fmt.Sprintf(format, args...)})
+}
+
+func pos(n *yaml.Node) Pos { return Pos{Line: n.Line, Column: n.Column} }
+
+// fields walks a mapping node, calling set for each key in allowed and
+// reporting unknown or repeated keys with the nearest valid one.
+func (p *parser) fields(n *yaml.Node, what string, allowed []string, set func(key string, v *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping with keys %s, not %s", what, strings.Join(allowed, ", "), kindName(n))
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !contains(allowed, k.Value) {
+			msg := fmt.Sprintf("unknown key %q in %s", k.Value, what)
+			if s := nearest(k.Value, allowed); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			} else {
+				msg += fmt.Sprintf(" (valid keys: %s)", strings.Join(allowed, ", "))
+			}
+			p.errorf(k, "%s", msg)
+			continue
+		}
+		if seen[k.Value] {
+			p.errorf(k, "key %q repeated in %s", k.Value, what)
+			continue
+		}
+		seen[k.Value] = true
+		set(k.Value, v)
+	}
+}
+
+func (p *parser) str(n *yaml.Node, what string, dst *string) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.errorf(n, "%s must be a string, not %s", what, kindName(n))
+		return
+	}
+	*dst = n.Value
+}
+
+func (p *parser) strList(n *yaml.Node, what string, dst *[]string) {
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s must be a list of strings, not %s", what, kindName(n))
+		return
+	}
+	for _, c := range n.Content {
+		var s string
+		p.str(c, what+" item", &s)
+		*dst = append(*dst, s)
+	}
+}
+
+func (p *parser) strMap(n *yaml.Node, what string, dst *map[string]string) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping of names to strings, not %s", what, kindName(n))
+		return
+	}
+	*dst = map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if _, dup := (*dst)[k.Value]; dup {
+			p.errorf(k, "key %q repeated in %s", k.Value, what)
+		}
+		var s string
+		p.str(v, fmt.Sprintf("%s.%s", what, k.Value), &s)
+		(*dst)[k.Value] = s
+	}
+}
+
+func (p *parser) command(n *yaml.Node, what string, dst *Command) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		p.str(n, what, &dst.Script)
+		if dst.Script == "" {
+			p.errorf(n, "%s is empty", what)
+		}
+	case yaml.SequenceNode:
+		p.strList(n, what, &dst.Argv)
+		if len(dst.Argv) == 0 {
+			p.errorf(n, "%s is an empty list", what)
+		}
+	default:
+		p.errorf(n, "%s must be a shell script (string) or an argv (list of strings), not %s", what, kindName(n))
+	}
+}
+
+var (
+	recipeKeys    = []string{"name", "platform", "args", "from", "steps", "tests"}
+	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
+	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy"}
+	secretKeys    = []string{"id", "src", "target"}
+	copyKeys      = []string{"src", "dst", "mode", "owner"}
+	testKeys      = []string{"name", "run"}
+)
+
+func (p *parser) recipe(n *yaml.Node, r *Recipe) {
+	p.fields(n, "recipe", recipeKeys, func(k string, v *yaml.Node) {
+		switch k {
+		case "name":
+			p.str(v, "name", &r.Name)
+		case "platform":
+			p.str(v, "platform", &r.Platform)
+		case "args":
+			p.strMap(v, "args", &r.Args)
+		case "from":
+			p.base(v, &r.From)
+		case "steps":
+			if v.Kind != yaml.SequenceNode {
+				p.errorf(v, "steps must be a list, not %s", kindName(v))
+				return
+			}
+			for i, c := range v.Content {
+				var s Step
+				p.step(c, i, &s)
+				r.Steps = append(r.Steps, s)
+			}
+		case "tests":
+			if v.Kind != yaml.SequenceNode {
+				p.errorf(v, "tests must be a list, not %s", kindName(v))
+				return
+			}
+			for i, c := range v.Content {
+				t := Test{Pos: pos(c)}
+				what := fmt.Sprintf("tests[%d]", i)
+				if c.Kind == yaml.ScalarNode {
+					p.command(c, what, &t.Run)
+				} else {
+					p.fields(c, what, testKeys, func(k string, v *yaml.Node) {
+						switch k {
+						case "name":
+							p.str(v, what+".name", &t.Name)
+						case "run":
+							p.command(v, what+".run", &t.Run)
+						}
+					})
+				}
+				r.Tests = append(r.Tests, t)
+			}
+		}
+	})
+}
+
+func (p *parser) base(n *yaml.Node, b *Base) {
+	b.Pos = pos(n)
+	if n.Kind == yaml.ScalarNode {
+		p.str(n, "from", &b.Ref)
+		return
+	}
+	p.fields(n, "from", []string{"bootstrap"}, func(k string, v *yaml.Node) {
+		b.Bootstrap = &Bootstrap{}
+		p.fields(v, "from.bootstrap", bootstrapKeys, func(k string, v *yaml.Node) {
+			bs := b.Bootstrap
+			switch k {
+			case "distro":
+				p.str(v, "bootstrap.distro", &bs.Distro)
+			case "suite":
+				p.str(v, "bootstrap.suite", &bs.Suite)
+			case "mirror":
+				p.str(v, "bootstrap.mirror", &bs.Mirror)
+			case "variant":
+				p.str(v, "bootstrap.variant", &bs.Variant)
+			case "packages":
+				p.strList(v, "bootstrap.packages", &bs.Packages)
+			}
+		})
+	})
+}
+
+func (p *parser) step(n *yaml.Node, i int, s *Step) {
+	s.Pos = pos(n)
+	what := fmt.Sprintf("steps[%d]", i)
+	p.fields(n, what, stepKeys, func(k string, v *yaml.Node) {
+		switch k {
+		case "name":
+			p.str(v, what+".name", &s.Name)
+		case "run":
+			p.command(v, what+".run", &s.Run)
+		case "env":
+			p.strMap(v, what+".env", &s.Env)
+		case "workdir":
+			p.str(v, what+".workdir", &s.Workdir)
+		case "network":
+			p.str(v, what+".network", &s.Network)
+			if s.Network != "host" && s.Network != "none" {
+				p.errorf(v, "%s.network must be host or none, not %q", what, s.Network)
+			}
+		case "secrets":
+			if v.Kind != yaml.SequenceNode {
+				p.errorf(v, "%s.secrets must be a list, not %s", what, kindName(v))
+				return
+			}
+			for j, c := range v.Content {
+				var sec Secret
+				w := fmt.Sprintf("%s.secrets[%d]", what, j)
+				p.fields(c, w, secretKeys, func(k string, v *yaml.Node) {
+					switch k {
+					case "id":
+						p.str(v, w+".id", &sec.ID)
+					case "src":
+						p.str(v, w+".src", &sec.Src)
+					case "target":
+						p.str(v, w+".target", &sec.Target)
+					}
+				})
+				s.Secrets = append(s.Secrets, sec)
+			}
+		case "copy":
+			items := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				items = v.Content
+				if len(items) == 0 {
+					p.errorf(v, "%s.copy is an empty list", what)
+				}
+			}
+			for j, c := range items {
+				var cp Copy
+				w := fmt.Sprintf("%s.copy", what)
+				if v.Kind == yaml.SequenceNode {
+					w = fmt.Sprintf("%s.copy[%d]", what, j)
+				}
+				p.fields(c, w, copyKeys, func(k string, v *yaml.Node) {
+					switch k {
+					case "src":
+						p.str(v, w+".src", &cp.Src)
+					case "dst":
+						p.str(v, w+".dst", &cp.Dst)
+					case "mode":
+						p.str(v, w+".mode", &cp.Mode)
+						if _, err := ParseMode(cp.Mode); err != nil {
+							p.errorf(v, "%s.mode: %v", w, err)
+						}
+					case "owner":
+						p.str(v, w+".owner", &cp.Owner)
+						if _, _, err := ParseOwner(cp.Owner); err != nil {
+							p.errorf(v, "%s.owner: %v", w, err)
+						}
+					}
+				})
+				s.Copy = append(s.Copy, cp)
+			}
+		}
+	})
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	if n.Tag == "!!null" {
+		return "empty"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// nearest returns the candidate closest to s by edit distance, if close enough
+// to be a likely typo.
+func nearest(s string, candidates []string) string {
+	best, bestD := "", len(s)/2+2
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(s), c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// sortedKeys returns m's keys in order, for deterministic output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,107 @@
+// Package recipes defines the layerimg recipe format: its Go types, strict
+// YAML parsing with file:line:column errors, validation and ${ARG} expansion.
+// It never touches the disk beyond reading the recipe, nor the network.
+package recipes
+
+// Recipe is one image definition, as written in recipe.yaml.
+type Recipe struct {
+	Name     string            `yaml:"name" json:"name"`
+	Platform string            `yaml:"platform" json:"platform,omitempty"`
+	Args     map[string]string `yaml:"args" json:"args,omitempty"`
+	From     Base              `yaml:"from" json:"from"`
+	Steps    []Step            `yaml:"steps" json:"steps,omitempty"`
+	Tests    []Test            `yaml:"tests" json:"tests,omitempty"`
+
+	// File is the path the recipe was read from; Dir is its build context.
+	File string `yaml:"-" json:"-"`
+	Dir  string `yaml:"-" json:"-"`
+}
+
+// Base is where the image starts. Exactly one of Ref or Bootstrap is set;
+// Ref holds a registry reference, "oci-layout:DIR[:tag|@digest]",
+// "docker-archive:FILE" or "scratch".
+type Base struct {
+	Ref       string     `yaml:"-" json:"-"`
+	Bootstrap *Bootstrap `yaml:"bootstrap" json:"bootstrap,omitempty"`
+	Pos       Pos        `yaml:"-" json:"-"`
+}
+
+// Bootstrap makes a Debian base with mmdebstrap.
+type Bootstrap struct {
+	Distro   string   `yaml:"distro" json:"distro"`
+	Suite    string   `yaml:"suite" json:"suite"`
+	Mirror   string   `yaml:"mirror" json:"mirror,omitempty"`
+	Variant  string   `yaml:"variant" json:"variant,omitempty"`
+	Packages []string `yaml:"packages" json:"packages,omitempty"`
+}
+
+// Step is one build step: exactly one of Run, Copy or Env.
+type Step struct {
+	Name    string            `yaml:"name" json:"name,omitempty"`
+	Run     Command           `yaml:"run" json:"run,omitempty"`
+	Env     map[string]string `yaml:"env" json:"env,omitempty"`
+	Workdir string            `yaml:"workdir" json:"workdir,omitempty"`
+	Network string            `yaml:"network" json:"network,omitempty"`
+	Secrets []Secret          `yaml:"secrets" json:"secrets,omitempty"`
+	Copy    []Copy            `yaml:"copy" json:"copy,omitempty"`
+
+	Pos Pos `yaml:"-" json:"-"`
+}
+
+// Command is a shell script (one string, run with /bin/sh -e -c, so the first
+// failing command fails the step) or an argv.
+type Command struct {
+	Script string   `json:"script,omitempty"`
+	Argv   []string `json:"argv,omitempty"`
+}
+
+// IsZero reports whether no command was given.
+func (c Command) IsZero() bool { return c.Script == "" && len(c.Argv) == 0 }
+
+// Args returns the argv to execute.
+func (c Command) Args() []string {
+	if c.Script != "" {
+		return []string{"/bin/sh", "-e", "-c", c.Script}
+	}
+	return c.Argv
+}
+
+// Secret is a host file bind-mounted read-only into one run step.
+type Secret struct {
+	ID     string `yaml:"id" json:"id"`
+	Src    string `yaml:"src" json:"src"`
+	Target string `yaml:"target" json:"target,omitempty"`
+}
+
+// Copy copies files or a directory from the build context into the image.
+type Copy struct {
+	Src   string `yaml:"src" json:"src"`
+	Dst   string `yaml:"dst" json:"dst"`
+	Mode  string `yaml:"mode" json:"mode,omitempty"`
+	Owner string `yaml:"owner" json:"owner,omitempty"`
+}
+
+// Test is a command run against the finished rootfs; it is never captured.
+type Test struct {
+	Name string  `yaml:"name" json:"name,omitempty"`
+	Run  Command `yaml:"run" json:"run"`
+	Pos  Pos     `yaml:"-" json:"-"`
+}
+
+// Pos is a position in the recipe file.
+type Pos struct {
+	Line, Column int
+}
+
+// Kind names what a step does.
+func (s *Step) Kind() string {
+	switch {
+	case !s.Run.IsZero():
+		return "run"
+	case len(s.Copy) > 0:
+		return "copy"
+	case len(s.Env) > 0:
+		return "env"
+	}
+	return ""
+}

@@ -1,0 +1,392 @@
+package rootfs
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// sandboxEnv marks the re-executed binary as a sandbox's first process.
+const sandboxEnv = "LAYERIMG_SANDBOX_CHILD"
+
+// Bind is a host file mounted read-only into the sandbox.
+type Bind struct {
+	Src    string `json:"src"`
+	Target string `json:"target"` // absolute, inside the rootfs
+}
+
+// RunSpec describes one command run in a sandbox.
+type RunSpec struct {
+	Lowers   []string `json:"lowers"` // host dirs, bottom layer first
+	Upper    string   `json:"upper"`  // empty dir; receives the changes
+	Work     string   `json:"work"`   // empty dir on the same filesystem as Upper
+	Merged   string   `json:"merged"` // empty dir, the mount point
+	Argv     []string `json:"argv"`
+	Env      []string `json:"env"`
+	Workdir  string   `json:"workdir"`
+	Network  string   `json:"network"` // "host" or "none"
+	Hostname string   `json:"hostname"`
+	Binds    []Bind   `json:"binds"`
+	// ResolvConf mounts the host's /etc/resolv.conf for the run only.
+	ResolvConf bool `json:"resolv_conf"`
+	// StateFile receives the mount points the sandbox had to create, so that
+	// they can be taken out of the upper dir afterwards.
+	StateFile string `json:"state_file"`
+}
+
+// ExitError is a command that ran and failed.
+type ExitError struct {
+	Code int
+	Tail []string // the last lines of its output
+}
+
+func (e *ExitError) Error() string {
+	msg := fmt.Sprintf("exit status %d", e.Code)
+	if len(e.Tail) > 0 {
+		msg += "; last output:\n    " + strings.Join(e.Tail, "\n    ")
+	}
+	return msg
+}
+
+// IsSandboxChild reports whether this process was started as a sandbox. A
+// program that uses Run must call SandboxMain first thing in main (and in
+// TestMain for tests).
+func IsSandboxChild() bool { return os.Getenv(sandboxEnv) == "1" }
+
+// SandboxMain runs the sandbox side when this process is a sandbox child and
+// never returns then; otherwise it returns at once.
+func SandboxMain() {
+	if !IsSandboxChild() {
+		return
+	}
+	err := child()
+	fmt.Fprintf(os.Stderr, "layerimg sandbox: %v\n", err)
+	os.Exit(125)
+}
+
+// CheckPrivileges says why sandboxed steps cannot run here, if they cannot.
+func CheckPrivileges() error {
+	if os.Geteuid() != 0 {
+		return errors.New("run steps and tests need root (mount and PID namespaces, overlayfs); run layerimg as root, as CI runners do, or use only copy and env steps")
+	}
+	return nil
+}
+
+// Run executes spec.Argv in new mount, PID, UTS and IPC namespaces (and a
+// network namespace for network: none), chrooted into an overlayfs of
+// spec.Lowers with spec.Upper on top. Output goes to out, line by line.
+// Cancelling ctx kills every process of the sandbox: they die with its PID 1,
+// and its mounts die with its mount namespace.
+func Run(ctx context.Context, spec RunSpec, out io.Writer) error {
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer specR.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		specW.Close()
+		return err
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = []string{sandboxEnv + "=1"}
+	cmd.ExtraFiles = []*os.File{specR}
+	cmd.Stdout, cmd.Stderr = outW, outW
+	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
+	if spec.Network == "none" {
+		flags |= unix.CLONE_NEWNET
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		specW.Close()
+		outR.Close()
+		return fmt.Errorf("starting sandbox: %w", err)
+	}
+	enc := json.NewEncoder(specW)
+	encErr := enc.Encode(spec)
+	specW.Close()
+
+	tail := &tailLines{max: 15}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sc := bufio.NewScanner(outR)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			tail.add(line)
+			fmt.Fprintln(out, line)
+		}
+		io.Copy(io.Discard, outR)
+	}()
+	waitErr := cmd.Wait()
+	wg.Wait()
+	outR.Close()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if encErr != nil {
+		return fmt.Errorf("sending sandbox spec: %w", encErr)
+	}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		return &ExitError{Code: ee.ExitCode(), Tail: tail.lines}
+	}
+	return waitErr
+}
+
+type tailLines struct {
+	max   int
+	lines []string
+}
+
+func (t *tailLines) add(s string) {
+	t.lines = append(t.lines, s)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[1:]
+	}
+}
+
+// child is PID 1 of the sandbox: it builds the mounts, chroots and execs.
+func child() error {
+	var spec RunSpec
+	if err := json.NewDecoder(os.NewFile(3, "spec")).Decode(&spec); err != nil {
+		return fmt.Errorf("reading spec: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("making mounts private: %w", err)
+	}
+	if err := mountOverlay(spec); err != nil {
+		return err
+	}
+	m := spec.Merged
+	var created []string
+	ensure := func(rel string, dir bool) error {
+		p, err := resolveIn(m, strings.TrimPrefix(rel, "/"), false)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Lstat(p); err == nil {
+			return nil
+		}
+		// Record each missing parent too, deepest last.
+		var missing []string
+		for q := filepath.Dir(p); q != m; q = filepath.Dir(q) {
+			if _, err := os.Lstat(q); err == nil {
+				break
+			}
+			missing = append([]string{q}, missing...)
+		}
+		for _, q := range missing {
+			if err := os.Mkdir(q, 0o755); err != nil {
+				return err
+			}
+			created = append(created, strings.TrimPrefix(q, m+"/"))
+		}
+		if dir {
+			err = os.Mkdir(p, 0o755)
+		} else {
+			err = os.WriteFile(p, nil, 0o644)
+		}
+		if err == nil {
+			created = append(created, strings.TrimPrefix(p, m+"/"))
+		}
+		return err
+	}
+	for _, d := range []string{"proc", "sys", "dev"} {
+		if err := ensure(d, true); err != nil {
+			return fmt.Errorf("creating /%s: %w", d, err)
+		}
+	}
+	binds := spec.Binds
+	if spec.ResolvConf {
+		if fi, err := os.Lstat(filepath.Join(m, "etc/resolv.conf")); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			// A link into /run (systemd-resolved) would be followed to a
+			// file that does not exist in the sandbox: leave DNS alone.
+		} else if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+			binds = append(binds, Bind{Src: "/etc/resolv.conf", Target: "/etc/resolv.conf"})
+		}
+	}
+	for _, b := range binds {
+		if err := ensure(b.Target, false); err != nil {
+			return fmt.Errorf("creating mount point %s: %w", b.Target, err)
+		}
+	}
+	if err := os.WriteFile(spec.StateFile, []byte(strings.Join(created, "\n")), 0o600); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", filepath.Join(m, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mounting /proc: %w", err)
+	}
+	if err := unix.Mount("sysfs", filepath.Join(m, "sys"), "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		// sysfs cannot be mounted in a network namespace we do not own the
+		// view of; a read-only bind of the host's is the same for a build.
+		if err := bindRO("/sys", filepath.Join(m, "sys"), true); err != nil {
+			return fmt.Errorf("mounting /sys: %w", err)
+		}
+	}
+	if err := mountDev(filepath.Join(m, "dev")); err != nil {
+		return err
+	}
+	for _, b := range binds {
+		p, err := resolveIn(m, strings.TrimPrefix(b.Target, "/"), false)
+		if err != nil {
+			return err
+		}
+		if err := bindRO(b.Src, p, false); err != nil {
+			return fmt.Errorf("mounting %s: %w", b.Target, err)
+		}
+	}
+	if spec.Hostname != "" {
+		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+			return err
+		}
+	}
+	if spec.Network == "none" {
+		// Bring loopback up so that builds that talk to localhost still work.
+		_ = exec.Command("/sbin/ip", "link", "set", "lo", "up").Run()
+	}
+	if err := unix.Chroot(m); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	wd := spec.Workdir
+	if wd == "" {
+		wd = "/"
+	}
+	if err := os.MkdirAll(wd, 0o755); err != nil {
+		return fmt.Errorf("workdir %s: %w", wd, err)
+	}
+	if err := os.Chdir(wd); err != nil {
+		return fmt.Errorf("workdir %s: %w", wd, err)
+	}
+	for _, kv := range spec.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == "PATH" {
+			os.Setenv("PATH", v)
+		}
+	}
+	bin, err := exec.LookPath(spec.Argv[0])
+	if err != nil {
+		return fmt.Errorf("command %q not found in the image: %w", spec.Argv[0], err)
+	}
+	return unix.Exec(bin, spec.Argv, spec.Env)
+}
+
+func mountOverlay(spec RunSpec) error {
+	// overlayfs lists lower dirs top first. Relative names keep the option
+	// string short; the mount data is limited to one page.
+	common := filepath.Dir(spec.Lowers[0])
+	rel := make([]string, len(spec.Lowers))
+	for i, l := range spec.Lowers {
+		if filepath.Dir(l) != common {
+			common = ""
+		}
+		rel[len(spec.Lowers)-1-i] = l
+	}
+	if common != "" {
+		if err := os.Chdir(common); err != nil {
+			return err
+		}
+		for i := range rel {
+			rel[i] = filepath.Base(rel[i])
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,index=off,metacopy=off",
+		strings.Join(rel, ":"), spec.Upper, spec.Work)
+	if err := unix.Mount("overlay", spec.Merged, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mounting overlayfs (%d lower dirs): %w", len(rel), err)
+	}
+	return os.Chdir("/")
+}
+
+func bindRO(src, dst string, recursive bool) error {
+	flags := uintptr(unix.MS_BIND)
+	if recursive {
+		flags |= unix.MS_REC
+	}
+	if err := unix.Mount(src, dst, "", flags, ""); err != nil {
+		return err
+	}
+	return unix.Mount("", dst, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+}
+
+// mountDev gives the sandbox a minimal /dev: a tmpfs holding the usual
+// character devices, a private devpts and /dev/shm.
+func mountDev(dev string) error {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64m"); err != nil {
+		return fmt.Errorf("mounting /dev: %w", err)
+	}
+	for _, d := range []struct {
+		name         string
+		major, minor uint32
+	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}} {
+		p := filepath.Join(dev, d.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
+			return fmt.Errorf("creating /dev/%s: %w", d.name, err)
+		}
+		if err := os.Chmod(p, 0o666); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err == nil {
+		_ = os.Symlink("pts/ptmx", filepath.Join(dev, "ptmx"))
+	}
+	if err := unix.Mount("shm", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"); err != nil {
+		return fmt.Errorf("mounting /dev/shm: %w", err)
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveCreated takes the mount points that the sandbox created out of the
+// upper dir, deepest first, so that they never reach a layer. A directory
+// the step itself wrote into is kept.
+func RemoveCreated(upper, stateFile string) error {
+	data, err := os.ReadFile(stateFile)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if lines[i] == "" {
+			continue
+		}
+		p := filepath.Join(upper, lines[i])
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+	}
+	return nil
+}
