@@ -33,7 +33,7 @@ type TarOptions struct {
 func WriteTar(ctx context.Context, w io.Writer, dir string, opts TarOptions) error {
 	tw := tar.NewWriter(w)
 	links := map[[2]uint64]string{}
-	err := walkSorted(dir, "", func(rel string, fi fs.FileInfo) error {
+	err := walkSorted(dir, "", opts.Overlay, func(rel string, fi fs.FileInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -42,7 +42,7 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, opts TarOptions) err
 		}
 		host := filepath.Join(dir, rel)
 		st := fi.Sys().(*syscall.Stat_t)
-		if opts.Overlay && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0 {
+		if opts.Overlay && isWhiteout(fi) {
 			d, b := filepath.Split(rel)
 			return tw.WriteHeader(whiteoutHeader(d+whiteoutPrefix+b, opts.Epoch))
 		}
@@ -147,9 +147,10 @@ func clamp(t time.Time, epoch *time.Time) time.Time {
 	return time.Unix(t.Unix(), 0)
 }
 
-// walkSorted visits every entry below dir (not dir itself) in name order,
-// parents before children. fn may return fs.SkipDir to leave an entry out.
-func walkSorted(dir, rel string, fn func(rel string, fi fs.FileInfo) error) error {
+// walkSorted visits every entry below dir (not dir itself), parents before
+// children, siblings sorted by the name they will have in the tar (overlay
+// whiteouts become ".wh.NAME"). fn may return fs.SkipDir to leave one out.
+func walkSorted(dir, rel string, overlay bool, fn func(rel string, fi fs.FileInfo) error) error {
 	f, err := os.Open(filepath.Join(dir, rel))
 	if err != nil {
 		return err
@@ -159,7 +160,11 @@ func walkSorted(dir, rel string, fn func(rel string, fi fs.FileInfo) error) erro
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
+	type ent struct {
+		rel, sortKey string
+		fi           fs.FileInfo
+	}
+	ents := make([]ent, 0, len(names))
 	for _, n := range names {
 		r := n
 		if rel != "" {
@@ -169,19 +174,33 @@ func walkSorted(dir, rel string, fn func(rel string, fi fs.FileInfo) error) erro
 		if err != nil {
 			return err
 		}
-		if err := fn(r, fi); err != nil {
+		key := n
+		if overlay && isWhiteout(fi) {
+			key = whiteoutPrefix + n
+		}
+		ents = append(ents, ent{r, key, fi})
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].sortKey < ents[j].sortKey })
+	for _, e := range ents {
+		if err := fn(e.rel, e.fi); err != nil {
 			if errors.Is(err, fs.SkipDir) {
 				continue
 			}
 			return err
 		}
-		if fi.IsDir() {
-			if err := walkSorted(dir, r, fn); err != nil {
+		if e.fi.IsDir() {
+			if err := walkSorted(dir, e.rel, overlay, fn); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// isWhiteout reports whether fi is an overlayfs whiteout: a 0/0 char device.
+func isWhiteout(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0
 }
 
 func listXattrs(p string) (map[string]string, error) {

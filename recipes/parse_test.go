@@ -1,0 +1,211 @@
+package recipes
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `name: web
+platform: linux/arm64
+args:
+  SUITE: bookworm
+  PKG: nginx
+from:
+  bootstrap:
+    distro: debian
+    suite: ${SUITE}
+    packages: [ca-certificates, "${PKG}"]
+steps:
+  - name: conf
+    copy:
+      src: files/nginx.conf
+      dst: /etc/nginx/nginx.conf
+      mode: "0644"
+      owner: "0:0"
+  - copy:
+      - {src: a, dst: /a}
+      - {src: b, dst: /b/}
+  - env:
+      LANG: C.UTF-8
+  - name: install
+    run: apt-get install -y ${PKG} && echo $${HOME}
+    env: {X: "1"}
+    workdir: /srv
+    network: none
+    secrets:
+      - {id: netrc, src: /run/netrc, target: /root/.netrc}
+  - run: [/bin/echo, "${SUITE}"]
+tests:
+  - command -v nginx
+  - name: conf
+    run: [nginx, -t]
+`
+
+func TestParseGood(t *testing.T) {
+	r, err := Parse("dir/recipe.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Expand(map[string]string{"PKG": "apache2"}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Dir != "dir" || r.Platform != "linux/arm64" {
+		t.Errorf("dir %q platform %q", r.Dir, r.Platform)
+	}
+	bs := r.From.Bootstrap
+	if bs == nil || bs.Suite != "bookworm" || strings.Join(bs.Packages, ",") != "ca-certificates,apache2" {
+		t.Errorf("bootstrap = %+v", bs)
+	}
+	if len(r.Steps) != 5 {
+		t.Fatalf("%d steps", len(r.Steps))
+	}
+	kinds := []string{"copy", "copy", "env", "run", "run"}
+	for i, s := range r.Steps {
+		if s.Kind() != kinds[i] {
+			t.Errorf("step %d kind %s, want %s", i, s.Kind(), kinds[i])
+		}
+	}
+	if r.Steps[1].Name != "step-2" || len(r.Steps[1].Copy) != 2 {
+		t.Errorf("step 2 = %+v", r.Steps[1])
+	}
+	inst := r.Steps[3]
+	if got := inst.Run.Script; got != "apt-get install -y apache2 && echo ${HOME}" {
+		t.Errorf("script = %q", got)
+	}
+	if inst.Network != "none" || inst.Workdir != "/srv" || inst.Secrets[0].Target != "/root/.netrc" || inst.Env["X"] != "1" {
+		t.Errorf("install = %+v", inst)
+	}
+	if got := r.Steps[4].Run.Args(); strings.Join(got, " ") != "/bin/echo bookworm" {
+		t.Errorf("argv = %q", got)
+	}
+	if r.Steps[3].Pos.Line != 23 {
+		t.Errorf("step 4 at line %d", r.Steps[3].Pos.Line)
+	}
+	if len(r.Tests) != 2 || r.Tests[0].Run.Script != "command -v nginx" || r.Tests[1].Name != "conf" {
+		t.Errorf("tests = %+v", r.Tests)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown top key", "name: x\nfrom: scratch\nstep: []\n", `recipe.yaml:3:1: unknown key "step" in recipe (did you mean "steps"?)`},
+		{"unknown step key", "name: x\nfrom: scratch\nsteps:\n  - rn: echo\n", `recipe.yaml:4:5: unknown key "rn" in steps[0] (did you mean "run"?)`},
+		{"unknown far key", "name: x\nfrom: scratch\nzzzzzzzzz: 1\n", `unknown key "zzzzzzzzz" in recipe (valid keys: name, platform, args, from, steps, tests)`},
+		{"copy key", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dest: /a}\n", `recipe.yaml:4:20: unknown key "dest" in steps[0].copy (did you mean "dst"?)`},
+		{"bootstrap key", "name: x\nfrom:\n  bootstrap: {distro: debian, suit: bookworm}\n", `unknown key "suit" in from.bootstrap (did you mean "suite"?)`},
+		{"no name", "from: scratch\n", "name is required"},
+		{"bad name", "name: Web Server\nfrom: scratch\n", `name "Web Server" must be lower-case`},
+		{"no from", "name: x\n", "from is required"},
+		{"two kinds", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    copy: {src: a, dst: /a}\n", "recipe.yaml:4:5: step 1 must have exactly one of run, copy or env"},
+		{"no kind", "name: x\nfrom: scratch\nsteps:\n  - name: a\n", "step 1 (a) must have exactly one of run, copy or env"},
+		{"bad network", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    network: bridge\n", `recipe.yaml:5:14: steps[0].network must be host or none, not "bridge"`},
+		{"bad mode", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, mode: rwx}\n", `steps[0].copy.mode: "rwx" is not an octal mode`},
+		{"bad owner", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, owner: root}\n", `must be numeric UID:GID`},
+		{"relative dst", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: a}\n", `copy dst "a" must be an absolute path`},
+		{"absolute src", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: /etc/passwd, dst: /a}\n", `must be relative to the build context`},
+		{"run type", "name: x\nfrom: scratch\nsteps:\n  - run: {a: b}\n", `steps[0].run must be a shell script (string) or an argv`},
+		{"steps not list", "name: x\nfrom: scratch\nsteps: {}\n", "recipe.yaml:3:8: steps must be a list, not a mapping"},
+		{"dup step", "name: x\nfrom: scratch\nsteps:\n  - {name: a, run: x}\n  - {name: a, run: y}\n", "name is already used by step 1"},
+		{"bad yaml", "name: x\nfrom: [\n", "recipe.yaml:2:1: invalid YAML"},
+		{"empty", "", "recipe is empty"},
+		{"platform", "name: x\nplatform: windows/amd64\nfrom: scratch\n", `platform "windows/amd64" is not a linux platform`},
+		{"secret no src", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    secrets: [{id: tok}]\n", `secret "tok" needs src`},
+		{"workdir on copy", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a}\n    workdir: /x\n", "workdir, network and secrets belong to run steps"},
+		{"dup key", "name: x\nname: y\nfrom: scratch\n", `recipe.yaml:2:1: key "name" repeated`},
+		{"bad variant", "name: x\nfrom:\n  bootstrap: {distro: debian, suite: b, variant: tiny}\n", `variant "tiny" is not an mmdebstrap variant`},
+		{"bad distro", "name: x\nfrom:\n  bootstrap: {distro: fedora, suite: b}\n", `distro must be debian`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("recipe.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error; want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error:\n%v\nwant it to contain:\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryError(t *testing.T) {
+	_, err := Parse("r.yaml", []byte("name: x\nfrom: scratch\nsteps:\n  - rn: a\n  - run: b\n    netwrk: none\n"))
+	es, ok := err.(Errors)
+	if !ok || len(es) != 2 {
+		t.Fatalf("want 2 errors, got %v", err)
+	}
+	if es[0].Pos.Line != 4 || es[1].Pos.Line != 6 {
+		t.Errorf("lines %d, %d", es[0].Pos.Line, es[1].Pos.Line)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{"plain", "plain", ""},
+		{"${A}-${B}", "1-two", ""},
+		{"$${A}", "${A}", ""},
+		{"$HOME ${A}", "$HOME 1", ""},
+		{"${NOPE}", "", "unknown arg ${NOPE}"},
+		{"${A", "", "unterminated"},
+	} {
+		got, err := expand(tc.in, map[string]string{"A": "1", "B": "two"})
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("expand(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("expand(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestExpandErrors(t *testing.T) {
+	r, err := Parse("r.yaml", []byte("name: x\nargs: {A: a}\nfrom: scratch\nsteps:\n  - run: echo ${B}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Expand(nil)
+	if err == nil || !strings.Contains(err.Error(), "r.yaml:5:5: step 1 (step-1): unknown arg ${B}") {
+		t.Errorf("err = %v", err)
+	}
+	r, _ = Parse("r.yaml", []byte("name: x\nargs: {A: a}\nfrom: scratch\n"))
+	if err := r.Expand(map[string]string{"Z": "1"}); err == nil || !strings.Contains(err.Error(), "--arg Z: the recipe declares no such arg") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples")
+	}
+	for _, f := range files {
+		if _, err := Load(f, nil); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+	if err == nil || !os.IsNotExist(unwrapAll(err)) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
