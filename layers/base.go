@@ -70,7 +70,7 @@ func ResolveBase(ctx context.Context, c *Cache, b recipes.Base, o BaseOptions) (
 		}
 		return imageBase(ref, img)
 	}
-	return registry(ctx, ref, o)
+	return remoteBase(ctx, ref, o)
 }
 
 func imageBase(ref string, img v1.Image) (*Base, error) {
@@ -92,13 +92,31 @@ func platform(p string) (*v1.Platform, error) {
 // RemoteOptions are the ggcr options for talking to the registry of ref:
 // the Docker config's credentials, and TLS unless the host is listed insecure.
 func RemoteOptions(ctx context.Context, ref name.Reference, insecure []string) []remote.Option {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
-	if isInsecure(ref.Context().RegistryStr(), insecure) {
-		tr := remote.DefaultTransport.(*http.Transport).Clone()
+	tr := remote.DefaultTransport.(*http.Transport).Clone()
+	host := ref.Context().RegistryStr()
+	if isInsecure(host, insecure) {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the user asked, for this host only
-		opts = append(opts, remote.WithTransport(tr))
 	}
-	return opts
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithTransport(&httpsOnly{next: tr, insecure: insecure}),
+	}
+}
+
+// httpsOnly refuses plain HTTP to any registry not listed insecure. ggcr
+// falls back to HTTP for loopback and private addresses on its own; a
+// builder of golden images must not.
+type httpsOnly struct {
+	next     http.RoundTripper
+	insecure []string
+}
+
+func (h *httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !isInsecure(req.URL.Host, h.insecure) {
+		return nil, fmt.Errorf("refusing plain HTTP to registry %s; pass --insecure-registry %s if you mean it", req.URL.Host, req.URL.Host)
+	}
+	return h.next.RoundTrip(req)
 }
 
 // ParseRef parses an image reference; registries listed insecure may use
@@ -123,7 +141,7 @@ func isInsecure(host string, insecure []string) bool {
 	return false
 }
 
-func registry(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
+func remoteBase(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
 	r, err := ParseRef(ref, o.InsecureRegistries)
 	if err != nil {
 		return nil, fmt.Errorf("from %q: not an image reference: %w", ref, err)
