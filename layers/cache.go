@@ -109,6 +109,7 @@ func (c *Cache) TempDir() string { return c.tmp }
 func (c *Cache) Close() error {
 	if c.tmp != "" {
 		os.RemoveAll(c.tmp)
+		os.Remove(c.tmp + ".lock")
 		c.tmpL.Close()
 	}
 	return c.lock.Close()

@@ -1,0 +1,439 @@
+package layerimg
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+func TestMain(m *testing.M) {
+	rootfs.SandboxMain()
+	os.Exit(m.Run())
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("run steps need root; CI runs as root")
+	}
+}
+
+// busyboxContext makes a build context holding a static busybox as /bin/sh,
+// so that run steps can be tested in seconds on a scratch base.
+func busyboxContext(t *testing.T, recipe string, files map[string]string) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox not found: apt-get install busybox-static (.ci/run does)")
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755)
+	for _, l := range []string{"sh", "cat", "echo", "mkdir", "rm", "sleep", "ls", "grep", "touch", "cp", "hostname", "ln", "test", "chmod", "mknod", "ip", "wc"} {
+		os.Symlink("busybox", filepath.Join(dir, "bin", l))
+	}
+	for p, body := range files {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
+		os.WriteFile(filepath.Join(dir, p), []byte(body), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "recipe.yaml"), []byte(recipe), 0o644)
+	return dir
+}
+
+const bbHeader = `name: bb
+from: scratch
+steps:
+  - name: busybox
+    copy: {src: bin, dst: /bin}
+`
+
+func load(t *testing.T, dir string, args map[string]string) *recipes.Recipe {
+	t.Helper()
+	r, err := recipes.Load(filepath.Join(dir, "recipe.yaml"), args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func build(t *testing.T, r *recipes.Recipe, o Options) *Result {
+	t.Helper()
+	res, err := Build(context.Background(), r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func statuses(steps []StepPlan) string {
+	var s []string
+	for _, st := range steps {
+		s = append(s, st.Name+"="+st.Status)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestCacheHitsAndMisses(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, bbHeader+`args: {WORD: one, OTHER: x}
+  - name: conf
+    copy: {src: conf, dst: /etc/conf}
+  - name: first
+    run: echo first > /first
+  - name: uses-word
+    run: echo ${WORD} > /word
+`, map[string]string{"conf/a": "A"})
+	// args after steps is valid YAML but reads oddly; put it in its place.
+	raw, _ := os.ReadFile(filepath.Join(dir, "recipe.yaml"))
+	fixed := strings.Replace(string(raw), "args: {WORD: one, OTHER: x}\n", "", 1)
+	os.WriteFile(filepath.Join(dir, "recipe.yaml"), []byte("args: {WORD: one, OTHER: x}\n"+fixed), 0o644)
+	o := Options{CacheDir: t.TempDir()}
+	ctx := context.Background()
+
+	res := build(t, load(t, dir, nil), o)
+	if got := statuses(res.Steps); got != "busybox=MISS conf=MISS first=MISS uses-word=MISS" || res.Executed != 4 {
+		t.Fatalf("cold build: %s (%d executed)", got, res.Executed)
+	}
+	res = build(t, load(t, dir, nil), o)
+	if got := statuses(res.Steps); got != "busybox=HIT conf=HIT first=HIT uses-word=HIT" || res.Executed != 0 {
+		t.Fatalf("rebuild: %s", got)
+	}
+	// An arg used only by the last step rebuilds only that step.
+	plan, err := Plan(ctx, load(t, dir, map[string]string{"WORD": "two"}), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(plan); got != "busybox=HIT conf=HIT first=HIT uses-word=MISS" {
+		t.Fatalf("plan after arg change: %s", got)
+	}
+	if !strings.Contains(plan[3].Why, "definition changed") {
+		t.Errorf("why = %q", plan[3].Why)
+	}
+	// An arg nobody uses changes nothing.
+	res = build(t, load(t, dir, map[string]string{"OTHER": "y"}), o)
+	if res.Executed != 0 {
+		t.Errorf("unused arg rebuilt %d steps", res.Executed)
+	}
+	// Touching a copy source rebuilds nothing; changing it rebuilds from there.
+	later := time.Now().Add(time.Hour)
+	os.Chtimes(filepath.Join(dir, "conf/a"), later, later)
+	if res = build(t, load(t, dir, nil), o); res.Executed != 0 {
+		t.Errorf("mtime-only change rebuilt %d steps", res.Executed)
+	}
+	os.WriteFile(filepath.Join(dir, "conf/a"), []byte("A2"), 0o644)
+	plan, err = Plan(ctx, load(t, dir, nil), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(plan); got != "busybox=HIT conf=MISS first=MISS uses-word=MISS" {
+		t.Fatalf("plan after copy change: %s", got)
+	}
+	if !strings.Contains(plan[1].Why, "context files changed: conf/a (content)") || !strings.Contains(plan[2].Why, "an earlier step") {
+		t.Errorf("why: %q / %q", plan[1].Why, plan[2].Why)
+	}
+	res = build(t, load(t, dir, nil), o)
+	if res.Executed != 3 {
+		t.Errorf("after copy change executed %d, want 3", res.Executed)
+	}
+}
+
+const treeRecipe = bbHeader + `  - name: make
+    run: |
+      mkdir -p /data/keep /data/gone /opq
+      echo a > /data/a; echo b > /data/b; echo o > /opq/old
+      ln /data/a /data/hard
+      ln -s a /data/soft
+      chmod 4755 /data/b
+  - name: change
+    run: |
+      rm /data/a /data/hard
+      rm -rf /data/gone /opq
+      mkdir /opq; echo n > /opq/new
+      echo c > /data/c
+  - env: {GREETING: hi}
+  - name: workdir
+    workdir: /srv/app
+    run: echo "$GREETING" > greeting
+tests:
+  - test -f /srv/app/greeting
+  - run: [/bin/grep, -q, hi, /srv/app/greeting]
+`
+
+// TestDeterministicColdBuilds builds one recipe in two empty caches: every
+// layer digest, the image digest and the rootfs tar must be identical. The
+// flattened rootfs must also match ggcr's own flattening of the OCI image.
+func TestDeterministicColdBuilds(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, treeRecipe, nil)
+	out := t.TempDir()
+	var results []*Result
+	for i := 0; i < 2; i++ {
+		o := Options{CacheDir: t.TempDir(), OCILayout: filepath.Join(out, "img"+string(rune('0'+i))), RootfsTar: filepath.Join(out, "root"+string(rune('0'+i))+".tar"), Manifest: filepath.Join(out, "m.json")}
+		results = append(results, build(t, load(t, dir, nil), o))
+		time.Sleep(1100 * time.Millisecond) // later wall clock for the second build
+	}
+	for i := range results[0].Steps {
+		if results[0].Steps[i].Layer != results[1].Steps[i].Layer {
+			t.Errorf("step %s: layer %s vs %s", results[0].Steps[i].Name, results[0].Steps[i].Layer, results[1].Steps[i].Layer)
+		}
+	}
+	if results[0].Image != results[1].Image {
+		t.Errorf("image digests differ: %s vs %s", results[0].Image, results[1].Image)
+	}
+	a, _ := os.ReadFile(filepath.Join(out, "root0.tar"))
+	b, _ := os.ReadFile(filepath.Join(out, "root1.tar"))
+	if !bytes.Equal(a, b) || len(a) == 0 {
+		t.Error("rootfs tars differ")
+	}
+	// The OCI layout is a runnable image: load it back and check its config.
+	p, err := layout.FromPath(filepath.Join(out, "img0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := p.ImageIndex()
+	im, _ := idx.IndexManifest()
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	if cf.Config.WorkingDir != "/srv/app" || !contains(cf.Config.Env, "GREETING=hi") || cf.Architecture != "amd64" || cf.OS != "linux" {
+		t.Errorf("config: %+v", cf.Config)
+	}
+	if d, _ := img.Digest(); d.String() != results[0].Image {
+		t.Errorf("layout holds %s, build said %s", d, results[0].Image)
+	}
+	// Flattening: ours against mutate.Extract, entry for entry.
+	want := tarSummary(t, mutate.Extract(img))
+	got := tarSummary(t, io.NopCloser(bytes.NewReader(a)))
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rootfs tar differs from mutate.Extract:\n got %q\nwant %q", got, want)
+	}
+	for _, must := range []string{"data/b f 04755 b\n", "data/c f 0644 c\n", "opq/new f 0644 n\n", "data/soft l a", "srv/app/greeting f 0644 hi\n"} {
+		if !contains(got, must) {
+			t.Errorf("rootfs lacks %q", must)
+		}
+	}
+	for _, mustNot := range []string{"data/a", "data/hard", "data/gone", "opq/old", "proc", "dev", "sys"} {
+		for _, g := range got {
+			if strings.HasPrefix(g, mustNot+" ") {
+				t.Errorf("rootfs still has %s", g)
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func tarSummary(t *testing.T, rc io.ReadCloser) []string {
+	t.Helper()
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var out []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
+		switch h.Typeflag {
+		case tar.TypeReg:
+			body, _ := io.ReadAll(tr)
+			out = append(out, name+" f "+modeStr(h.Mode)+" "+string(body))
+		case tar.TypeLink:
+			out = append(out, name+" h")
+		case tar.TypeSymlink:
+			out = append(out, name+" l "+h.Linkname)
+		case tar.TypeDir:
+			out = append(out, name+" d")
+		}
+	}
+	// A hardlink pair may be written either way round: keep names only.
+	for i, s := range out {
+		if strings.HasSuffix(s, " h") {
+			out[i] = strings.TrimSuffix(s, " h") + " f"
+		}
+	}
+	sortStrings(out)
+	return out
+}
+
+func modeStr(m int64) string { return "0" + strings.TrimLeft(string(rune('0'+(m>>9)&7))+string(rune('0'+(m>>6)&7))+string(rune('0'+(m>>3)&7))+string(rune('0'+m&7)), "0") }
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func TestSecretsNeverLeak(t *testing.T) {
+	needRoot(t)
+	const secret = "tok-7f3a9c-very-secret"
+	dir := busyboxContext(t, bbHeader+`  - name: use-secret
+    secrets: [{id: apitoken, src: token.txt}]
+    run: |
+      test "$(wc -c < /run/secrets/apitoken)" -gt 10
+      echo "the token is $(cat /run/secrets/apitoken)"
+      echo done > /used
+`, map[string]string{"token.txt": secret + "\n"})
+	cache := t.TempDir()
+	out := t.TempDir()
+	var logBuf, outBuf bytes.Buffer
+	o := Options{CacheDir: cache, Output: &outBuf, OCILayout: filepath.Join(out, "img"), RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "m.json")}
+	o.Log = newTestLogger(&logBuf)
+	build(t, load(t, dir, nil), o)
+	if !strings.Contains(outBuf.String(), "the token is ***") {
+		t.Errorf("output not redacted: %q", outBuf.String())
+	}
+	// The secret's bytes appear nowhere: cache (keys, records, blobs
+	// decompressed), outputs, logs.
+	check := func(where string, data []byte) {
+		if bytes.Contains(data, []byte(secret)) {
+			t.Errorf("secret found in %s", where)
+		}
+	}
+	check("log", logBuf.Bytes())
+	check("output", outBuf.Bytes())
+	for _, root := range []string{cache, out} {
+		filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+			if err != nil || !fi.Mode().IsRegular() {
+				return nil
+			}
+			data, _ := os.ReadFile(p)
+			check(p, data)
+			if zr, err := gunzip(data); err == nil {
+				check(p+" (decompressed)", zr)
+			}
+			return nil
+		})
+	}
+	// Nor does the mount point: /run/secrets is not in the image.
+	rt, _ := os.ReadFile(filepath.Join(out, "rootfs.tar"))
+	for _, e := range tarSummary(t, io.NopCloser(bytes.NewReader(rt))) {
+		if strings.HasPrefix(e, "run") {
+			t.Errorf("rootfs has %s", e)
+		}
+	}
+
+	// A step that copies the secret into the image fails, and caches nothing.
+	dir2 := busyboxContext(t, bbHeader+`  - name: leak
+    secrets: [{id: apitoken, src: token.txt}]
+    run: cp /run/secrets/apitoken /leaked
+`, map[string]string{"token.txt": secret})
+	_, err := Build(context.Background(), load(t, dir2, nil), Options{CacheDir: cache})
+	if err == nil || !strings.Contains(err.Error(), `step 2 (leak): the step wrote the content of secret "apitoken" into the image`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestFailingStepAndTest(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, bbHeader+`  - name: fails
+    run: |
+      echo about to fail
+      exit 3
+`, nil)
+	cache := t.TempDir()
+	_, err := Build(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	var ee *rootfs.ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 || !strings.Contains(err.Error(), "step 2 (fails): exit status 3") || !strings.Contains(err.Error(), "about to fail") {
+		t.Fatalf("err = %v", err)
+	}
+	plan, _ := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	if got := statuses(plan); got != "busybox=HIT fails=MISS" {
+		t.Errorf("after failure: %s", got)
+	}
+	dir = busyboxContext(t, bbHeader+"tests:\n  - name: nope\n    run: test -f /missing\n", nil)
+	_, err = Build(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	if err == nil || !strings.Contains(err.Error(), "test 1 (nope) failed: exit status 1") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInterruptLeavesNoPartialEntry(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, bbHeader+"  - name: slow\n    run: sleep 60\n", nil)
+	cache := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(3*time.Second, cancel)
+	start := time.Now()
+	_, err := Build(ctx, load(t, dir, nil), Options{CacheDir: cache})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Errorf("cancel took %v", time.Since(start))
+	}
+	plan, _ := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	if got := statuses(plan); got != "busybox=HIT slow=MISS" {
+		t.Errorf("after interrupt: %s", got)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(cache, "tmp")); len(ents) != 0 {
+		t.Errorf("scratch left behind: %v", ents)
+	}
+}
+
+func TestConcurrentBuildsShareCache(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, treeRecipe, nil)
+	cache := t.TempDir()
+	var wg sync.WaitGroup
+	res := make([]*Result, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = Build(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("build %d: %v", i, err)
+		}
+	}
+	if res[0].Image != res[1].Image {
+		t.Errorf("images differ: %s %s", res[0].Image, res[1].Image)
+	}
+	c, _ := layers.OpenCache(cache, false, nil)
+	defer c.Close()
+	es, _, _ := c.Entries()
+	for _, e := range es {
+		if ent, _ := c.Lookup(e.Key); ent == nil {
+			t.Errorf("entry %s broken", e.Step)
+		}
+	}
+}
