@@ -288,7 +288,9 @@ func tarSummary(t *testing.T, rc io.ReadCloser) []string {
 	return out
 }
 
-func modeStr(m int64) string { return "0" + strings.TrimLeft(string(rune('0'+(m>>9)&7))+string(rune('0'+(m>>6)&7))+string(rune('0'+(m>>3)&7))+string(rune('0'+m&7)), "0") }
+func modeStr(m int64) string {
+	return "0" + strings.TrimLeft(string(rune('0'+(m>>9)&7))+string(rune('0'+(m>>6)&7))+string(rune('0'+(m>>3)&7))+string(rune('0'+m&7)), "0")
+}
 
 func sortStrings(s []string) {
 	for i := 1; i < len(s); i++ {

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+// The test binary doubles as the layerimg binary: with LAYERIMG_TEST_CLI set
+// it runs main's logic, so tests can run it as a separate process and kill it.
+func TestMain(m *testing.M) {
+	rootfs.SandboxMain()
+	if os.Getenv("LAYERIMG_TEST_CLI") == "1" {
+		os.Exit(run(context.Background(), os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func cli(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "LAYERIMG_TEST_CLI=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func writeRecipe(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "recipe.yaml")
+	os.WriteFile(p, []byte(body), 0o644)
+	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello\n"), 0o644)
+	return p
+}
+
+func TestExitCodesAndErrors(t *testing.T) {
+	bad := writeRecipe(t, "name: x\nfrom: scratch\nsteps:\n  - rn: echo\n")
+	good := writeRecipe(t, "name: x\nfrom: scratch\nsteps:\n  - copy: {src: hello.txt, dst: /hello.txt}\n")
+	cache := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+		stdout string
+	}{
+		{"validate ok", []string{"validate", good}, 0, "", "ok (1 steps, 0 tests)"},
+		{"validate bad", []string{"validate", bad}, 1, bad + `:4:5: unknown key "rn" in steps[0] (did you mean "run"?)`, ""},
+		{"missing recipe", []string{"validate", "/nonexistent/recipe.yaml"}, 1, "/nonexistent/recipe.yaml", ""},
+		{"no args", []string{"build"}, 2, "expected one recipe file", ""},
+		{"unknown flag", []string{"build", "--nope", good}, 2, "unknown flag: --nope", ""},
+		{"bad arg flag", []string{"plan", "--arg", "novalue", good}, 2, `--arg "novalue": expected NAME=VALUE`, ""},
+		{"bad compression", []string{"plan", "--compression", "lz4", "--cache-dir", cache, good}, 2, `unknown compression "lz4"`, ""},
+		{"plan", []string{"plan", "--cache-dir", cache, good}, 0, "", "MISS"},
+		{"build", []string{"build", "--progress", "json", "--cache-dir", cache, good}, 0, `"status":"MISS"`, "sha256:"},
+		{"plan hit", []string{"plan", "--cache-dir", cache, good}, 0, "", "HIT"},
+		{"cache ls", []string{"cache", "ls", "--cache-dir", cache}, 0, "", "step-1"},
+		{"cache verify", []string{"cache", "verify", "--cache-dir", cache}, 0, "", "1 entries checked, 0 corrupt"},
+		{"cache du", []string{"cache", "du", "--cache-dir", cache}, 0, "", "total"},
+		{"cache prune", []string{"cache", "prune", "--keep-days", "1", "--cache-dir", cache}, 0, "", "removed 0 entries"},
+		{"help", []string{"build", "--help"}, 0, "", "--oci-layout"},
+		{"completion", []string{"completion", "bash"}, 0, "", "__layerimg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := cli(t, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.stderr) || !strings.Contains(out, tc.stdout) {
+				t.Errorf("exit %d (want %d)\nstdout: %s\nstderr: %s\nwant stderr %q, stdout %q", code, tc.code, out, errOut, tc.stderr, tc.stdout)
+			}
+		})
+	}
+}
+
+// TestSIGKILLMidBuild kills the process while a step runs, then builds again
+// on the same cache: the rebuild succeeds, and the cache verifies clean.
+func TestSIGKILLMidBuild(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("run steps need root; CI runs as root")
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox not found: apt-get install busybox-static")
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	data, _ := os.ReadFile(bb)
+	os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755)
+	for _, l := range []string{"sh", "sleep", "echo"} {
+		os.Symlink("busybox", filepath.Join(dir, "bin", l))
+	}
+	recipe := filepath.Join(dir, "recipe.yaml")
+	os.WriteFile(recipe, []byte("name: k\nargs: {SLEEP: \"0\"}\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - name: slow\n    run: sleep ${SLEEP}; echo done > /done\n"), 0o644)
+	cache := t.TempDir()
+
+	cmd := exec.Command(os.Args[0], "build", "--cache-dir", cache, "--arg", "SLEEP=60", recipe)
+	cmd.Env = append(os.Environ(), "LAYERIMG_TEST_CLI=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stderr.String(), "step=slow") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	if _, errOut, code := cli(t, "build", "--cache-dir", cache, recipe); code != 0 {
+		t.Fatalf("rebuild after SIGKILL failed: %s", errOut)
+	}
+	if out, errOut, code := cli(t, "cache", "verify", "--cache-dir", cache); code != 0 || !strings.Contains(out, "0 corrupt") {
+		t.Fatalf("verify: %s %s", out, errOut)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(cache, "tmp")); len(ents) != 0 {
+		t.Errorf("scratch of the killed build left behind: %d entries", len(ents))
+	}
+}
