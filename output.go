@@ -156,6 +156,10 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 		f.Close()
 		return err
 	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
 	if err := f.Close(); err != nil {
 		return err
 	}

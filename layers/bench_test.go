@@ -82,14 +82,17 @@ func BenchmarkLayerCreate(b *testing.B) {
 	for _, comp := range []Compression{Gzip, Zstd} {
 		b.Run(string(comp), func(b *testing.B) {
 			b.SetBytes(n)
+			var out int64
 			for i := 0; i < b.N; i++ {
-				_, err := c.WriteLayer(comp, func(w io.Writer) error {
+				d, err := c.WriteLayer(comp, func(w io.Writer) error {
 					return rootfs.WriteTar(context.Background(), w, dir, rootfs.TarOptions{})
 				})
 				if err != nil {
 					b.Fatal(err)
 				}
+				out = d.Size
 			}
+			b.ReportMetric(float64(out)/(1<<20), "MiB-out")
 		})
 	}
 }
@@ -106,4 +109,15 @@ func BenchmarkTarGzipPipeline(b *testing.B) {
 			b.Fatalf("%v: %s", err, outp)
 		}
 	}
+	if fi, err := os.Stat(out); err == nil {
+		b.ReportMetric(float64(fi.Size())/(1<<20), "MiB-out")
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchTree != "" {
+		os.RemoveAll(benchTree)
+	}
+	os.Exit(code)
 }
