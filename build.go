@@ -222,9 +222,8 @@ func stepErr(i int, st *recipes.Step, err error) error {
 	return fmt.Errorf("step %d (%s): %w", i+1, st.Name, err)
 }
 
-// Plan says, for each step, its cache key and whether the cache has it,
-// without running anything.
-func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error) {
+// start opens the cache and resolves the base; the caller closes the cache.
+func start(ctx context.Context, r *recipes.Recipe, o *Options, offline bool) (*planner, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -232,11 +231,49 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	p, err := newPlanner(ctx, r, &o, c, true)
+	p, err := newPlanner(ctx, r, o, c, offline)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// step keys step i and looks it up. For an env step it only updates the
+// environment and returns no key.
+func (p *planner) step(i int, parent string) (StepPlan, layers.KeyInput, *layers.Entry, error) {
+	st := &p.r.Steps[i]
+	sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
+	if st.Kind() == "env" {
+		p.env = mergeEnv(p.env, envList(st.Env))
+		return sp, layers.KeyInput{}, nil, nil
+	}
+	in, err := p.keyInput(st, parent)
+	if err != nil {
+		return sp, in, nil, stepErr(i, st, err)
+	}
+	sp.Key = in.Key()
+	e, err := p.c.Lookup(sp.Key)
+	if err != nil {
+		return sp, in, nil, stepErr(i, st, err)
+	}
+	if e != nil {
+		sp.Status = Hit
+		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
+	} else {
+		sp.Status, sp.Why = Miss, p.why(st.Name, in)
+	}
+	return sp, in, e, nil
+}
+
+// Plan says, for each step, its cache key and whether the cache has it,
+// without running anything.
+func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error) {
+	p, err := start(ctx, r, &o, true)
 	if err != nil {
 		return nil, err
 	}
+	defer p.c.Close()
 	var out []StepPlan
 	if r.From.Bootstrap != nil {
 		sp := StepPlan{Index: 0, Name: "bootstrap", Kind: "bootstrap", Key: p.base.ID, Status: Hit}
@@ -247,28 +284,13 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 	}
 	parent := p.base.ID
 	for i := range r.Steps {
-		st := &r.Steps[i]
-		sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
-		if st.Kind() == "env" {
-			p.env = mergeEnv(p.env, envList(st.Env))
-			out = append(out, sp)
-			continue
-		}
-		in, err := p.keyInput(st, parent)
+		sp, _, _, err := p.step(i, parent)
 		if err != nil {
-			return nil, stepErr(i, st, err)
+			return nil, err
 		}
-		sp.Key = in.Key()
-		e, err := c.Lookup(sp.Key)
-		if err != nil {
-			return nil, stepErr(i, st, err)
+		if sp.Key != "" {
+			parent = sp.Key
 		}
-		if e != nil {
-			sp.Status, sp.Layer = Hit, e.Layer.Digest.String()
-		} else {
-			sp.Status, sp.Why = Miss, p.why(st.Name, in)
-		}
-		parent = sp.Key
 		out = append(out, sp)
 	}
 	return out, nil
@@ -300,18 +322,12 @@ func (r *Result) ImageV1() v1.Image { return r.image }
 // Build runs the recipe: cached steps are reused, the rest run in the
 // sandbox, tests run against the result, and the outputs are written.
 func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
-	c, err := layers.OpenCache(o.CacheDir, false, o.Log)
+	p, err := start(ctx, r, &o, false)
 	if err != nil {
 		return nil, err
 	}
+	c := p.c
 	defer c.Close()
-	p, err := newPlanner(ctx, r, &o, c, false)
-	if err != nil {
-		return nil, err
-	}
 	res := &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}
 	if r.From.Bootstrap != nil {
 		res.Base.Key = p.base.ID
@@ -352,28 +368,20 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	workdir := ""
 	for i := range r.Steps {
 		st := &r.Steps[i]
-		sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
-		if st.Kind() == "env" {
-			p.env = mergeEnv(p.env, envList(st.Env))
+		began := time.Now()
+		sp, in, e, err := p.step(i, parent)
+		if err != nil {
+			return nil, err
+		}
+		if sp.Key == "" { // env
 			res.Steps = append(res.Steps, sp)
 			continue
 		}
 		if st.Workdir != "" {
 			workdir = st.Workdir
 		}
-		in, err := p.keyInput(st, parent)
-		if err != nil {
-			return nil, stepErr(i, st, err)
-		}
-		sp.Key = in.Key()
 		record[st.Name] = in
-		start := time.Now()
-		e, err := c.Lookup(sp.Key)
-		if err != nil {
-			return nil, stepErr(i, st, err)
-		}
 		if e == nil {
-			sp.Status, sp.Why = Miss, p.why(st.Name, in)
 			o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
 			desc, err := p.execute(ctx, st, unpack, epoch)
 			if err != nil {
@@ -384,11 +392,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 				return nil, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
 			}
 			res.Executed++
-		} else {
-			sp.Status = Hit
+			sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
 		}
-		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
-		sp.Duration = time.Since(start)
+		sp.Duration = time.Since(began)
 		o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
 		stack = append(stack, c.Layer(e.Layer))
 		parent = sp.Key

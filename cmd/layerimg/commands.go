@@ -202,7 +202,7 @@ func newCacheCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	prune.Flags().IntVar(&keepDays, "keep-days", 0, "keep entries used within this many days")
+	prune.Flags().IntVar(&keepDays, "keep-days", 7, "keep entries used within this many days (0 drops every entry)")
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Check every cached layer against its digest; drop corrupt ones",
