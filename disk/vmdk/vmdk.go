@@ -1,0 +1,306 @@
+// Package vmdk writes streamOptimized VMDK disks (VMware Virtual Disk Format
+// 5.0, "stream-optimized compressed sparse extent"), the form vSphere's OVF
+// import and AWS's image import take. Grains are deflated on every core and
+// all-zero grains are left out.
+package vmdk
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/zlib"
+
+	"github.com/layerimg/layerimg/disk/sparse"
+)
+
+const (
+	sector      = 512
+	grainSecs   = 128 // 64 KiB grains
+	grainBytes  = grainSecs * sector
+	gtes        = 512 // grain table entries per table: a table spans 32 MiB
+	descSecs    = 20
+	overhead    = grainSecs // grains start after the first 64 KiB
+	gdAtEnd     = 0xFFFFFFFFFFFFFFFF
+	markerEOS   = 0
+	markerGT    = 1
+	markerGD    = 2
+	markerFoot  = 3
+	flagNLCheck = 1 << 0
+	flagComp    = 1 << 16
+	flagMarkers = 1 << 17
+)
+
+// header is the SparseExtentHeader, little-endian, one sector.
+func header(capacity, gdOffset uint64) []byte {
+	h := make([]byte, sector)
+	copy(h[0:4], "KDMV")
+	binary.LittleEndian.PutUint32(h[4:], 3) // version 3: streamOptimized
+	binary.LittleEndian.PutUint32(h[8:], flagNLCheck|flagComp|flagMarkers)
+	binary.LittleEndian.PutUint64(h[12:], capacity)
+	binary.LittleEndian.PutUint64(h[20:], grainSecs)
+	binary.LittleEndian.PutUint64(h[28:], 1) // descriptor right after the header
+	binary.LittleEndian.PutUint64(h[36:], descSecs)
+	binary.LittleEndian.PutUint32(h[44:], gtes)
+	binary.LittleEndian.PutUint64(h[48:], 0) // no redundant grain directory
+	binary.LittleEndian.PutUint64(h[56:], gdOffset)
+	binary.LittleEndian.PutUint64(h[64:], overhead)
+	h[73], h[74], h[75], h[76] = '\n', ' ', '\r', '\n'
+	binary.LittleEndian.PutUint16(h[77:], 1) // deflate
+	return h
+}
+
+func descriptor(capacity uint64, cid uint32, name string) []byte {
+	cyl := capacity / (255 * 63)
+	if cyl > 65535 {
+		cyl = 65535
+	}
+	d := fmt.Sprintf(`# Disk DescriptorFile
+version=1
+CID=%08x
+parentCID=ffffffff
+createType="streamOptimized"
+
+# Extent description
+RW %d SPARSE "%s"
+
+# The Disk Data Base
+#DDB
+
+ddb.virtualHWVersion = "4"
+ddb.geometry.cylinders = "%d"
+ddb.geometry.heads = "255"
+ddb.geometry.sectors = "63"
+ddb.adapterType = "lsilogic"
+`, cid, capacity, name, cyl)
+	b := make([]byte, descSecs*sector)
+	copy(b, d)
+	return b
+}
+
+// metaMarker is the sector that precedes grain tables, the grain directory
+// and the footer.
+func metaMarker(sectors uint64, typ uint32) []byte {
+	m := make([]byte, sector)
+	binary.LittleEndian.PutUint64(m[0:], sectors)
+	binary.LittleEndian.PutUint32(m[12:], typ)
+	return m
+}
+
+// Options tune a conversion.
+type Options struct {
+	// CID is the content id in the descriptor; derive it from the image.
+	CID uint32
+	// Workers compress grains in parallel; 0 means every core.
+	Workers int
+}
+
+// Convert writes the raw disk src as a streamOptimized VMDK at dst. dst is
+// written beside its final name and renamed only when complete.
+func Convert(ctx context.Context, src, dst string, o Options) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	return sparse.WriteAtomic(dst, func(out *os.File) error {
+		bw := bufio.NewWriterSize(out, 4<<20)
+		if err := Write(ctx, bw, in, fi.Size(), baseName(dst), o); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
+}
+
+// Write streams the VMDK of the first size bytes of src to w.
+func Write(ctx context.Context, w io.Writer, src *os.File, size int64, name string, o Options) error {
+	capacity := uint64((size + sector - 1) / sector)
+	numGrains := (capacity + grainSecs - 1) / grainSecs
+	numGTs := (numGrains + gtes - 1) / gtes
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+
+	var pos uint64 // sectors written so far
+	put := func(b []byte) error {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		pos += uint64(len(b)) / sector
+		return nil
+	}
+	if err := put(header(capacity, gdAtEnd)); err != nil {
+		return err
+	}
+	if err := put(descriptor(capacity, o.CID, name)); err != nil {
+		return err
+	}
+	if err := put(make([]byte, (overhead-1-descSecs)*sector)); err != nil {
+		return err
+	}
+
+	gd := make([]uint32, numGTs)
+	gt := make([]uint32, gtes)
+	cur, used := uint64(0), false
+	// flushGT writes the current grain table, unless no grain in it holds
+	// data: an absent table (a zero directory entry) reads as zeros, which
+	// keeps a 2 TiB sparse disk small.
+	flushGT := func() error {
+		if !used {
+			return nil
+		}
+		if err := put(metaMarker(gtes*4/sector, markerGT)); err != nil {
+			return err
+		}
+		gd[cur] = uint32(pos)
+		buf := make([]byte, gtes*4)
+		for i, e := range gt {
+			binary.LittleEndian.PutUint32(buf[i*4:], e)
+		}
+		clear(gt)
+		used = false
+		return put(buf)
+	}
+
+	err := compressGrains(ctx, src, size, workers, func(grain uint64, data []byte) error {
+		if grain/gtes != cur {
+			if err := flushGT(); err != nil {
+				return err
+			}
+			cur = grain / gtes
+		}
+		gt[grain%gtes], used = uint32(pos), true
+		return put(data)
+	})
+	if err != nil {
+		return err
+	}
+	if err := flushGT(); err != nil {
+		return err
+	}
+	gdSecs := (numGTs*4 + sector - 1) / sector
+	if err := put(metaMarker(gdSecs, markerGD)); err != nil {
+		return err
+	}
+	gdOffset := pos
+	buf := make([]byte, gdSecs*sector)
+	for i, e := range gd {
+		binary.LittleEndian.PutUint32(buf[i*4:], e)
+	}
+	if err := put(buf); err != nil {
+		return err
+	}
+	if err := put(metaMarker(1, markerFoot)); err != nil {
+		return err
+	}
+	if err := put(header(capacity, gdOffset)); err != nil {
+		return err
+	}
+	return put(metaMarker(0, markerEOS))
+}
+
+type job struct {
+	seq   int
+	grain uint64
+	raw   []byte
+	out   []byte
+	done  chan struct{}
+}
+
+// compressGrains reads every non-zero grain, compresses them on `workers`
+// goroutines and hands each finished grain record (marker + deflated data,
+// padded to a sector) to emit in disk order.
+func compressGrains(ctx context.Context, src *os.File, size int64, workers int, emit func(grain uint64, rec []byte) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan *job, workers*2)
+	ordered := make(chan *job, workers*4)
+	pool := sync.Pool{New: func() any { return make([]byte, grainBytes) }}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var zbuf bytes.Buffer
+			zw, _ := zlib.NewWriterLevel(&zbuf, zlib.DefaultCompression)
+			for j := range jobs {
+				zbuf.Reset()
+				zw.Reset(&zbuf)
+				zw.Write(j.raw)
+				zw.Close()
+				n := 12 + zbuf.Len()
+				rec := make([]byte, (n+sector-1)/sector*sector)
+				binary.LittleEndian.PutUint64(rec[0:], j.grain*grainSecs)
+				binary.LittleEndian.PutUint32(rec[8:], uint32(zbuf.Len()))
+				copy(rec[12:], zbuf.Bytes())
+				j.out = rec
+				pool.Put(j.raw[:grainBytes])
+				j.raw = nil
+				close(j.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(jobs)
+		seq := 0
+		readErr <- sparse.Blocks(src, size, grainBytes, func(off int64, b []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			raw := pool.Get().([]byte)
+			copy(raw, b)
+			clear(raw[len(b):]) // the last grain is padded with zeros
+			j := &job{seq: seq, grain: uint64(off / grainBytes), raw: raw, done: make(chan struct{})}
+			seq++
+			// To the workers first: a job the sequencer waits for must
+			// always be on its way.
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case ordered <- j:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		})
+	}()
+	var emitErr error
+	for j := range ordered {
+		<-j.done
+		if emitErr == nil {
+			if emitErr = emit(j.grain, j.out); emitErr != nil {
+				cancel()
+			}
+		}
+	}
+	wg.Wait()
+	if err := <-readErr; err != nil {
+		return err
+	}
+	return emitErr
+}
+
+func baseName(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[i+1:]
+		}
+	}
+	return p
+}
