@@ -1,0 +1,132 @@
+package disk
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Boot modes.
+const (
+	BootSystemd = "systemd-boot"
+	BootGrub    = "grub"
+	BootNone    = "none"
+)
+
+// Loader files, as Debian packages install them.
+var (
+	systemdBootEFI = file{"usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi"}
+	shimEFI        = file{"usr/lib/shim/shimx64.efi.signed", "shim-signed"}
+	grubEFI        = file{"usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "grub-efi-amd64-signed"}
+)
+
+type file struct{ path, pkg string }
+
+func (f file) in(root string) bool {
+	_, err := os.Stat(filepath.Join(root, f.path))
+	return err == nil
+}
+
+// MissingError names the files a boot mode needs and the packages that have
+// them.
+type MissingError struct {
+	Mode  string
+	Files []file
+}
+
+func (e *MissingError) Error() string {
+	var parts, pkgs []string
+	for _, f := range e.Files {
+		parts = append(parts, "/"+f.path)
+		pkgs = append(pkgs, f.pkg)
+	}
+	return fmt.Sprintf("boot: %s needs %s in the rootfs; install the Debian packages %s", e.Mode, strings.Join(parts, ", "), strings.Join(pkgs, " "))
+}
+
+// Kernel is the kernel and initrd the disk boots.
+type Kernel struct {
+	Version      string
+	Vmlinuz      string // path in the rootfs, without a leading slash
+	Initrd       string
+	RootSymlinks bool // /vmlinuz and /initrd.img exist: GRUB follows kernel upgrades
+}
+
+// findKernel picks the newest /boot/vmlinuz-VERSION that has an initrd.
+func findKernel(root string) (*Kernel, error) {
+	matches, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	var versions []string
+	for _, m := range matches {
+		versions = append(versions, strings.TrimPrefix(filepath.Base(m), "vmlinuz-"))
+	}
+	if len(versions) == 0 {
+		return nil, &MissingError{"a bootable disk", []file{{"boot/vmlinuz-*", "linux-image-cloud-amd64 (or another linux-image)"}}}
+	}
+	sort.Slice(versions, func(i, j int) bool { return versionLess(versions[i], versions[j]) })
+	v := versions[len(versions)-1]
+	k := &Kernel{Version: v, Vmlinuz: "boot/vmlinuz-" + v, Initrd: "boot/initrd.img-" + v}
+	if _, err := os.Stat(filepath.Join(root, k.Initrd)); err != nil {
+		return nil, &MissingError{"a bootable disk", []file{{k.Initrd, "initramfs-tools"}}}
+	}
+	_, e1 := os.Stat(filepath.Join(root, "vmlinuz"))
+	_, e2 := os.Stat(filepath.Join(root, "initrd.img"))
+	k.RootSymlinks = e1 == nil && e2 == nil
+	return k, nil
+}
+
+// versionLess compares kernel versions number by number ("6.1.0-9" < "6.1.0-10").
+func versionLess(a, b string) bool {
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' || r == '+' || r == '~' })
+	}
+	pa, pb := split(a), split(b)
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		na, ea := strconv.Atoi(pa[i])
+		nb, eb := strconv.Atoi(pb[i])
+		if ea == nil && eb == nil {
+			if na != nb {
+				return na < nb
+			}
+			continue
+		}
+		if pa[i] != pb[i] {
+			return pa[i] < pb[i]
+		}
+	}
+	return len(pa) < len(pb)
+}
+
+// DetectBoot chooses the boot mode from what the rootfs holds, when the
+// recipe does not say: grub when shim and signed GRUB are there (it works
+// with Secure Boot), else systemd-boot, else none (a data disk).
+func DetectBoot(root string) string {
+	switch {
+	case shimEFI.in(root) && grubEFI.in(root):
+		return BootGrub
+	case systemdBootEFI.in(root):
+		return BootSystemd
+	}
+	return BootNone
+}
+
+func checkLoader(root, mode string) error {
+	var need []file
+	switch mode {
+	case BootSystemd:
+		need = []file{systemdBootEFI}
+	case BootGrub:
+		need = []file{shimEFI, grubEFI}
+	}
+	var missing []file
+	for _, f := range need {
+		if !f.in(root) {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return &MissingError{mode, missing}
+	}
+	return nil
+}
