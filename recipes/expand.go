@@ -63,6 +63,10 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 			ex(s.Pos, where, &s.Secrets[j].Src)
 		}
 	}
+	if d := r.Disk; d != nil {
+		ex(Pos{}, "disk", &d.KernelCmdline)
+		ex(Pos{}, "disk", &d.Label)
+	}
 	for i := range r.Tests {
 		exCmd(r.Tests[i].Pos, fmt.Sprintf("test %d (%s)", i+1, r.Tests[i].Name), &r.Tests[i].Run)
 	}

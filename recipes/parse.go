@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -193,12 +195,14 @@ func (p *parser) command(n *yaml.Node, what string, dst *Command) {
 }
 
 var (
-	recipeKeys    = []string{"name", "platform", "args", "from", "steps", "tests"}
+	recipeKeys    = []string{"name", "platform", "args", "from", "steps", "tests", "disk", "outputs"}
+	diskKeys      = []string{"size", "filesystem", "label", "boot", "kernel_cmdline", "esp_size"}
+	bootTestKeys  = []string{"expect", "timeout", "controllers", "secure_boot"}
 	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
 	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy"}
 	secretKeys    = []string{"id", "src", "target"}
 	copyKeys      = []string{"src", "dst", "mode", "owner"}
-	testKeys      = []string{"name", "run"}
+	testKeys      = []string{"name", "run", "boot"}
 )
 
 func (p *parser) recipe(n *yaml.Node, r *Recipe) {
@@ -222,6 +226,15 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 				p.step(c, i, &s)
 				r.Steps = append(r.Steps, s)
 			}
+		case "disk":
+			r.Disk = p.disk(v)
+		case "outputs":
+			p.strList(v, "outputs", &r.Outputs)
+			for i, o := range r.Outputs {
+				if !contains(OutputFormats, o) {
+					p.errorf(v.Content[i], "outputs: unknown format %q (valid: %s)", o, strings.Join(OutputFormats, ", "))
+				}
+			}
 		case "tests":
 			if v.Kind != yaml.SequenceNode {
 				p.errorf(v, "tests must be a list, not %s", kindName(v))
@@ -239,13 +252,92 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 							p.str(v, what+".name", &t.Name)
 						case "run":
 							p.command(v, what+".run", &t.Run)
+						case "boot":
+							t.Boot = p.bootTest(v, what+".boot")
 						}
 					})
+					if t.Run.IsZero() == (t.Boot == nil) {
+						p.errorf(c, "%s must have exactly one of run or boot", what)
+					}
 				}
 				r.Tests = append(r.Tests, t)
 			}
 		}
 	})
+}
+
+// OutputFormats are the disk formats a recipe may ask for.
+var OutputFormats = []string{"raw", "vmdk", "vhd", "qcow2"}
+
+func (p *parser) disk(n *yaml.Node) *Disk {
+	d := &Disk{}
+	p.fields(n, "disk", diskKeys, func(k string, v *yaml.Node) {
+		switch k {
+		case "size":
+			p.str(v, "disk.size", &d.Size)
+			if d.Size != "auto" {
+				if _, err := ParseSize(d.Size); err != nil {
+					p.errorf(v, "disk.size: %v (or auto)", err)
+				}
+			}
+		case "filesystem":
+			p.str(v, "disk.filesystem", &d.Filesystem)
+			if d.Filesystem != "ext4" {
+				p.errorf(v, "disk.filesystem %q: only ext4 is supported", d.Filesystem)
+			}
+		case "label":
+			p.str(v, "disk.label", &d.Label)
+			if len(d.Label) > 16 {
+				p.errorf(v, "disk.label %q is longer than ext4's 16 bytes", d.Label)
+			}
+		case "boot":
+			p.str(v, "disk.boot", &d.Boot)
+			if !contains([]string{"systemd-boot", "grub", "none"}, d.Boot) {
+				p.errorf(v, "disk.boot %q: expected systemd-boot, grub or none", d.Boot)
+			}
+		case "kernel_cmdline":
+			p.str(v, "disk.kernel_cmdline", &d.KernelCmdline)
+		case "esp_size":
+			p.str(v, "disk.esp_size", &d.ESPSize)
+			if n, err := ParseSize(d.ESPSize); err != nil {
+				p.errorf(v, "disk.esp_size: %v", err)
+			} else if n < 256<<20 || n%(1<<20) != 0 {
+				p.errorf(v, "disk.esp_size must be a whole number of MiB and at least 256MiB (FAT32 below that fails fsck), not %s", d.ESPSize)
+			}
+		}
+	})
+	return d
+}
+
+func (p *parser) bootTest(n *yaml.Node, what string) *BootTest {
+	b := &BootTest{}
+	p.fields(n, what, bootTestKeys, func(k string, v *yaml.Node) {
+		switch k {
+		case "expect":
+			p.str(v, what+".expect", &b.Expect)
+			if _, err := regexp.Compile(b.Expect); err != nil {
+				p.errorf(v, "%s.expect: %v", what, err)
+			}
+		case "timeout":
+			p.str(v, what+".timeout", &b.Timeout)
+			if d, err := time.ParseDuration(b.Timeout); err != nil || d <= 0 {
+				p.errorf(v, "%s.timeout %q is not a duration such as 300s", what, b.Timeout)
+			}
+		case "controllers":
+			p.strList(v, what+".controllers", &b.Controllers)
+			for _, c := range b.Controllers {
+				if c != "virtio" && c != "nvme" {
+					p.errorf(v, "%s.controllers: %q is not virtio or nvme", what, c)
+				}
+			}
+		case "secure_boot":
+			if v.Kind != yaml.ScalarNode || (v.Value != "true" && v.Value != "false") {
+				p.errorf(v, "%s.secure_boot must be true or false", what)
+			}
+			b.SecureBoot = v.Value == "true"
+		}
+	})
+	return b
 }
 
 func (p *parser) base(n *yaml.Node, b *Base) {

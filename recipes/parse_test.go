@@ -117,6 +117,16 @@ func TestParseErrors(t *testing.T) {
 		{"workdir on copy", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a}\n    workdir: /x\n", "workdir, network and secrets belong to run steps"},
 		{"dup key", "name: x\nname: y\nfrom: scratch\n", `recipe.yaml:2:1: key "name" repeated`},
 		{"bad variant", "name: x\nfrom:\n  bootstrap: {distro: debian, suite: b, variant: tiny}\n", `variant "tiny" is not an mmdebstrap variant`},
+		{"disk key", "name: x\nfrom: scratch\ndisk: {sise: 4GiB}\n", `unknown key "sise" in disk (did you mean "size"?)`},
+		{"disk size", "name: x\nfrom: scratch\ndisk: {size: lots}\n", `disk.size: "lots" is not a size`},
+		{"disk fs", "name: x\nfrom: scratch\ndisk: {filesystem: xfs}\n", `only ext4 is supported`},
+		{"disk boot", "name: x\nfrom: scratch\ndisk: {boot: lilo}\n", `disk.boot "lilo"`},
+		{"small esp", "name: x\nfrom: scratch\ndisk: {esp_size: 100MiB}\n", `at least 256MiB`},
+		{"output", "name: x\nfrom: scratch\noutputs: [raw, iso]\n", `recipe.yaml:3:16: outputs: unknown format "iso"`},
+		{"boot test", "name: x\nfrom: scratch\ntests:\n  - boot: {controllers: [ide]}\n", `"ide" is not virtio or nvme`},
+		{"boot timeout", "name: x\nfrom: scratch\ntests:\n  - boot: {timeout: soon}\n", `timeout "soon" is not a duration`},
+		{"boot and run", "name: x\nfrom: scratch\ntests:\n  - {run: x, boot: {}}\n", `must have exactly one of run or boot`},
+		{"bad regexp", "name: x\nfrom: scratch\ntests:\n  - boot: {expect: \"(\"}\n", `expect: error parsing regexp`},
 		{"bad distro", "name: x\nfrom:\n  bootstrap: {distro: fedora, suite: b}\n", `distro must be debian`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,6 +149,25 @@ func TestParseReportsEveryError(t *testing.T) {
 	}
 	if es[0].Pos.Line != 4 || es[1].Pos.Line != 6 {
 		t.Errorf("lines %d, %d", es[0].Pos.Line, es[1].Pos.Line)
+	}
+}
+
+func TestParseDisk(t *testing.T) {
+	r, err := Parse("r.yaml", []byte("name: x\nfrom: scratch\ndisk: {size: 4GiB, boot: grub, esp_size: 512MiB, kernel_cmdline: quiet}\noutputs: [raw, vhd]\ntests:\n  - boot: {expect: ready, timeout: 90s, controllers: [virtio, nvme], secure_boot: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Disk.Boot != "grub" || r.Disk.Size != "4GiB" || len(r.Outputs) != 2 {
+		t.Errorf("disk %+v outputs %v", r.Disk, r.Outputs)
+	}
+	b := r.Tests[0].Boot
+	if b == nil || !b.SecureBoot || len(b.Controllers) != 2 || b.Timeout != "90s" {
+		t.Errorf("boot test %+v", b)
+	}
+	for in, want := range map[string]int64{"4GiB": 4 << 30, "512MiB": 512 << 20, "10G": 10 << 30, "4096": 4096} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
 	}
 }
 

@@ -11,6 +11,8 @@ type Recipe struct {
 	From     Base              `yaml:"from" json:"from"`
 	Steps    []Step            `yaml:"steps" json:"steps,omitempty"`
 	Tests    []Test            `yaml:"tests" json:"tests,omitempty"`
+	Disk     *Disk             `yaml:"disk" json:"disk,omitempty"`
+	Outputs  []string          `yaml:"outputs" json:"outputs,omitempty"`
 
 	// File is the path the recipe was read from; Dir is its build context.
 	File string `yaml:"-" json:"-"`
@@ -81,11 +83,31 @@ type Copy struct {
 	Owner string `yaml:"owner" json:"owner,omitempty"`
 }
 
-// Test is a command run against the finished rootfs; it is never captured.
+// Test is a command run against the finished rootfs (never captured), or a
+// boot of the finished disk.
 type Test struct {
-	Name string  `yaml:"name" json:"name,omitempty"`
-	Run  Command `yaml:"run" json:"run"`
-	Pos  Pos     `yaml:"-" json:"-"`
+	Name string    `yaml:"name" json:"name,omitempty"`
+	Run  Command   `yaml:"run" json:"run"`
+	Boot *BootTest `yaml:"boot" json:"boot,omitempty"`
+	Pos  Pos       `yaml:"-" json:"-"`
+}
+
+// BootTest boots the disk in qemu and waits for Expect on the serial console.
+type BootTest struct {
+	Expect      string   `yaml:"expect" json:"expect,omitempty"`
+	Timeout     string   `yaml:"timeout" json:"timeout,omitempty"`
+	Controllers []string `yaml:"controllers" json:"controllers,omitempty"`
+	SecureBoot  bool     `yaml:"secure_boot" json:"secure_boot,omitempty"`
+}
+
+// Disk says how the rootfs becomes a bootable disk.
+type Disk struct {
+	Size          string `yaml:"size" json:"size,omitempty"` // "auto" or a size such as 4GiB
+	Filesystem    string `yaml:"filesystem" json:"filesystem,omitempty"`
+	Label         string `yaml:"label" json:"label,omitempty"`
+	Boot          string `yaml:"boot" json:"boot,omitempty"`
+	KernelCmdline string `yaml:"kernel_cmdline" json:"kernel_cmdline,omitempty"`
+	ESPSize       string `yaml:"esp_size" json:"esp_size,omitempty"`
 }
 
 // Pos is a position in the recipe file.

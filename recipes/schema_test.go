@@ -35,6 +35,8 @@ func TestSchemaMatchesTypes(t *testing.T) {
 		{"step", s.Defs["step"].Properties, Step{}, stepKeys},
 		{"secret", s.Defs["secret"].Properties, Secret{}, secretKeys},
 		{"copy", s.Defs["copy"].Properties, Copy{}, copyKeys},
+		{"disk", s.Defs["disk"].Properties, Disk{}, diskKeys},
+		{"bootTest", s.Defs["bootTest"].Properties, BootTest{}, bootTestKeys},
 	} {
 		schema := keys(tc.props)
 		fromType := yamlFields(reflect.TypeOf(tc.typ))
