@@ -94,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown top key", "name: x\nfrom: scratch\nstep: []\n", `recipe.yaml:3:1: unknown key "step" in recipe (did you mean "steps"?)`},
 		{"unknown step key", "name: x\nfrom: scratch\nsteps:\n  - rn: echo\n", `recipe.yaml:4:5: unknown key "rn" in steps[0] (did you mean "run"?)`},
-		{"unknown far key", "name: x\nfrom: scratch\nzzzzzzzzz: 1\n", `unknown key "zzzzzzzzz" in recipe (valid keys: name, platform, args, from, steps, tests)`},
+		{"unknown far key", "name: x\nfrom: scratch\nzzzzzzzzz: 1\n", `unknown key "zzzzzzzzz" in recipe (valid keys: name, platform, args, from, steps, tests, disk, outputs)`},
 		{"copy key", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dest: /a}\n", `recipe.yaml:4:20: unknown key "dest" in steps[0].copy (did you mean "dst"?)`},
 		{"bootstrap key", "name: x\nfrom:\n  bootstrap: {distro: debian, suit: bookworm}\n", `unknown key "suit" in from.bootstrap (did you mean "suite"?)`},
 		{"no name", "from: scratch\n", "name is required"},
