@@ -35,6 +35,10 @@ type Options struct {
 	// step's name.
 	Output io.Writer
 
+	DiskDir   string   // write disks here (build -o)
+	Formats   []string // disk formats; default: the recipe's outputs, else raw
+	UniqueIDs bool     // random disk ids instead of ones derived from the image
+
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
 	Manifest  string // write the build manifest (JSON) here
@@ -298,13 +302,14 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 
 // Result is the build manifest.
 type Result struct {
-	Recipe   string     `json:"recipe"`
-	Platform string     `json:"platform"`
-	Base     BaseInfo   `json:"base"`
-	Steps    []StepPlan `json:"steps"`
-	Image    string     `json:"image_digest"`
-	Config   string     `json:"config_digest"`
-	Executed int        `json:"steps_executed"`
+	Recipe   string      `json:"recipe"`
+	Platform string      `json:"platform"`
+	Base     BaseInfo    `json:"base"`
+	Steps    []StepPlan  `json:"steps"`
+	Image    string      `json:"image_digest"`
+	Config   string      `json:"config_digest"`
+	Executed int         `json:"steps_executed"`
+	Disk     *DiskResult `json:"disk,omitempty"`
 
 	image v1.Image
 }
@@ -404,6 +409,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
 	}
 	for i, t := range r.Tests {
+		if t.Boot != nil {
+			continue // after the disk is made
+		}
 		lw, err := unpack()
 		if err != nil {
 			return nil, err
@@ -417,6 +425,28 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	img, err := assembleImage(p.base.Image, stack[len(baseLayers):], r, p.env, workdir, epoch)
 	if err != nil {
 		return nil, err
+	}
+	if o.DiskDir != "" {
+		spec := recipes.Disk{}
+		if r.Disk != nil {
+			spec = *r.Disk
+		}
+		formats := o.Formats
+		if len(formats) == 0 {
+			formats = r.Outputs
+		}
+		if len(formats) == 0 {
+			formats = []string{"raw"}
+		}
+		img, res.Disk, err = makeDisks(ctx, c, img, spec, formats, o.DiskDir, o.UniqueIDs, &o)
+		if err != nil {
+			return nil, fmt.Errorf("disk: %w", err)
+		}
+		if err := bootTests(ctx, r, bootable(res.Disk), res.Disk.Boot, &o); err != nil {
+			return nil, err
+		}
+	} else if hasBootTests(r) {
+		o.Log.Warn("the recipe has boot tests, but no disk was asked for (-o DIR): they did not run")
 	}
 	res.image = img
 	d, err := img.Digest()

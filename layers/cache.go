@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -416,6 +417,19 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 	for k := range keep {
 		live[k] = true
 	}
+	// Finished disks are kept under the key of the disk step that made them.
+	if ents, err := os.ReadDir(filepath.Join(c.dir, "disks")); err == nil {
+		for _, d := range ents {
+			if _, err := os.Stat(c.keyPath("sha256:" + d.Name())); err == nil {
+				continue
+			}
+			p := filepath.Join(c.dir, "disks", d.Name())
+			freed += duSize(p)
+			if err := os.RemoveAll(p); err != nil {
+				return removed, freed, err
+			}
+		}
+	}
 	for _, sub := range []string{"blobs/sha256", "unpacked"} {
 		ents, err := os.ReadDir(filepath.Join(c.dir, sub))
 		if err != nil {
@@ -438,7 +452,7 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 // Usage is the bytes each part of the cache takes on disk.
 func (c *Cache) Usage() map[string]int64 {
 	u := map[string]int64{}
-	for _, sub := range []string{"blobs", "unpacked", "keys", "tmp"} {
+	for _, sub := range []string{"blobs", "unpacked", "disks", "keys", "tmp"} {
 		u[sub] = duSize(filepath.Join(c.dir, sub))
 	}
 	return u
@@ -448,7 +462,12 @@ func duSize(p string) int64 {
 	var n int64
 	filepath.Walk(p, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil {
-			n += fi.Size()
+			// Blocks in use, not apparent size: disks are sparse.
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			} else {
+				n += fi.Size()
+			}
 		}
 		return nil
 	})

@@ -3,7 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +11,7 @@ import (
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 func newValidateCmd(g *globalFlags) *cobra.Command {
@@ -78,7 +79,9 @@ A MISS says why: which input changed since the last build of this recipe.`,
 }
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
-	var ociLayout, rootfsTar, manifest string
+	var ociLayout, rootfsTar, manifest, diskDir string
+	var formats []string
+	var uniqueIDs bool
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -86,7 +89,8 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 sandbox (run steps need root), run the recipe's tests, and write the outputs.
 Step output is prefixed with the step's name. Set SOURCE_DATE_EPOCH to stamp a
 time other than 1970-01-01 on what is made.`,
-		Example: `  layerimg build recipe.yaml --oci-layout out/image --rootfs-tar out/rootfs.tar
+		Example: `  layerimg build recipe.yaml -o out/          # disks as the recipe's outputs say
+  layerimg build recipe.yaml --oci-layout out/image --rootfs-tar out/rootfs.tar
   layerimg build recipe.yaml --arg SUITE=trixie --manifest out/build.json
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
@@ -100,6 +104,10 @@ time other than 1970-01-01 on what is made.`,
 				return err
 			}
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
+			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
+			if o.Formats, err = parseFormats(formats); err != nil {
+				return err
+			}
 			start := time.Now()
 			res, err := layerimg.Build(cmd.Context(), r, o)
 			if err != nil {
@@ -114,7 +122,19 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&ociLayout, "oci-layout", "", "write the image as an OCI layout to `DIR`")
 	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` (needs root)")
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
+	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
+	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
+	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
 	return c
+}
+
+func parseFormats(fs []string) ([]string, error) {
+	for _, f := range fs {
+		if !slices.Contains(recipes.OutputFormats, f) {
+			return nil, usageError{fmt.Errorf("--format %q: expected raw, vmdk, vhd or qcow2", f)}
+		}
+	}
+	return fs, nil
 }
 
 func newCacheCmd(g *globalFlags) *cobra.Command {
@@ -171,7 +191,7 @@ func newCacheCmd(g *globalFlags) *cobra.Command {
 			defer cache.Close()
 			u := cache.Usage()
 			var total int64
-			for _, k := range []string{"blobs", "unpacked", "keys", "tmp"} {
+			for _, k := range []string{"blobs", "unpacked", "disks", "keys", "tmp"} {
 				fmt.Fprintf(cmd.OutOrStdout(), "%-9s %s\n", k, humanBytes(u[k]))
 				total += u[k]
 			}
@@ -247,5 +267,3 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
-
-var _ = os.Stdout

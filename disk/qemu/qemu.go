@@ -96,8 +96,12 @@ func Boot(ctx context.Context, o Options) error {
 	if err := os.WriteFile(varsCopy, data, 0o600); err != nil {
 		return err
 	}
+	accel := "tcg"
+	if kvmUsable() {
+		accel = "kvm"
+	}
 	args := []string{
-		"-machine", machine, "-accel", "kvm", "-accel", "tcg", "-m", "1024", "-smp", "2",
+		"-machine", machine, "-accel", accel, "-m", "1024", "-smp", "2",
 		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot", "-nic", "none",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + filepath.Join(o.OVMFDir, code),
 		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
@@ -182,6 +186,27 @@ func Boot(ctx context.Context, o Options) error {
 }
 
 var errMarker = errors.New("marker seen")
+
+// kvmUsable reports whether KVM can run guests here. /dev/kvm alone is not
+// enough: under nested virtualisation without VMX or SVM it opens, and then
+// the guest dies with an emulation failure. So the CPU flags decide too.
+func kvmUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	info, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if strings.HasPrefix(line, "flags") {
+			return strings.Contains(line, " vmx") || strings.Contains(line, " svm")
+		}
+	}
+	return false
+}
 
 // tailBuf keeps the last 4 KiB written to it.
 type tailBuf struct{ b []byte }

@@ -1,0 +1,451 @@
+package layerimg
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/layerimg/layerimg/disk"
+	"github.com/layerimg/layerimg/disk/qcow2"
+	"github.com/layerimg/layerimg/disk/qemu"
+	"github.com/layerimg/layerimg/disk/sparse"
+	"github.com/layerimg/layerimg/disk/vhd"
+	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
+)
+
+// diskFormatVersion changes whenever the bytes a disk step writes change for
+// the same input, so cached disks are never reused wrongly.
+const diskFormatVersion = 1
+
+// DiskFile is one disk written by a build.
+type DiskFile struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// DiskResult is what the disk stage made.
+type DiskResult struct {
+	Boot      string              `json:"boot"`
+	Layer     string              `json:"generated_layer"`
+	ContentID string              `json:"content_digest"` // the image digest the ids derive from
+	Files     map[string]DiskFile `json:"files"`
+	Cached    bool                `json:"cached"`
+}
+
+// diskExt maps an output format to its file extension.
+var diskExt = map[string]string{"raw": "raw", "vmdk": "vmdk", "vhd": "vhd", "qcow2": "qcow2"}
+
+// diskSpec is what the disk stage's cache key covers.
+type diskSpec struct {
+	Version int          `json:"v"`
+	Disk    recipes.Disk `json:"disk"`
+	Image   string       `json:"image"`
+	Epoch   int64        `json:"epoch"`
+}
+
+func toSpec(d recipes.Disk, epoch int64, ids disk.IDs) (disk.Spec, error) {
+	s := disk.Spec{Boot: d.Boot, Label: d.Label, KernelCmdline: d.KernelCmdline, Epoch: epoch, IDs: ids}
+	if d.Size != "" && d.Size != "auto" {
+		n, err := recipes.ParseSize(d.Size)
+		if err != nil {
+			return s, err
+		}
+		s.Size = n
+	}
+	if d.ESPSize != "" {
+		n, err := recipes.ParseSize(d.ESPSize)
+		if err != nil {
+			return s, err
+		}
+		s.ESPSize = n
+	}
+	return s, nil
+}
+
+// makeDisks turns img into disks in outDir, in the given formats. The files
+// the disk adds (fstab, the ESP's content under /boot/efi) become one more
+// cached layer, and the returned image carries it, so the image matches the
+// disk. Disks are cached by content: an unchanged image with an unchanged
+// disk section is copied out without making a filesystem.
+func makeDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Disk, formats []string, outDir string, unique bool, o *Options) (v1.Image, *DiskResult, error) {
+	if d.Filesystem == "" {
+		d.Filesystem = "ext4"
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, nil, err
+	}
+	res := &DiskResult{ContentID: digest.String(), Files: map[string]DiskFile{}}
+	in := layers.KeyInput{Kind: "disk", Parent: digest.String(), Spec: diskSpec{Version: diskFormatVersion, Disk: d, Image: digest.String(), Epoch: o.Epoch}, Compression: o.Compression, Epoch: o.Epoch}
+	key := in.Key()
+	cacheDir := filepath.Join(c.Dir(), "disks", strings.TrimPrefix(key, "sha256:"))
+
+	entry, err := c.Lookup(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	meta, cached := readDiskMeta(cacheDir)
+	if unique || entry == nil || !cached || !hasFormats(meta, formats) {
+		entry, meta, err = buildDisks(ctx, c, img, d, formats, unique, key, in, cacheDir, o)
+		if err != nil {
+			return nil, nil, err
+		}
+	} else {
+		res.Cached = true
+		o.Log.Info("disks unchanged: reusing them", "key", short(key))
+	}
+	res.Boot, res.Layer = meta.Boot, entry.Layer.Digest.String()
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	for _, f := range formats {
+		src := filepath.Join(cacheDir, "disk."+diskExt[f])
+		if unique {
+			src = filepath.Join(meta.dir, "disk."+diskExt[f])
+		}
+		dst := filepath.Join(outDir, "disk."+diskExt[f])
+		if err := copyOut(src, dst); err != nil {
+			return nil, nil, fmt.Errorf("writing %s: %w", dst, err)
+		}
+		df := meta.Files[f]
+		df.Path = dst
+		res.Files[f] = df
+		o.Log.Info("wrote disk", "format", f, "file", dst, "sha256", df.SHA256[:12])
+	}
+	if unique {
+		os.RemoveAll(meta.dir)
+	}
+	final, err := mutate.Append(img, mutate.Addendum{Layer: c.Layer(entry.Layer), MediaType: entry.Layer.MediaType, History: v1.History{
+		Created: v1.Time{Time: time.Unix(o.Epoch, 0).UTC()}, CreatedBy: "layerimg disk: fstab and EFI system partition",
+	}})
+	return final, res, err
+}
+
+type diskMeta struct {
+	Boot  string              `json:"boot"`
+	Files map[string]DiskFile `json:"files"`
+	dir   string
+}
+
+func readDiskMeta(dir string) (diskMeta, bool) {
+	var m diskMeta
+	data, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil || json.Unmarshal(data, &m) != nil {
+		return m, false
+	}
+	m.dir = dir
+	return m, true
+}
+
+func hasFormats(m diskMeta, formats []string) bool {
+	for _, f := range formats {
+		if _, ok := m.Files[f]; !ok {
+			return false
+		}
+		if _, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt[f])); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// buildDisks flattens img, adds the generated layer, assembles the raw disk
+// and converts it, all into a scratch dir renamed to cacheDir when complete.
+func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Disk, formats []string, unique bool, key string, in layers.KeyInput, cacheDir string, o *Options) (*layers.Entry, diskMeta, error) {
+	meta := diskMeta{Files: map[string]DiskFile{}}
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, meta, err
+	}
+	ids := disk.DeriveIDs(digest.String(), unique)
+	spec, err := toSpec(d, o.Epoch, ids)
+	if err != nil {
+		return nil, meta, err
+	}
+	work, err := os.MkdirTemp(c.TempDir(), "disk-")
+	if err != nil {
+		return nil, meta, err
+	}
+	defer os.RemoveAll(work)
+	tree, stage := filepath.Join(work, "rootfs"), filepath.Join(work, "stage")
+	for _, dir := range []string{tree, stage} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, meta, err
+		}
+	}
+	o.Log.Info("flattening the image for the disk")
+	if err := Flatten(ctx, img, tree); err != nil {
+		return nil, meta, err
+	}
+	prep, err := disk.Prepare(tree, stage, spec)
+	if err != nil {
+		return nil, meta, err
+	}
+	meta.Boot = prep.Boot
+	epoch := time.Unix(o.Epoch, 0)
+	desc, err := c.WriteLayer(o.Compression, func(w io.Writer) error {
+		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch})
+	})
+	if err != nil {
+		return nil, meta, err
+	}
+	entry := &layers.Entry{Key: key, Step: "disk", Input: in, Layer: desc, Created: time.Now().UTC()}
+	if err := c.Store(*entry); err != nil {
+		return nil, meta, err
+	}
+	rc, err := c.OpenLayer(desc)
+	if err != nil {
+		return nil, meta, err
+	}
+	err = rootfs.Apply(ctx, tree, rc, rootfs.ApplyOptions{Layer: "disk (generated)"})
+	rc.Close()
+	if err != nil {
+		return nil, meta, err
+	}
+	layout, err := disk.PlanLayout(tree, spec)
+	if err != nil {
+		return nil, meta, err
+	}
+	out := filepath.Join(work, "disks")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return nil, meta, err
+	}
+	raw := filepath.Join(out, "disk.raw")
+	o.Log.Info("assembling disk", "boot", prep.Boot, "size", layout.Size)
+	if err := disk.Assemble(ctx, tree, prep, layout, raw); err != nil {
+		return nil, meta, err
+	}
+	for _, f := range formats {
+		dst := filepath.Join(out, "disk."+diskExt[f])
+		start := time.Now()
+		if err := convert(ctx, raw, dst, f, ids, o.Epoch); err != nil {
+			return nil, meta, fmt.Errorf("converting to %s: %w", f, err)
+		}
+		if f != "raw" {
+			o.Log.Info("converted", "format", f, "elapsed", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	for _, f := range formats {
+		df, err := describe(filepath.Join(out, "disk."+diskExt[f]))
+		if err != nil {
+			return nil, meta, err
+		}
+		meta.Files[f] = df
+	}
+	if !slices.Contains(formats, "raw") {
+		os.Remove(raw)
+	}
+	data, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, "meta.json"), data, 0o644); err != nil {
+		return nil, meta, err
+	}
+	if unique { // random ids: never cached, handed over as is
+		kept, err := os.MkdirTemp(c.TempDir(), "unique-")
+		if err != nil {
+			return nil, meta, err
+		}
+		os.Remove(kept)
+		meta.dir = kept
+		return entry, meta, os.Rename(out, kept)
+	}
+	os.MkdirAll(filepath.Dir(cacheDir), 0o755)
+	os.RemoveAll(cacheDir) // an incomplete or older set
+	if err := os.Rename(out, cacheDir); err != nil {
+		return nil, meta, err
+	}
+	meta.dir = cacheDir
+	return entry, meta, nil
+}
+
+// convert writes raw as format f at dst.
+func convert(ctx context.Context, raw, dst, f string, ids disk.IDs, epoch int64) error {
+	switch f {
+	case "raw":
+		return nil // dst is raw itself
+	case "vmdk":
+		return vmdk.Convert(ctx, raw, dst, vmdk.Options{CID: ids.VMDKCID})
+	case "vhd":
+		return vhd.Convert(raw, dst, ids.VHD, time.Unix(epoch, 0))
+	case "qcow2":
+		return qcow2.Convert(ctx, raw, dst)
+	}
+	return fmt.Errorf("unknown disk format %q", f)
+}
+
+func describe(p string) (DiskFile, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return DiskFile{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return DiskFile{}, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return DiskFile{}, err
+	}
+	return DiskFile{Path: p, Size: fi.Size(), SHA256: fmt.Sprintf("%x", h.Sum(nil))}, nil
+}
+
+// copyOut copies a (sparse) disk out of the cache, keeping its holes, so a
+// user who writes to it never changes the cached copy.
+func copyOut(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	return sparse.WriteAtomic(dst, func(out *os.File) error {
+		if err := out.Truncate(fi.Size()); err != nil {
+			return err
+		}
+		return sparse.Copy(out, 0, in, fi.Size())
+	})
+}
+
+// bootTests boots the raw disk for each boot test and controller.
+func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o *Options) error {
+	for i, t := range r.Tests {
+		if t.Boot == nil {
+			continue
+		}
+		b := t.Boot
+		if b.SecureBoot && boot != disk.BootGrub {
+			return fmt.Errorf("test %d (%s): secure_boot needs the grub boot mode (shim and signed GRUB); this disk uses %s", i+1, t.Name, boot)
+		}
+		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Output, "boot "+t.Name)}
+		if b.Expect != "" {
+			opts.Expect = regexp.MustCompile(b.Expect) // checked by the parser
+		}
+		if b.Timeout != "" {
+			opts.Timeout, _ = time.ParseDuration(b.Timeout)
+		}
+		ctrls := b.Controllers
+		if len(ctrls) == 0 {
+			ctrls = []string{"virtio"}
+		}
+		for _, ctrl := range ctrls {
+			opts.NVMe = ctrl == "nvme"
+			start := time.Now()
+			o.Log.Info("booting", "test", t.Name, "controller", ctrl, "secure_boot", b.SecureBoot)
+			if err := qemu.Boot(ctx, opts); err != nil {
+				return fmt.Errorf("test %d (%s) on %s: %w", i+1, t.Name, ctrl, err)
+			}
+			o.Log.Info("booted", "test", t.Name, "controller", ctrl, "elapsed", time.Since(start).Round(time.Second))
+		}
+	}
+	return nil
+}
+
+// bootable picks the disk file to boot: raw when there is one.
+func bootable(d *DiskResult) string {
+	for _, f := range []string{"raw", "qcow2", "vmdk", "vhd"} {
+		if df, ok := d.Files[f]; ok {
+			return df.Path
+		}
+	}
+	return ""
+}
+
+func hasBootTests(r *recipes.Recipe) bool {
+	for _, t := range r.Tests {
+		if t.Boot != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// DiskFromSource makes disks from an existing image or rootfs: a registry
+// reference, oci-layout:DIR[:tag], docker-archive:FILE, or a rootfs .tar.
+func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats []string, outDir string, unique bool, o Options) (*DiskResult, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	c, err := layers.OpenCache(o.CacheDir, false, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var img v1.Image
+	if strings.HasSuffix(source, ".tar") && !strings.Contains(source, ":") {
+		l, err := tarball.LayerFromFile(source)
+		if err != nil {
+			return nil, fmt.Errorf("rootfs tar %s: %w", source, err)
+		}
+		if img, err = mutate.AppendLayers(empty.Image, l); err != nil {
+			return nil, err
+		}
+	} else {
+		b, err := layers.ResolveBase(ctx, c, recipes.Base{Ref: source}, layers.BaseOptions{Platform: "linux/amd64", InsecureRegistries: o.InsecureRegistries})
+		if err != nil {
+			return nil, err
+		}
+		img = b.Image
+	}
+	if len(formats) == 0 {
+		formats = []string{"raw"}
+	}
+	_, res, err := makeDisks(ctx, c, img, d, formats, outDir, unique, &o)
+	return res, err
+}
+
+// Convert writes the raw disk src in format to dst. With inPlace, a VHD is
+// made by appending the footer to src itself.
+func Convert(ctx context.Context, src, format, dst string, inPlace bool) error {
+	seed, err := headSeed(src)
+	if err != nil {
+		return err
+	}
+	ids := disk.DeriveIDs(seed, false)
+	if inPlace {
+		if format != "vhd" {
+			return fmt.Errorf("--in-place works only for vhd (a footer appended to the raw disk)")
+		}
+		return vhd.AppendInPlace(src, ids.VHD, time.Unix(0, 0))
+	}
+	return convert(ctx, src, dst, format, ids, 0)
+}
+
+// headSeed derives ids for a converted disk from its first MiB (the GPT and
+// so the image-derived disk GUID): the same raw disk converts to the same
+// bytes.
+func headSeed(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(h, f, 1<<20); err != nil && err != io.EOF {
+		return "", err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%x/%d", h.Sum(nil), fi.Size()), nil
+}
