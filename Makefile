@@ -2,7 +2,7 @@
 GO        ?= go
 export GOPROXY ?= https://proxy.golang.org
 export PATH := $(PATH):/usr/local/go/bin
-DEB_PKGS  := mmdebstrap busybox-static e2fsprogs ca-certificates tar gzip
+DEB_PKGS  := mmdebstrap busybox-static e2fsprogs dosfstools mtools gdisk qemu-utils qemu-system-x86 ovmf ca-certificates tar gzip
 
 .PHONY: deps build example test bench lint clean
 
@@ -23,7 +23,7 @@ example: deps build
 	./bin/layerimg plan recipes/examples/debian-minimal.yaml
 
 test: deps
-	$(GO) test ./...
+	$(GO) test -timeout 45m ./...
 
 # Side-by-side figures for BENCHMARKS.md (same tree, same machine, one run).
 bench: deps

@@ -417,7 +417,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 			return nil, err
 		}
 		o.Log.Info("testing", "test", t.Name)
-		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.env, Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
+		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.runEnv(nil), Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
 		if err != nil {
 			return nil, fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
 		}
@@ -474,7 +474,7 @@ func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() (
 			return layers.Descriptor{}, err
 		}
 		ro := layers.RunOptions{
-			Argv: st.Run.Args(), Env: mergeEnv(p.env, envList(st.Env)), Workdir: st.Workdir,
+			Argv: st.Run.Args(), Env: p.runEnv(st.Env), Workdir: st.Workdir,
 			Network: st.Network, Epoch: epoch, Out: prefixWriter(p.o.Output, st.Name),
 		}
 		for _, s := range st.Secrets {
@@ -487,6 +487,14 @@ func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() (
 		return layers.RunStep(ctx, p.c, lw, p.o.Compression, ro)
 	}
 	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
+}
+
+// runEnv is the environment a command runs with: the image's, the step's,
+// and SOURCE_DATE_EPOCH, which tools such as mkinitramfs honour to make
+// reproducible output. The epoch is already part of every key.
+func (p *planner) runEnv(step map[string]string) []string {
+	env := mergeEnv(p.env, envList(step))
+	return mergeEnv(env, []string{fmt.Sprintf("SOURCE_DATE_EPOCH=%d", p.o.Epoch)})
 }
 
 func short(d string) string {

@@ -190,32 +190,29 @@ func Flatten(ctx context.Context, img v1.Image, dir string) error {
 	return nil
 }
 
-// prefixWriter prefixes each line written to w with "[name] ".
+// prefixWriter prefixes each line written to w with "[name] ", however the
+// writes split the lines.
 func prefixWriter(w io.Writer, name string) io.Writer {
-	return &prefixed{w: w, prefix: []byte("[" + name + "] ")}
+	return &prefixed{w: w, prefix: []byte("[" + name + "] "), atStart: true}
 }
 
 type prefixed struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix []byte
+	mu      sync.Mutex
+	w       io.Writer
+	prefix  []byte
+	atStart bool
 }
 
 func (p *prefixed) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]byte, 0, len(b)+len(p.prefix))
-	start := 0
-	for i, ch := range b {
-		if ch == '\n' {
+	for _, ch := range b {
+		if p.atStart {
 			out = append(out, p.prefix...)
-			out = append(out, b[start:i+1]...)
-			start = i + 1
 		}
-	}
-	if start < len(b) {
-		out = append(out, p.prefix...)
-		out = append(out, b[start:]...)
+		out = append(out, ch)
+		p.atStart = ch == '\n'
 	}
 	if _, err := p.w.Write(out); err != nil {
 		return 0, err

@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/layerimg/layerimg/disk/disktest"
 )
 
 func needRoot(t *testing.T) {
@@ -120,7 +121,7 @@ func TestAssembleSystemdBoot(t *testing.T) {
 	// driver, so mtools reads them out.
 	espMnt := t.TempDir()
 	oracle(t, "mcopy", "-s", "-n", "-i", esp, "::/EFI", "::/loader", "::/vmlinuz-6.1.0-10-cloud-amd64", "::/initrd.img-6.1.0-10-cloud-amd64", espMnt)
-	compareTrees(t, filepath.Join(stage, espMount), espMnt, false)
+	disktest.CompareTrees(t, filepath.Join(stage, espMount), espMnt, false)
 	entry, _ := os.ReadFile(filepath.Join(espMnt, "loader/entries/layerimg.conf"))
 	want := fmt.Sprintf("options root=PARTUUID=%s rw console=tty0 console=ttyS0,115200n8 quiet", strings.ToLower(spec.IDs.Root))
 	if !strings.Contains(string(entry), want) || !strings.Contains(string(entry), "linux /vmlinuz-6.1.0-10-cloud-amd64") {
@@ -128,7 +129,7 @@ func TestAssembleSystemdBoot(t *testing.T) {
 	}
 	// The root holds the tree: contents, modes, owners, links, xattrs.
 	rootMnt := loopMount(t, raw, l.RootStart, l.RootSize, "ext4")
-	compareTrees(t, tree, rootMnt, true)
+	disktest.CompareTrees(t, tree, rootMnt, true, espMount+"/")
 	fstab, _ := os.ReadFile(filepath.Join(rootMnt, "etc/fstab"))
 	if !strings.Contains(string(fstab), "PARTUUID="+strings.ToLower(spec.IDs.Root)+"\t/\text4") {
 		t.Errorf("fstab:\n%s", fstab)
@@ -240,67 +241,3 @@ func loopMount(t *testing.T, raw string, off, size int64, fstype string) string 
 	return mnt
 }
 
-// compareTrees checks that every entry of want is in got with the same type,
-// content, symlink target and, when full, mode, owner, hardlinks and xattrs.
-func compareTrees(t *testing.T, want, got string, full bool) {
-	t.Helper()
-	links := map[uint64]uint64{} // want inode -> got inode
-	filepath.Walk(want, func(p string, wi fs.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(want, p)
-		if rel == "." {
-			return nil
-		}
-		if full && strings.HasPrefix(rel, espMount+"/") {
-			return nil // on the ESP, not the root
-		}
-		gp := filepath.Join(got, rel)
-		gi, err := os.Lstat(gp)
-		if err != nil {
-			t.Errorf("%s missing on the disk", rel)
-			return nil
-		}
-		if wi.Mode().Type() != gi.Mode().Type() {
-			t.Errorf("%s: type %v, want %v", rel, gi.Mode().Type(), wi.Mode().Type())
-			return nil
-		}
-		ws, gs := wi.Sys().(*syscall.Stat_t), gi.Sys().(*syscall.Stat_t)
-		if full {
-			if ws.Mode != gs.Mode || ws.Uid != gs.Uid || ws.Gid != gs.Gid || ws.Rdev != gs.Rdev {
-				t.Errorf("%s: mode %o %d:%d rdev %d, want %o %d:%d rdev %d", rel, gs.Mode, gs.Uid, gs.Gid, gs.Rdev, ws.Mode, ws.Uid, ws.Gid, ws.Rdev)
-			}
-			if wi.Mode().IsRegular() && ws.Nlink > 1 {
-				if g, ok := links[ws.Ino]; ok && g != gs.Ino {
-					t.Errorf("%s: hardlink broken", rel)
-				}
-				links[ws.Ino] = gs.Ino
-			}
-			for _, x := range []string{"security.capability", "user.note"} {
-				wb := make([]byte, 64)
-				gb := make([]byte, 64)
-				wn, _ := unix.Lgetxattr(p, x, wb)
-				gn, _ := unix.Lgetxattr(gp, x, gb)
-				if !bytes.Equal(wb[:max(wn, 0)], gb[:max(gn, 0)]) {
-					t.Errorf("%s: xattr %s differs", rel, x)
-				}
-			}
-		}
-		switch {
-		case wi.Mode()&fs.ModeSymlink != 0:
-			a, _ := os.Readlink(p)
-			b, _ := os.Readlink(gp)
-			if a != b {
-				t.Errorf("%s: link %q, want %q", rel, b, a)
-			}
-		case wi.Mode().IsRegular():
-			a, _ := os.ReadFile(p)
-			b, _ := os.ReadFile(gp)
-			if !bytes.Equal(a, b) {
-				t.Errorf("%s: content differs", rel)
-			}
-		}
-		return nil
-	})
-}

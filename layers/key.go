@@ -10,7 +10,7 @@ import (
 
 // keyVersion changes whenever the meaning of a key's inputs or the layer a
 // step makes from them changes, so old entries are never reused wrongly.
-const keyVersion = 1
+const keyVersion = 2
 
 // KeyInput is everything a step's result depends on. Its canonical JSON
 // encoding (fields in a fixed order, map keys sorted) is hashed into the key.
