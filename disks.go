@@ -102,7 +102,7 @@ func makeDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Dis
 		return nil, nil, err
 	}
 	meta, cached := readDiskMeta(cacheDir)
-	if unique || entry == nil || !cached || !hasFormats(meta, formats) {
+	if unique || entry == nil || !cached || !hasFormats(meta, formats) || !verifyDisks(meta, formats, o) {
 		entry, meta, err = buildDisks(ctx, c, img, d, formats, unique, key, in, cacheDir, o)
 		if err != nil {
 			return nil, nil, err
@@ -306,9 +306,28 @@ func describe(p string) (DiskFile, error) {
 	return DiskFile{Path: p, Size: fi.Size(), SHA256: fmt.Sprintf("%x", h.Sum(nil))}, nil
 }
 
-// copyOut copies a (sparse) disk out of the cache, keeping its holes, so a
-// user who writes to it never changes the cached copy.
+// verifyDisks checks cached disks against the digests recorded when they
+// were made. Outputs are hardlinks to the cache where possible, so a user who
+// wrote into one changed the cached copy too; such a set is made again.
+func verifyDisks(m diskMeta, formats []string, o *Options) bool {
+	for _, f := range formats {
+		df, err := describe(filepath.Join(m.dir, "disk."+diskExt[f]))
+		if err != nil || df.SHA256 != m.Files[f].SHA256 {
+			o.Log.Warn("a cached disk changed since it was made (written to through a link?); making it again", "format", f)
+			return false
+		}
+	}
+	return true
+}
+
+// copyOut puts a disk from the cache at dst: a hardlink when dst is on the
+// same filesystem (no copy at all), else a copy that keeps the holes.
 func copyOut(src, dst string) error {
+	tmp := dst + ".tmp-link"
+	os.Remove(tmp)
+	if err := os.Link(src, tmp); err == nil {
+		return os.Rename(tmp, dst)
+	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err

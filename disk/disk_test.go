@@ -240,4 +240,3 @@ func loopMount(t *testing.T, raw string, off, size int64, fstype string) string 
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	return mnt
 }
-
