@@ -38,6 +38,9 @@ type Options struct {
 	DiskDir   string   // write disks here (build -o)
 	Formats   []string // disk formats; default: the recipe's outputs, else raw
 	UniqueIDs bool     // random disk ids instead of ones derived from the image
+	// DiskDigests computes each disk's sha256 (for the manifest). Holes are
+	// hashed without reading them, but a large disk still costs seconds.
+	DiskDigests bool
 
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here

@@ -35,7 +35,7 @@ func TestDebianCloud(t *testing.T) {
 	}
 	out := t.TempDir()
 	var console bytes.Buffer
-	o := Options{CacheDir: t.TempDir(), DiskDir: out, OCILayout: filepath.Join(out, "image"), Manifest: filepath.Join(out, "build.json"), Output: &console}
+	o := Options{CacheDir: t.TempDir(), DiskDir: out, OCILayout: filepath.Join(out, "image"), Manifest: filepath.Join(out, "build.json"), Output: &console, DiskDigests: true}
 	res, err := Build(ctx, r, o)
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, tail(console.String()))
@@ -142,7 +142,7 @@ func TestDebianCloud(t *testing.T) {
 	t.Run("cold rebuild is byte-identical", func(t *testing.T) {
 		r2 := *r
 		r2.Tests = nil
-		o3 := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}}
+		o3 := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, DiskDigests: true}
 		res3, err := Build(ctx, &r2, o3)
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -37,7 +38,10 @@ const diskFormatVersion = 1
 type DiskFile struct {
 	Path   string `json:"path"`
 	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256,omitempty"` // when Options.DiskDigests
+	// Stamp identifies the cached file's state, to notice a write through a
+	// hardlink without hashing gigabytes.
+	Stamp string `json:"stamp,omitempty"`
 }
 
 // DiskResult is what the disk stage made.
@@ -125,9 +129,14 @@ func makeDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Dis
 			return nil, nil, fmt.Errorf("writing %s: %w", dst, err)
 		}
 		df := meta.Files[f]
-		df.Path = dst
+		if o.DiskDigests && df.SHA256 == "" {
+			if df.SHA256, err = digestFile(src); err != nil {
+				return nil, nil, err
+			}
+		}
+		df.Path, df.Stamp = dst, ""
 		res.Files[f] = df
-		o.Log.Info("wrote disk", "format", f, "file", dst, "sha256", df.SHA256[:12])
+		o.Log.Info("wrote disk", "format", f, "file", dst, "size", df.Size, "sha256", df.SHA256)
 	}
 	if unique {
 		os.RemoveAll(meta.dir)
@@ -191,9 +200,11 @@ func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Di
 		}
 	}
 	o.Log.Info("flattening the image for the disk")
+	phase := time.Now()
 	if err := Flatten(ctx, img, tree); err != nil {
 		return nil, meta, err
 	}
+	o.Log.Debug("flattened", "elapsed", time.Since(phase).Round(time.Millisecond))
 	prep, err := disk.Prepare(tree, stage, spec)
 	if err != nil {
 		return nil, meta, err
@@ -229,9 +240,11 @@ func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Di
 	}
 	raw := filepath.Join(out, "disk.raw")
 	o.Log.Info("assembling disk", "boot", prep.Boot, "size", layout.Size)
+	phase = time.Now()
 	if err := disk.Assemble(ctx, tree, prep, layout, raw); err != nil {
 		return nil, meta, err
 	}
+	o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))
 	for _, f := range formats {
 		dst := filepath.Join(out, "disk."+diskExt[f])
 		start := time.Now()
@@ -290,29 +303,64 @@ func convert(ctx context.Context, raw, dst, f string, ids disk.IDs, epoch int64)
 }
 
 func describe(p string) (DiskFile, error) {
-	f, err := os.Open(p)
+	fi, err := os.Stat(p)
 	if err != nil {
 		return DiskFile{}, err
+	}
+	return DiskFile{Path: p, Size: fi.Size(), Stamp: stamp(fi)}, nil
+}
+
+// stamp is a file's inode, size and mtime: a write changes it. (Not ctime:
+// handing the file out as a hardlink changes that.)
+func stamp(fi os.FileInfo) string {
+	st := fi.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%d/%d/%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+}
+
+// digestFile is the sha256 of a sparse file. Holes are hashed from memory,
+// not read: reading gigabytes of holes costs more than hashing them.
+func digestFile(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return DiskFile{}, err
+		return "", err
+	}
+	ranges, err := sparse.DataRanges(f, fi.Size(), 4096)
+	if err != nil {
+		return "", err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return DiskFile{}, err
+	zeros := make([]byte, 1<<20)
+	hashZeros := func(n int64) {
+		for n > 0 {
+			k := min(n, int64(len(zeros)))
+			h.Write(zeros[:k])
+			n -= k
+		}
 	}
-	return DiskFile{Path: p, Size: fi.Size(), SHA256: fmt.Sprintf("%x", h.Sum(nil))}, nil
+	off := int64(0)
+	for _, r := range ranges {
+		hashZeros(r.Off - off)
+		if _, err := io.Copy(h, io.NewSectionReader(f, r.Off, r.Len)); err != nil {
+			return "", err
+		}
+		off = r.Off + r.Len
+	}
+	hashZeros(fi.Size() - off)
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
-// verifyDisks checks cached disks against the digests recorded when they
-// were made. Outputs are hardlinks to the cache where possible, so a user who
-// wrote into one changed the cached copy too; such a set is made again.
+// verifyDisks checks that cached disks are as they were made. Outputs are
+// hardlinks to the cache where possible, so a user who wrote into one
+// changed the cached copy too; such a set is made again.
 func verifyDisks(m diskMeta, formats []string, o *Options) bool {
 	for _, f := range formats {
-		df, err := describe(filepath.Join(m.dir, "disk."+diskExt[f]))
-		if err != nil || df.SHA256 != m.Files[f].SHA256 {
+		fi, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt[f]))
+		if err != nil || stamp(fi) != m.Files[f].Stamp {
 			o.Log.Warn("a cached disk changed since it was made (written to through a link?); making it again", "format", f)
 			return false
 		}

@@ -81,7 +81,7 @@ A MISS says why: which input changed since the last build of this recipe.`,
 func newBuildCmd(g *globalFlags) *cobra.Command {
 	var ociLayout, rootfsTar, manifest, diskDir string
 	var formats []string
-	var uniqueIDs bool
+	var uniqueIDs, digests bool
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -105,6 +105,7 @@ time other than 1970-01-01 on what is made.`,
 			}
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
+			o.DiskDigests = manifest != "" || digests
 			if o.Formats, err = parseFormats(formats); err != nil {
 				return err
 			}
@@ -124,6 +125,7 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
 	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
 	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
+	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
 	return c
 }

@@ -17,7 +17,7 @@ import (
 func newDiskCmd(g *globalFlags) *cobra.Command {
 	var out, size, boot, cmdline, espSize string
 	var formats []string
-	var unique bool
+	var unique, digests bool
 	c := &cobra.Command{
 		Use:   "disk SOURCE",
 		Short: "Make bootable disks from an image or a rootfs tar",
@@ -44,12 +44,17 @@ docker-archive:FILE, or a flattened rootfs .tar. Needs root.`,
 			if err != nil {
 				return err
 			}
+			o.DiskDigests = digests
 			res, err := layerimg.DiskFromSource(cmd.Context(), args[0], d, fs, out, unique, o)
 			if err != nil {
 				return err
 			}
 			for _, f := range fs {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s  %s\n", res.Files[f].SHA256, res.Files[f].Path)
+				if digests {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s  %s\n", res.Files[f].SHA256, res.Files[f].Path)
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), res.Files[f].Path)
+				}
 			}
 			return nil
 		},
@@ -62,6 +67,7 @@ docker-archive:FILE, or a flattened rootfs .tar. Needs root.`,
 	f.StringVar(&cmdline, "kernel-cmdline", "", "extra kernel command line")
 	f.StringVar(&espSize, "esp-size", "", "EFI system partition size (default 256MiB)")
 	f.BoolVar(&unique, "unique-ids", false, "random ids instead of ones derived from the image")
+	f.BoolVar(&digests, "sha256", false, "print each disk's sha256")
 	return c
 }
 

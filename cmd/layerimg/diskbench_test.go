@@ -181,7 +181,7 @@ func BenchmarkDiskAssembly(b *testing.B) {
 cd "$1"
 mkdir tree && tar -xpf "$2" -C tree
 truncate -s 4G disk.raw
-printf 'label: gpt\nstart=2048, size=524288, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=526336, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n' | sfdisk -q disk.raw
+sgdisk -q -n 1:2048:+256M -t 1:EF00 -n 2:526336:0 -t 2:8304 disk.raw
 truncate -s 256M esp.img && mkfs.vfat -F 32 -s 1 esp.img >/dev/null
 mkdir -p tree/boot/efi && echo x > esp-file && MTOOLS_SKIP_CHECK=1 mcopy -i esp.img esp-file ::/
 root_bytes=$(( $(stat -c %s disk.raw) - 526336*512 - 1024*1024 ))
