@@ -62,25 +62,29 @@ func IsZero(b []byte) bool {
 }
 
 // Blocks calls fn for every block of size bs of src in [0,size) that holds
-// a non-zero byte, in order. The last block may be short. buf is reused
-// between calls.
+// a non-zero byte, in order. The last block may be short. Reads are batched
+// into chunks of at least 1 MiB; the slice passed to fn is reused.
 func Blocks(src *os.File, size, bs int64, fn func(off int64, b []byte) error) error {
 	ranges, err := DataRanges(src, size, bs)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, bs)
+	chunk := max(bs, (1<<20)/bs*bs)
+	buf := make([]byte, chunk)
 	for _, r := range ranges {
-		for off := r.Off; off < r.Off+r.Len; off += bs {
-			n := min(bs, size-off)
+		for off := r.Off; off < r.Off+r.Len; off += chunk {
+			n := min(chunk, r.Off+r.Len-off, size-off)
 			if _, err := src.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
 				return err
 			}
-			if IsZero(buf[:n]) {
-				continue
-			}
-			if err := fn(off, buf[:n]); err != nil {
-				return err
+			for b := int64(0); b < n; b += bs {
+				blk := buf[b:min(b+bs, n)]
+				if IsZero(blk) {
+					continue
+				}
+				if err := fn(off+b, blk); err != nil {
+					return err
+				}
 			}
 		}
 	}
