@@ -42,6 +42,12 @@ type Options struct {
 	// hashed without reading them, but a large disk still costs seconds.
 	DiskDigests bool
 
+	CacheFrom    []string // registry caches to consult, in order
+	CacheTo      string   // registry cache to write
+	Push         string   // push the image here
+	PushDisk     string   // push the disk here as a KubeVirt containerDisk
+	DiskArtifact string   // push the disk files here as an OCI artifact
+
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
 	Manifest  string // write the build manifest (JSON) here
@@ -96,8 +102,9 @@ type StepPlan struct {
 }
 
 const (
-	Hit  = "HIT"
-	Miss = "MISS"
+	Hit       = "HIT"
+	HitRemote = "HIT (remote)"
+	Miss      = "MISS"
 )
 
 // planner computes keys step by step; Plan and Build share it.
@@ -108,12 +115,19 @@ type planner struct {
 	base   *layers.Base
 	record map[string]layers.KeyInput
 	env    []string
+	remote *layers.RemoteCache
+	reg    layers.Registry
 }
 
 func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {
-	bo := layers.BaseOptions{
+	reg := layers.Registry{Insecure: o.InsecureRegistries, Log: o.Log}
+	var rc *layers.RemoteCache
+	if len(o.CacheFrom) > 0 {
+		rc = layers.LoadRemoteCaches(ctx, o.CacheFrom, reg)
+	}
+	bo := layers.BaseOptions{Remote: rc,
 		Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Compression: o.Compression,
-		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Offline: offline,
+		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Logger: o.Log, Offline: offline,
 	}
 	if r.From.Bootstrap != nil && !offline {
 		o.Log.Info("bootstrapping base (cached after the first build)", "suite", r.From.Bootstrap.Suite)
@@ -122,7 +136,7 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	if err != nil && !errors.Is(err, layers.ErrNotBuilt) {
 		return nil, err
 	}
-	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name)}
+	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name), remote: rc, reg: reg}
 	p.env = defaultEnv
 	if base.Image != nil {
 		cf, err := base.Image.ConfigFile()
@@ -248,29 +262,46 @@ func start(ctx context.Context, r *recipes.Recipe, o *Options, offline bool) (*p
 
 // step keys step i and looks it up. For an env step it only updates the
 // environment and returns no key.
-func (p *planner) step(i int, parent string) (StepPlan, layers.KeyInput, *layers.Entry, error) {
+func (p *planner) step(i int, parent string) (StepPlan, layers.KeyInput, *layers.Entry, v1.Layer, error) {
 	st := &p.r.Steps[i]
 	sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
 	if st.Kind() == "env" {
 		p.env = mergeEnv(p.env, envList(st.Env))
-		return sp, layers.KeyInput{}, nil, nil
+		return sp, layers.KeyInput{}, nil, nil, nil
 	}
 	in, err := p.keyInput(st, parent)
 	if err != nil {
-		return sp, in, nil, stepErr(i, st, err)
+		return sp, in, nil, nil, stepErr(i, st, err)
 	}
 	sp.Key = in.Key()
-	e, err := p.c.Lookup(sp.Key)
+	e, l, err := p.lookup(sp.Key)
 	if err != nil {
-		return sp, in, nil, stepErr(i, st, err)
+		return sp, in, nil, nil, stepErr(i, st, err)
 	}
 	if e != nil {
 		sp.Status = Hit
+		if _, remote := l.(interface{ Source() v1.Layer }); remote {
+			sp.Status = HitRemote
+		}
 		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
 	} else {
 		sp.Status, sp.Why = Miss, p.why(st.Name, in)
 	}
-	return sp, in, e, nil
+	return sp, in, e, l, nil
+}
+
+// lookup finds a key in the local cache, then in the registry caches. A
+// registry hit's layer is fetched only when its bytes are needed.
+func (p *planner) lookup(key string) (*layers.Entry, v1.Layer, error) {
+	e, err := p.c.Lookup(key)
+	if err != nil || e != nil {
+		if e != nil {
+			return e, p.c.Layer(e.Layer), nil
+		}
+		return nil, nil, err
+	}
+	e, l := p.remote.Lookup(p.c, key)
+	return e, l, nil
 }
 
 // Plan says, for each step, its cache key and whether the cache has it,
@@ -291,7 +322,7 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 	}
 	parent := p.base.ID
 	for i := range r.Steps {
-		sp, _, _, err := p.step(i, parent)
+		sp, _, _, _, err := p.step(i, parent)
 		if err != nil {
 			return nil, err
 		}
@@ -313,6 +344,7 @@ type Result struct {
 	Config   string      `json:"config_digest"`
 	Executed int         `json:"steps_executed"`
 	Disk     *DiskResult `json:"disk,omitempty"`
+	Pulled   int64       `json:"bytes_pulled,omitempty"`
 
 	image v1.Image
 }
@@ -374,10 +406,16 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	epoch := time.Unix(o.Epoch, 0).UTC()
 	parent := p.base.ID
 	workdir := ""
+	// What --cache-to exports: every entry this build used or made.
+	var exported []layers.Entry
+	var exportedLayers []v1.Layer
+	if p.base.Entry != nil {
+		exported, exportedLayers = append(exported, *p.base.Entry), append(exportedLayers, p.base.Layer)
+	}
 	for i := range r.Steps {
 		st := &r.Steps[i]
 		began := time.Now()
-		sp, in, e, err := p.step(i, parent)
+		sp, in, e, layer, err := p.step(i, parent)
 		if err != nil {
 			return nil, err
 		}
@@ -401,10 +439,13 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 			}
 			res.Executed++
 			sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
+			layer = c.Layer(e.Layer)
 		}
+		exported = append(exported, *e)
+		exportedLayers = append(exportedLayers, layer)
 		sp.Duration = time.Since(began)
 		o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
-		stack = append(stack, c.Layer(e.Layer))
+		stack = append(stack, layer)
 		parent = sp.Key
 		res.Steps = append(res.Steps, sp)
 	}
@@ -441,7 +482,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		if len(formats) == 0 {
 			formats = []string{"raw"}
 		}
-		img, res.Disk, err = makeDisks(ctx, c, img, spec, formats, o.DiskDir, o.UniqueIDs, &o)
+		img, res.Disk, err = makeDisks(ctx, c, p.remote, img, spec, formats, o.DiskDir, o.UniqueIDs, &o)
 		if err != nil {
 			return nil, fmt.Errorf("disk: %w", err)
 		}
@@ -463,6 +504,15 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	res.Image, res.Config = d.String(), cd.String()
 	if err := writeOutputs(ctx, c, img, r, &o, res); err != nil {
 		return nil, err
+	}
+	if res.Disk != nil && res.Disk.key != "" {
+		exported, exportedLayers = append(exported, res.Disk.entry), append(exportedLayers, res.Disk.layer)
+	}
+	if err := p.publish(ctx, img, res, exported, exportedLayers); err != nil {
+		return nil, err
+	}
+	if p.remote != nil {
+		res.Pulled = p.remote.Pulled
 	}
 	return res, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/disk/qcow2"
@@ -51,6 +52,13 @@ type DiskResult struct {
 	ContentID string              `json:"content_digest"` // the image digest the ids derive from
 	Files     map[string]DiskFile `json:"files"`
 	Cached    bool                `json:"cached"`
+
+	// For --cache-to: the generated layer's entry, and the disk set's key
+	// and cache dir (empty with --unique-ids).
+	entry    layers.Entry
+	layer    v1.Layer
+	key      string
+	cacheDir string
 }
 
 // diskExt maps an output format to its file extension.
@@ -88,7 +96,7 @@ func toSpec(d recipes.Disk, epoch int64, ids disk.IDs) (disk.Spec, error) {
 // cached layer, and the returned image carries it, so the image matches the
 // disk. Disks are cached by content: an unchanged image with an unchanged
 // disk section is copied out without making a filesystem.
-func makeDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Disk, formats []string, outDir string, unique bool, o *Options) (v1.Image, *DiskResult, error) {
+func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img v1.Image, d recipes.Disk, formats []string, outDir string, unique bool, o *Options) (v1.Image, *DiskResult, error) {
 	if d.Filesystem == "" {
 		d.Filesystem = "ext4"
 	}
@@ -105,12 +113,31 @@ func makeDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Dis
 	if err != nil {
 		return nil, nil, err
 	}
+	var genLayer v1.Layer
+	if entry != nil {
+		genLayer = c.Layer(entry.Layer)
+	} else if re, rl := rc.Lookup(c, key); re != nil {
+		entry, genLayer = re, rl
+	}
 	meta, cached := readDiskMeta(cacheDir)
+	if !unique && entry != nil && !(cached && hasFormats(meta, formats) && verifyDisks(meta, formats, o)) {
+		// Not here, or not whole: a registry cache may have the finished
+		// disks, and then nothing is flattened or formatted at all.
+		if rd, ok := rc.Disk(key); ok && remoteHasFormats(rd, formats) {
+			if meta, err = pullDisks(ctx, c, rc, rd, formats, cacheDir, o); err != nil {
+				o.Log.Warn("could not pull the disks from the registry cache; making them here", "err", err)
+			} else {
+				cached = true
+			}
+		}
+	}
+	res.key, res.cacheDir = key, cacheDir
 	if unique || entry == nil || !cached || !hasFormats(meta, formats) || !verifyDisks(meta, formats, o) {
 		entry, meta, err = buildDisks(ctx, c, img, d, formats, unique, key, in, cacheDir, o)
 		if err != nil {
 			return nil, nil, err
 		}
+		genLayer = c.Layer(entry.Layer)
 	} else {
 		res.Cached = true
 		o.Log.Info("disks unchanged: reusing them", "key", short(key))
@@ -141,7 +168,8 @@ func makeDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Dis
 	if unique {
 		os.RemoveAll(meta.dir)
 	}
-	final, err := mutate.Append(img, mutate.Addendum{Layer: c.Layer(entry.Layer), MediaType: entry.Layer.MediaType, History: v1.History{
+	res.entry, res.layer = *entry, genLayer
+	final, err := mutate.Append(img, mutate.Addendum{Layer: genLayer, MediaType: entry.Layer.MediaType, History: v1.History{
 		Created: v1.Time{Time: time.Unix(o.Epoch, 0).UTC()}, CreatedBy: "layerimg disk: fstab and EFI system partition",
 	}})
 	return final, res, err
@@ -476,7 +504,7 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	if len(formats) == 0 {
 		formats = []string{"raw"}
 	}
-	_, res, err := makeDisks(ctx, c, img, d, formats, outDir, unique, &o)
+	_, res, err := makeDisks(ctx, c, nil, img, d, formats, outDir, unique, &o)
 	return res, err
 }
 
@@ -515,4 +543,111 @@ func headSeed(p string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%x/%d", h.Sum(nil), fi.Size()), nil
+}
+
+// diskMediaType is the media type of a disk file in a registry: the file,
+// zstd-compressed, so a sparse raw disk travels as about its data.
+func diskMediaType(format string) types.MediaType {
+	return types.MediaType("application/vnd.layerimg.disk." + format + ".v1+zstd")
+}
+
+func remoteHasFormats(rd *layers.RemoteDisk, formats []string) bool {
+	for _, f := range formats {
+		if _, ok := rd.Files[f]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// pullDisks fetches a finished disk set from a registry cache into cacheDir,
+// unpacking each file sparse.
+func pullDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, rd *layers.RemoteDisk, formats []string, cacheDir string, o *Options) (diskMeta, error) {
+	meta := diskMeta{Boot: rd.Boot, Files: map[string]DiskFile{}}
+	work, err := os.MkdirTemp(c.TempDir(), "pull-disks-")
+	if err != nil {
+		return meta, err
+	}
+	defer os.RemoveAll(work)
+	for _, f := range formats {
+		p := filepath.Join(work, "disk."+diskExt[f])
+		out, err := os.Create(p)
+		if err != nil {
+			return meta, err
+		}
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(rc.FetchDiskBlob(rd.Key, f, pw)) }()
+		err = layers.DecompressSparse(pr, out)
+		pr.CloseWithError(err)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return meta, fmt.Errorf("%s: %w", f, err)
+		}
+		df, err := describe(p)
+		if err != nil {
+			return meta, err
+		}
+		if df.Size != rd.Files[f].FileSize {
+			return meta, fmt.Errorf("%s: unpacked to %d bytes, the cache says %d", f, df.Size, rd.Files[f].FileSize)
+		}
+		meta.Files[f] = df
+	}
+	data, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(work, "meta.json"), data, 0o644); err != nil {
+		return meta, err
+	}
+	os.MkdirAll(filepath.Dir(cacheDir), 0o755)
+	os.RemoveAll(cacheDir)
+	if err := os.Rename(work, cacheDir); err != nil {
+		return meta, err
+	}
+	os.MkdirAll(work, 0o700) // for the deferred RemoveAll
+	meta.dir = cacheDir
+	// Stamps change with the rename's directory? No: they are per inode.
+	return meta, nil
+}
+
+// diskExport packs a cached disk set for --cache-to: each file compressed
+// once (kept beside it) and described as a blob.
+func diskExport(res *DiskResult) (*layers.RemoteDisk, []v1.Layer, error) {
+	if res == nil || res.key == "" {
+		return nil, nil, nil
+	}
+	rd := &layers.RemoteDisk{Key: res.key, Boot: res.Boot, Files: map[string]layers.DiskBlob{}}
+	var blobs []v1.Layer
+	for _, f := range sortedFormats(res.Files) {
+		src := filepath.Join(res.cacheDir, "disk."+diskExt[f])
+		zst := src + ".zst"
+		if _, err := os.Stat(zst); err != nil {
+			if err := layers.CompressFile(src, zst+".tmp"); err != nil {
+				return nil, nil, err
+			}
+			if err := os.Rename(zst+".tmp", zst); err != nil {
+				return nil, nil, err
+			}
+		}
+		b, err := layers.NewFileBlob(zst, diskMediaType(f))
+		if err != nil {
+			return nil, nil, err
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, nil, err
+		}
+		rd.Files[f] = layers.DiskBlob{Digest: b.Hash, Size: b.Length, FileSize: fi.Size(), MediaType: b.Type}
+		blobs = append(blobs, b)
+	}
+	return rd, blobs, nil
+}
+
+func sortedFormats(m map[string]DiskFile) []string {
+	var out []string
+	for _, f := range recipes.OutputFormats {
+		if _, ok := m[f]; ok {
+			out = append(out, f)
+		}
+	}
+	return out
 }

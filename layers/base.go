@@ -3,19 +3,16 @@ package layers
 import (
 	"archive/tar"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -38,6 +35,9 @@ type Base struct {
 	Image v1.Image
 	// Bootstrapped is set when the base was made by mmdebstrap in this run.
 	Bootstrapped bool
+	// Entry and Layer are the cache entry and layer of a bootstrap base.
+	Entry *Entry
+	Layer v1.Layer
 }
 
 // BaseOptions controls how bases are fetched.
@@ -47,6 +47,8 @@ type BaseOptions struct {
 	Compression        Compression
 	Epoch              int64
 	Log                io.Writer // mmdebstrap output
+	Logger             *slog.Logger
+	Remote             *RemoteCache // --cache-from, may be nil
 	// Offline refuses to run mmdebstrap: plan must not build.
 	Offline bool
 }
@@ -89,60 +91,9 @@ func platform(p string) (*v1.Platform, error) {
 	return pl, nil
 }
 
-// RemoteOptions are the ggcr options for talking to the registry of ref:
-// the Docker config's credentials, and TLS unless the host is listed insecure.
-func RemoteOptions(ctx context.Context, ref name.Reference, insecure []string) []remote.Option {
-	tr := remote.DefaultTransport.(*http.Transport).Clone()
-	host := ref.Context().RegistryStr()
-	if isInsecure(host, insecure) {
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the user asked, for this host only
-	}
-	return []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(authn.DefaultKeychain),
-		remote.WithTransport(&httpsOnly{next: tr, insecure: insecure}),
-	}
-}
-
-// httpsOnly refuses plain HTTP to any registry not listed insecure. ggcr
-// falls back to HTTP for loopback and private addresses on its own; a
-// builder of golden images must not.
-type httpsOnly struct {
-	next     http.RoundTripper
-	insecure []string
-}
-
-func (h *httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !isInsecure(req.URL.Host, h.insecure) {
-		return nil, fmt.Errorf("refusing plain HTTP to registry %s; pass --insecure-registry %s if you mean it", req.URL.Host, req.URL.Host)
-	}
-	return h.next.RoundTrip(req)
-}
-
-// ParseRef parses an image reference; registries listed insecure may use
-// plain HTTP, all others need HTTPS.
-func ParseRef(ref string, insecure []string) (name.Reference, error) {
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return nil, err
-	}
-	if isInsecure(r.Context().RegistryStr(), insecure) {
-		return name.ParseReference(ref, name.Insecure)
-	}
-	return r, nil
-}
-
-func isInsecure(host string, insecure []string) bool {
-	for _, h := range insecure {
-		if h == host {
-			return true
-		}
-	}
-	return false
-}
-
 func remoteBase(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
-	r, err := ParseRef(ref, o.InsecureRegistries)
+	reg := Registry{Insecure: o.InsecureRegistries, Log: o.Logger}
+	r, err := reg.ParseRef(ref)
 	if err != nil {
 		return nil, fmt.Errorf("from %q: not an image reference: %w", ref, err)
 	}
@@ -150,7 +101,7 @@ func remoteBase(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := remote.Image(r, append(RemoteOptions(ctx, r, o.InsecureRegistries), remote.WithPlatform(*pl))...)
+	img, err := remote.Image(r, append(reg.Options(ctx), remote.WithPlatform(*pl))...)
 	if err != nil {
 		return nil, fmt.Errorf("pulling base %s: %w", ref, err)
 	}
@@ -251,7 +202,12 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		return nil, err
 	}
 	built := false
-	if e == nil {
+	var layer v1.Layer
+	if e != nil {
+		layer = c.Layer(e.Layer)
+	} else if re, rl := o.Remote.Lookup(c, key); re != nil {
+		e, layer = re, rl
+	} else {
 		if o.Offline {
 			return &Base{ID: key, Ref: ref}, ErrNotBuilt
 		}
@@ -263,13 +219,13 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		if err := c.Store(*e); err != nil {
 			return nil, err
 		}
-		built = true
+		built, layer = true, c.Layer(e.Layer)
 	}
-	img, err := imageFromLayers(c, []Descriptor{e.Layer}, o.Platform)
+	img, err := imageFromLayers([]v1.Layer{layer}, o.Platform)
 	if err != nil {
 		return nil, err
 	}
-	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built}, nil
+	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer}, nil
 }
 
 func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (Descriptor, error) {

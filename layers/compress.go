@@ -66,7 +66,9 @@ func newLayerWriter(w io.Writer, c Compression) (*layerWriter, error) {
 	lw.size.w = io.MultiWriter(w, lw.comp)
 	switch c {
 	case Zstd:
-		enc, err := zstd.NewWriter(&lw.size, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		// A fixed concurrency, not the core count: the output must not depend
+		// on the machine.
+		enc, err := zstd.NewWriter(&lw.size, zstd.WithEncoderConcurrency(4), zstd.WithEncoderLevel(zstd.SpeedDefault))
 		if err != nil {
 			return nil, err
 		}

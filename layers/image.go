@@ -30,13 +30,17 @@ func (l *cachedLayer) Uncompressed() (io.ReadCloser, error) {
 	return l.c.OpenLayer(l.d)
 }
 
-// imageFromLayers is an OCI image of the given cached layers.
-func imageFromLayers(c *Cache, descs []Descriptor, plat string) (v1.Image, error) {
+// imageFromLayers is an OCI image of the given layers.
+func imageFromLayers(ls []v1.Layer, plat string) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	var adds []mutate.Addendum
-	for _, d := range descs {
-		adds = append(adds, mutate.Addendum{Layer: c.Layer(d), MediaType: d.MediaType})
+	for _, l := range ls {
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.Addendum{Layer: l, MediaType: mt})
 	}
 	img, err := mutate.Append(img, adds...)
 	if err != nil {

@@ -42,6 +42,7 @@ func newPlanCmd(g *globalFlags) *cobra.Command {
 		Long: `Compute every step's cache key and look it up, without running anything.
 A MISS says why: which input changed since the last build of this recipe.`,
 		Example: `  layerimg plan recipe.yaml
+  layerimg plan recipe.yaml --cache-from ghcr.io/org/cache:main
   layerimg plan recipe.yaml --json`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -82,6 +83,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 	var ociLayout, rootfsTar, manifest, diskDir string
 	var formats []string
 	var uniqueIDs, digests bool
+	var cacheTo, push, pushDisk, diskArtifact string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -90,6 +92,8 @@ sandbox (run steps need root), run the recipe's tests, and write the outputs.
 Step output is prefixed with the step's name. Set SOURCE_DATE_EPOCH to stamp a
 time other than 1970-01-01 on what is made.`,
 		Example: `  layerimg build recipe.yaml -o out/          # disks as the recipe's outputs say
+  layerimg build recipe.yaml -o out/ --cache-from ghcr.io/org/cache:main --cache-to ghcr.io/org/cache:pr-12 \
+      --push ghcr.io/org/golden:1.4 --push-disk ghcr.io/org/golden-disk:1.4
   layerimg build recipe.yaml --oci-layout out/image --rootfs-tar out/rootfs.tar
   layerimg build recipe.yaml --arg SUITE=trixie --manifest out/build.json
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
@@ -106,6 +110,7 @@ time other than 1970-01-01 on what is made.`,
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
+			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact = cacheTo, push, pushDisk, diskArtifact
 			if o.Formats, err = parseFormats(formats); err != nil {
 				return err
 			}
@@ -125,6 +130,10 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
 	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
 	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
+	f.StringVar(&cacheTo, "cache-to", "", "write every step's layer (and the finished disks) to this registry cache `REF`")
+	f.StringVar(&push, "push", "", "push the image to `REF` (runnable as a container)")
+	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
+	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
 	return c

@@ -18,6 +18,7 @@ type globalFlags struct {
 	cacheDir    string
 	args        []string
 	insecure    []string
+	cacheFrom   []string
 	compression string
 	progress    string
 	verbose     bool
@@ -28,6 +29,7 @@ func (g *globalFlags) register(c *cobra.Command) {
 	f.StringVar(&g.cacheDir, "cache-dir", "", "layer cache directory (default $XDG_CACHE_HOME/layerimg)")
 	f.StringArrayVar(&g.args, "arg", nil, "override a recipe arg, as `NAME=VALUE` (repeatable)")
 	f.StringArrayVar(&g.insecure, "insecure-registry", nil, "allow plain HTTP or an untrusted certificate for this registry `HOST` only (repeatable)")
+	f.StringArrayVar(&g.cacheFrom, "cache-from", nil, "consult this registry cache `REF` before running a step (repeatable, in order)")
 	f.StringVar(&g.compression, "compression", "gzip", "layer compression: gzip or zstd")
 	f.StringVar(&g.progress, "progress", "auto", "progress output: auto, plain, tty or json")
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "log more detail")
@@ -60,7 +62,7 @@ func (g *globalFlags) options(stderr io.Writer) (layerimg.Options, error) {
 		return layerimg.Options{}, err
 	}
 	return layerimg.Options{
-		CacheDir: g.cacheDir, InsecureRegistries: g.insecure, Compression: comp,
+		CacheDir: g.cacheDir, InsecureRegistries: g.insecure, Compression: comp, CacheFrom: g.cacheFrom,
 		Epoch: epoch, Log: log, Output: stderr,
 	}, nil
 }

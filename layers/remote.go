@@ -1,0 +1,338 @@
+package layers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Media types of the registry cache format (docs/cache.md).
+const (
+	CacheArtifactType types.MediaType = "application/vnd.layerimg.cache.v1"
+	CacheConfigType   types.MediaType = "application/vnd.layerimg.cache.config.v1+json"
+	keyAnnotation                     = "dev.layerimg.cache.key"
+)
+
+// CacheIndex is the config blob of a registry cache: which key made which
+// layer, and which disk files a disk key made.
+type CacheIndex struct {
+	Version int          `json:"version"`
+	Entries []Entry      `json:"entries"`
+	Disks   []RemoteDisk `json:"disks,omitempty"`
+}
+
+// RemoteDisk is a finished set of disks in a registry cache.
+type RemoteDisk struct {
+	Key   string                     `json:"key"`
+	Boot  string                     `json:"boot"`
+	Files map[string]DiskBlob        `json:"files"`
+	Meta  map[string]json.RawMessage `json:"meta,omitempty"`
+}
+
+// DiskBlob is one disk file stored as a blob.
+type DiskBlob struct {
+	Digest    v1.Hash         `json:"digest"`
+	Size      int64           `json:"size"`      // of the blob
+	FileSize  int64           `json:"file_size"` // of the disk file once unpacked
+	MediaType types.MediaType `json:"mediaType"`
+}
+
+type remoteEntry struct {
+	e    Entry
+	repo name.Repository
+}
+
+type remoteDisk struct {
+	d    RemoteDisk
+	repo name.Repository
+}
+
+// RemoteCache is what the --cache-from references hold, read once per build.
+type RemoteCache struct {
+	reg     Registry
+	ctx     context.Context
+	entries map[string]remoteEntry
+	disks   map[string]remoteDisk
+	// Pulled counts the bytes fetched from registries.
+	Pulled int64
+}
+
+// LoadRemoteCaches reads the cache index of every reference, in order; an
+// earlier reference wins for a key. A registry that cannot be read is a
+// warning, not a failure: the build runs the steps itself.
+func LoadRemoteCaches(ctx context.Context, refs []string, reg Registry) *RemoteCache {
+	rc := &RemoteCache{reg: reg, ctx: ctx, entries: map[string]remoteEntry{}, disks: map[string]remoteDisk{}}
+	for _, ref := range refs {
+		idx, repo, err := rc.readIndex(ctx, ref)
+		if err != nil {
+			reg.log().Warn("cannot read the registry cache; steps it would have provided will run", "ref", ref, "err", err)
+			continue
+		}
+		n := 0
+		for _, e := range idx.Entries {
+			if _, ok := rc.entries[e.Key]; !ok {
+				rc.entries[e.Key] = remoteEntry{e, repo}
+				n++
+			}
+		}
+		for _, d := range idx.Disks {
+			if _, ok := rc.disks[d.Key]; !ok {
+				rc.disks[d.Key] = remoteDisk{d, repo}
+			}
+		}
+		reg.log().Info("registry cache", "ref", ref, "entries", n, "disks", len(idx.Disks))
+	}
+	return rc
+}
+
+func (rc *RemoteCache) readIndex(ctx context.Context, ref string) (*CacheIndex, name.Repository, error) {
+	r, err := rc.reg.ParseRef(ref)
+	if err != nil {
+		return nil, name.Repository{}, err
+	}
+	desc, err := remote.Get(r, rc.reg.Options(ctx)...)
+	if err != nil {
+		return nil, name.Repository{}, err
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		return nil, name.Repository{}, fmt.Errorf("%s: not a manifest: %w", ref, err)
+	}
+	if m.Config.MediaType != CacheConfigType {
+		return nil, name.Repository{}, fmt.Errorf("%s is not a layerimg cache (config media type %s, want %s)", ref, m.Config.MediaType, CacheConfigType)
+	}
+	blob, err := remote.Layer(r.Context().Digest(m.Config.Digest.String()), rc.reg.Options(ctx)...)
+	if err != nil {
+		return nil, name.Repository{}, err
+	}
+	data, err := readAllVerified(blob, m.Config.Digest, 16<<20)
+	if err != nil {
+		return nil, name.Repository{}, fmt.Errorf("%s: cache index: %w", ref, err)
+	}
+	rc.Pulled += int64(len(data)) + int64(len(desc.Manifest))
+	var idx CacheIndex
+	if err := json.Unmarshal(data, &idx); err != nil || idx.Version != 1 {
+		return nil, name.Repository{}, fmt.Errorf("%s: unreadable cache index (version %d): %v", ref, idx.Version, err)
+	}
+	return &idx, r.Context(), nil
+}
+
+func readAllVerified(l v1.Layer, want v1.Hash, limit int64) ([]byte, error) {
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit))
+	if err != nil {
+		return nil, err
+	}
+	got, _, err := v1.SHA256(bytes.NewReader(data))
+	if err != nil || got != want {
+		return nil, fmt.Errorf("content has digest %s, want %s", got, want)
+	}
+	return data, nil
+}
+
+// Lookup finds key in the registry caches. The returned layer pulls its
+// blob into the local cache (verifying it) only when its bytes are needed,
+// and records the entry locally then.
+func (rc *RemoteCache) Lookup(c *Cache, key string) (*Entry, v1.Layer) {
+	if rc == nil {
+		return nil, nil
+	}
+	re, ok := rc.entries[key]
+	if !ok {
+		return nil, nil
+	}
+	e := re.e
+	return &e, &lazyLayer{cachedLayer: cachedLayer{c, e.Layer}, rc: rc, e: e, repo: re.repo}
+}
+
+// Disk finds a finished disk set by its key.
+func (rc *RemoteCache) Disk(key string) (*RemoteDisk, bool) {
+	if rc == nil {
+		return nil, false
+	}
+	d, ok := rc.disks[key]
+	return &d.d, ok
+}
+
+// FetchDiskBlob streams one disk blob from the registry, verifying it.
+func (rc *RemoteCache) FetchDiskBlob(key, format string, w io.Writer) error {
+	d, ok := rc.disks[key]
+	if !ok {
+		return fmt.Errorf("no disk %s in the registry caches", key)
+	}
+	b := d.d.Files[format]
+	l, err := remote.Layer(d.repo.Digest(b.Digest.String()), rc.reg.Options(rc.ctx)...)
+	if err != nil {
+		return err
+	}
+	r, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	h := newHashWriter(w)
+	start := time.Now()
+	n, err := io.Copy(h, r)
+	rc.Pulled += n
+	if err != nil {
+		return err
+	}
+	if h.Digest() != b.Digest {
+		return fmt.Errorf("disk blob %s: content has digest %s", b.Digest, h.Digest())
+	}
+	rc.reg.log().Info("pulled disk", "format", format, "bytes", n, "rate", rate(n, time.Since(start)))
+	return nil
+}
+
+// lazyLayer is a cached layer whose blob may still be in a registry.
+type lazyLayer struct {
+	cachedLayer
+	rc   *RemoteCache
+	e    Entry
+	repo name.Repository
+}
+
+func (l *lazyLayer) ensure() error {
+	if _, err := os.Stat(l.c.BlobPath(l.d.Digest)); err == nil {
+		return nil
+	}
+	rl, err := remote.Layer(l.repo.Digest(l.d.Digest.String()), l.rc.reg.Options(l.rc.ctx)...)
+	if err != nil {
+		return err
+	}
+	r, err := rl.Compressed()
+	if err != nil {
+		return fmt.Errorf("pulling layer of step %s: %w", l.e.Step, err)
+	}
+	defer r.Close()
+	start := time.Now()
+	if err := l.c.PutBlob(r, l.d.Digest); err != nil {
+		return fmt.Errorf("pulling layer of step %s: %w", l.e.Step, err)
+	}
+	l.rc.Pulled += l.d.Size
+	l.rc.reg.log().Info("pulled layer", "step", l.e.Step, "digest", l.d.Digest.String()[:19], "bytes", l.d.Size, "rate", rate(l.d.Size, time.Since(start)))
+	e := l.e
+	e.Created = time.Now().UTC()
+	return l.c.Store(e)
+}
+
+func (l *lazyLayer) Compressed() (io.ReadCloser, error) {
+	if err := l.ensure(); err != nil {
+		return nil, err
+	}
+	return l.cachedLayer.Compressed()
+}
+
+func (l *lazyLayer) Uncompressed() (io.ReadCloser, error) {
+	if err := l.ensure(); err != nil {
+		return nil, err
+	}
+	return l.cachedLayer.Uncompressed()
+}
+
+// Source returns, for a layer not pulled yet, the registry layer itself, so a
+// push to the same registry can mount it instead of moving its bytes.
+func (l *lazyLayer) Source() v1.Layer {
+	if _, err := os.Stat(l.c.BlobPath(l.d.Digest)); err == nil {
+		return nil
+	}
+	rl, err := remote.Layer(l.repo.Digest(l.d.Digest.String()), l.rc.reg.Options(l.rc.ctx)...)
+	if err != nil {
+		return nil
+	}
+	return rl
+}
+
+func rate(n int64, d time.Duration) string {
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	return fmt.Sprintf("%.1f MB/s", float64(n)/1e6/d.Seconds())
+}
+
+// CacheExport is what --cache-to pushes.
+type CacheExport struct {
+	Recipe  string
+	Entries []Entry
+	Layers  []v1.Layer // the layers of Entries, in order
+	Disks   []RemoteDisk
+	Blobs   []v1.Layer // the disk blobs, in order
+}
+
+// PushCache writes exp as a cache artifact at ref: every blob first (a HEAD
+// before each upload skips what the registry has; a blob already in another
+// repository of the same registry is mounted), the index, then the manifest.
+// An interrupted push leaves the local cache as it was; the next one
+// uploads only what is missing.
+func PushCache(ctx context.Context, ref string, exp CacheExport, reg Registry) error {
+	r, err := reg.ParseRef(ref)
+	if err != nil {
+		return err
+	}
+	opts := reg.Options(ctx)
+	idx := CacheIndex{Version: 1, Entries: exp.Entries, Disks: exp.Disks}
+	cfg, err := json.Marshal(idx)
+	if err != nil {
+		return err
+	}
+	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
+		Annotations: map[string]string{"dev.layerimg.recipe": exp.Recipe}}
+	all := append(append([]v1.Layer(nil), exp.Layers...), exp.Blobs...)
+	for i, l := range all {
+		if ll, ok := l.(*lazyLayer); ok {
+			if src := ll.Source(); src != nil {
+				l = src
+			}
+		}
+		start := time.Now()
+		if err := remote.WriteLayer(r.Context(), l, opts...); err != nil {
+			return fmt.Errorf("pushing cache blob %d of %d to %s: %w", i+1, len(all), r.Context(), err)
+		}
+		d, _ := l.Digest()
+		size, _ := l.Size()
+		mt, _ := l.MediaType()
+		reg.log().Info("cache blob in place", "digest", d.String()[:19], "bytes", size, "elapsed", time.Since(start).Round(time.Millisecond))
+		desc := v1.Descriptor{MediaType: mt, Digest: d, Size: size}
+		if i < len(exp.Entries) {
+			desc.Annotations = map[string]string{keyAnnotation: exp.Entries[i].Key}
+		}
+		m.Layers = append(m.Layers, desc)
+	}
+	cl := static.NewLayer(cfg, CacheConfigType)
+	if err := remote.WriteLayer(r.Context(), cl, opts...); err != nil {
+		return fmt.Errorf("pushing cache index to %s: %w", r.Context(), err)
+	}
+	cd, _ := cl.Digest()
+	m.Config = v1.Descriptor{MediaType: CacheConfigType, Digest: cd, Size: int64(len(cfg))}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := remote.Put(r, rawManifest{raw, types.OCIManifestSchema1}, opts...); err != nil {
+		return fmt.Errorf("pushing cache manifest %s: %w", ref, err)
+	}
+	reg.log().Info("cache pushed", "ref", ref, "entries", len(exp.Entries), "disks", len(exp.Disks))
+	return nil
+}
+
+type rawManifest struct {
+	b  []byte
+	mt types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.b, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mt, nil }
