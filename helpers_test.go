@@ -1,10 +1,13 @@
 package layerimg
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"io"
 	"log/slog"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 func newTestLogger(w io.Writer) *slog.Logger {
@@ -18,3 +21,7 @@ func gunzip(data []byte) ([]byte, error) {
 	}
 	return io.ReadAll(zr)
 }
+
+type authConfig = authn.AuthConfig
+
+func newTarReader(r io.Reader) *tar.Reader { return tar.NewReader(r) }

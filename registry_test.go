@@ -1,0 +1,337 @@
+package layerimg
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// startRegistry runs Debian's docker-registry (distribution 2.8) on a free
+// loopback port with its storage in a temp dir, optionally with htpasswd
+// auth, and returns its host:port. It stops with the test.
+func startRegistry(t *testing.T, user, pass string) string {
+	t.Helper()
+	if _, err := exec.LookPath("docker-registry"); err != nil {
+		t.Fatal("docker-registry not found: apt-get install docker-registry (.ci/run does)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	auth := ""
+	if user != "" {
+		hash, _ := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+		os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"), 0o600)
+		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s/htpasswd\n", dir)
+	}
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/data\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n%s", dir, addr, auth)
+	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600)
+	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
+	var logBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			return addr
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("docker-registry did not start: %s", logBuf.String())
+	return ""
+}
+
+const storyRecipe = `name: story
+from: scratch
+steps:
+  - name: busybox
+    copy: {src: bin, dst: /bin}
+  - name: motd
+    copy: {src: conf/motd, dst: /etc/motd}
+  - name: data
+    run: mkdir -p /data && echo data > /data/x
+  - name: last
+    run: echo ${LAST} > /data/last
+args: {LAST: one}
+disk: {boot: none, size: 1GiB}
+outputs: [raw, qcow2]
+`
+
+// TestRegistryCIStory is the issue's CI story: runner A builds and writes
+// the cache; runner B, with an empty cache dir, executes nothing, pulls only
+// the disks, and gets the same disk.raw; a change to the last step runs only
+// that step; a change to a copy source runs from there on.
+func TestRegistryCIStory(t *testing.T) {
+	needRoot(t)
+	reg := startRegistry(t, "", "")
+	ref := reg + "/cache:main"
+	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	opts := func(cache, out string) Options {
+		return Options{CacheDir: cache, DiskDir: out, InsecureRegistries: []string{reg}, DiskDigests: true}
+	}
+	a := opts(t.TempDir(), t.TempDir())
+	a.CacheTo = ref
+	resA := build(t, load(t, dir, nil), a)
+
+	bCache := t.TempDir()
+	b := opts(bCache, t.TempDir())
+	b.CacheFrom = []string{ref}
+	resB := build(t, load(t, dir, nil), b)
+	if resB.Executed != 0 || resB.Disk.Files["raw"].SHA256 != resA.Disk.Files["raw"].SHA256 {
+		t.Fatalf("runner B executed %d steps; raw %s vs %s", resB.Executed, resB.Disk.Files["raw"].SHA256, resA.Disk.Files["raw"].SHA256)
+	}
+	// Only the disks came over: no layer blob is in B's cache.
+	if blobs, _ := os.ReadDir(filepath.Join(bCache, "blobs", "sha256")); len(blobs) != 0 {
+		t.Errorf("runner B pulled %d layer blobs, want none", len(blobs))
+	}
+	// What B pulled: the manifest, the index and the compressed disks.
+	var disks int64
+	for _, f := range []string{"raw", "qcow2"} {
+		fi, err := os.Stat(filepath.Join(a.CacheDir, "disks", strings.TrimPrefix(resA.Disk.key, "sha256:"), "disk."+f+".zst"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		disks += fi.Size()
+	}
+	if resB.Pulled < disks || resB.Pulled > disks+64<<10 {
+		t.Errorf("runner B pulled %d bytes; the compressed disks are %d", resB.Pulled, disks)
+	}
+
+	// The last step changes: only it runs (its parents come from the cache).
+	c := opts(t.TempDir(), t.TempDir())
+	c.CacheFrom = []string{ref}
+	resC := build(t, load(t, dir, map[string]string{"LAST": "two"}), c)
+	if got := statuses(resC.Steps); resC.Executed != 1 || !strings.HasSuffix(got, "last=MISS") {
+		t.Errorf("after changing the last step: executed %d, %s", resC.Executed, got)
+	}
+	// A copy source changes: it and everything after run.
+	os.WriteFile(filepath.Join(dir, "conf/motd"), []byte("changed\n"), 0o644)
+	d := opts(t.TempDir(), t.TempDir())
+	d.CacheFrom = []string{ref}
+	resD := build(t, load(t, dir, nil), d)
+	if got := statuses(resD.Steps); resD.Executed != 3 || got != "busybox=HIT (remote) motd=MISS data=MISS last=MISS" {
+		t.Errorf("after changing a copy source: executed %d, %s", resD.Executed, got)
+	}
+	// plan sees the remote hits before anything runs.
+	os.WriteFile(filepath.Join(dir, "conf/motd"), []byte("hello\n"), 0o644)
+	plan, err := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{ref}, InsecureRegistries: []string{reg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(plan); got != "busybox=HIT (remote) motd=HIT (remote) data=HIT (remote) last=HIT (remote)" {
+		t.Errorf("plan: %s", got)
+	}
+}
+
+// flakyProxy sits in front of a registry and fails about one request in
+// four: a 500, or a connection dropped mid-flight. It stops failing after
+// max failures, so a test always ends.
+func flakyProxy(t *testing.T, target string, max int32) (string, *int32) {
+	t.Helper()
+	u, _ := url.Parse("http://" + target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	var failures int32
+	var mu sync.Mutex
+	rng := rand.New(rand.NewSource(7))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		roll := rng.Intn(8)
+		mu.Unlock()
+		if r.URL.Path != "/v2/" && atomic.LoadInt32(&failures) < max && roll < 2 {
+			atomic.AddInt32(&failures, 1)
+			if roll == 0 {
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
+			if hj, ok := w.(http.Hijacker); ok {
+				conn, _, err := hj.Hijack()
+				if err == nil {
+					conn.Close() // reset mid-request
+					return
+				}
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), &failures
+}
+
+func TestRegistryFaults(t *testing.T) {
+	needRoot(t)
+	reg := startRegistry(t, "", "")
+	proxy, failures := flakyProxy(t, reg, 12)
+	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	var logA, logB bytes.Buffer
+	a := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheTo: proxy + "/cache:flaky", Log: newTestLogger(&logA)}
+	resA := build(t, load(t, dir, nil), a)
+	b := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheFrom: []string{proxy + "/cache:flaky"}, Log: newTestLogger(&logB)}
+	resB := build(t, load(t, dir, nil), b)
+	if resB.Executed != 0 || resB.Disk.Files["raw"].SHA256 != resA.Disk.Files["raw"].SHA256 {
+		t.Errorf("through the flaky proxy: executed %d, raw %s vs %s", resB.Executed, resB.Disk.Files["raw"].SHA256, resA.Disk.Files["raw"].SHA256)
+	}
+	if atomic.LoadInt32(failures) == 0 {
+		t.Fatal("the proxy injected no failure")
+	}
+	logs := logA.String() + logB.String()
+	if !strings.Contains(logs, "retrying") && !strings.Contains(logs, "registry request failed") {
+		t.Errorf("%d failures injected, none shows in the log", *failures)
+	}
+}
+
+func TestRegistryAuthAndPushes(t *testing.T) {
+	needRoot(t)
+	const user, pass = "builder", "s3cret-Pa55word-9"
+	reg := startRegistry(t, user, pass)
+	cfgDir := t.TempDir()
+	authB64 := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	os.WriteFile(filepath.Join(cfgDir, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg, authB64)), 0o600)
+	t.Setenv("DOCKER_CONFIG", cfgDir)
+
+	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	var logBuf, outBuf bytes.Buffer
+	out := t.TempDir()
+	o := Options{CacheDir: t.TempDir(), DiskDir: out, InsecureRegistries: []string{reg}, Log: newTestLogger(&logBuf), Output: &outBuf,
+		CacheTo: reg + "/cache:auth", Push: reg + "/golden:1.0", PushDisk: reg + "/golden-disk:1.0", DiskArtifact: reg + "/golden-files:1.0",
+		Manifest: filepath.Join(out, "build.json")}
+	res := build(t, load(t, dir, nil), o)
+	manifest, _ := os.ReadFile(o.Manifest)
+	for _, secret := range []string{pass, authB64} {
+		for where, text := range map[string]string{"log": logBuf.String(), "output": outBuf.String(), "manifest": string(manifest)} {
+			if strings.Contains(text, secret) {
+				t.Errorf("a credential appears in the %s", where)
+			}
+		}
+	}
+
+	ropts := []remote.Option{remote.WithAuth(basicAuth{user, pass})}
+	// The pushed image runs as a container: config with env and platform.
+	imgRef, _ := name.ParseReference(reg+"/golden:1.0", name.Insecure)
+	img, err := remote.Image(imgRef, ropts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := img.Digest(); d.String() != res.Image {
+		t.Errorf("pushed %s, built %s", d, res.Image)
+	}
+	cf, _ := img.ConfigFile()
+	if cf.Architecture != "amd64" || cf.OS != "linux" || len(cf.Config.Env) == 0 {
+		t.Errorf("config %+v", cf)
+	}
+	// The containerDisk holds the qcow2 at /disk/, owned by 107.
+	cdRef, _ := name.ParseReference(reg+"/golden-disk:1.0", name.Insecure)
+	cd, err := remote.Image(cdRef, ropts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := cd.Layers()
+	if len(ls) != 1 {
+		t.Fatalf("containerDisk has %d layers", len(ls))
+	}
+	rc, _ := ls[0].Uncompressed()
+	entries := tarEntries(t, rc)
+	local, _ := os.ReadFile(res.Disk.Files["qcow2"].Path)
+	if e, ok := entries["disk/disk.qcow2"]; !ok || e.uid != 107 || e.gid != 107 || !bytes.Equal(e.body, local) {
+		t.Errorf("disk/disk.qcow2 in the containerDisk: present %v, uid %d, same bytes %v", ok, e.uid, bytes.Equal(e.body, local))
+	}
+	if e, ok := entries["disk/"]; !ok || e.uid != 107 {
+		t.Errorf("disk/ dir: %+v", e)
+	}
+	// The disk artifact lists each file with its media type.
+	artRef, _ := name.ParseReference(reg+"/golden-files:1.0", name.Insecure)
+	desc, err := remote.Get(artRef, ropts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"artifactType":"application/vnd.layerimg.disk.v1"`, "application/vnd.layerimg.disk.raw.v1+zstd", "application/vnd.layerimg.disk.qcow2.v1+zstd", "disk.raw.zst"} {
+		if !strings.Contains(string(desc.Manifest), want) {
+			t.Errorf("artifact manifest lacks %s:\n%s", want, desc.Manifest)
+		}
+	}
+
+	// Without credentials the push fails, naming the registry.
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	o2 := Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: reg + "/golden:2.0"}
+	_, err = Build(context.Background(), load(t, dir, nil), o2)
+	if err == nil || !strings.Contains(err.Error(), "--push") || !strings.Contains(err.Error(), reg) {
+		t.Errorf("push without credentials: %v", err)
+	}
+}
+
+func TestRegistryDown(t *testing.T) {
+	needRoot(t)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := l.Addr().String()
+	l.Close() // nothing listens there now
+	dir := busyboxContext(t, bbHeader, nil)
+	var logBuf bytes.Buffer
+	res := build(t, load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{down + "/cache:x"}, InsecureRegistries: []string{down}, Log: newTestLogger(&logBuf)})
+	if res.Executed != 1 || !strings.Contains(logBuf.String(), "cannot read the registry cache") {
+		t.Errorf("cache-from a dead registry: executed %d, log %s", res.Executed, logBuf.String())
+	}
+	_, err := Build(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), Push: down + "/img:1", InsecureRegistries: []string{down}})
+	if err == nil || !strings.Contains(err.Error(), "pushing image to "+down+"/img:1") {
+		t.Errorf("push to a dead registry: %v", err)
+	}
+	// Plain HTTP without --insecure-registry is refused.
+	_, err = Build(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), Push: down + "/img:1"})
+	if err == nil {
+		t.Error("push over plain HTTP to an unlisted registry succeeded")
+	}
+}
+
+type basicAuth struct{ user, pass string }
+
+func (b basicAuth) Authorization() (*authConfig, error) {
+	return &authConfig{Username: b.user, Password: b.pass}, nil
+}
+
+type tarEntry struct {
+	uid, gid int
+	body     []byte
+}
+
+func tarEntries(t *testing.T, rc io.ReadCloser) map[string]tarEntry {
+	t.Helper()
+	defer rc.Close()
+	out := map[string]tarEntry{}
+	tr := newTarReader(bufio.NewReader(rc))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(tr)
+		out[h.Name] = tarEntry{h.Uid, h.Gid, body}
+	}
+}
