@@ -511,9 +511,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	if err := p.publish(ctx, img, res, exported, exportedLayers); err != nil {
 		return nil, err
 	}
-	if p.remote != nil {
-		res.Pulled = p.remote.Pulled
-	}
+	res.Pulled = p.remote.Pulled()
 	return res, nil
 }
 

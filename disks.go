@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/disk/qcow2"
@@ -569,30 +571,42 @@ func pullDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, rd 
 		return meta, err
 	}
 	defer os.RemoveAll(work)
+	// Each format in parallel: the pulls wait on the network, the unpacking
+	// on a core.
+	var mu sync.Mutex
+	g, _ := errgroup.WithContext(ctx)
 	for _, f := range formats {
-		p := filepath.Join(work, "disk."+diskExt[f])
-		out, err := os.Create(p)
-		if err != nil {
-			return meta, err
-		}
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(rc.FetchDiskBlob(rd.Key, f, pw)) }()
-		err = layers.DecompressSparse(pr, out)
-		pr.CloseWithError(err)
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return meta, fmt.Errorf("%s: %w", f, err)
-		}
-		df, err := describe(p)
-		if err != nil {
-			return meta, err
-		}
-		if df.Size != rd.Files[f].FileSize {
-			return meta, fmt.Errorf("%s: unpacked to %d bytes, the cache says %d", f, df.Size, rd.Files[f].FileSize)
-		}
-		meta.Files[f] = df
+		g.Go(func() error {
+			p := filepath.Join(work, "disk."+diskExt[f])
+			out, err := os.Create(p)
+			if err != nil {
+				return err
+			}
+			pr, pw := io.Pipe()
+			go func() { pw.CloseWithError(rc.FetchDiskBlob(rd.Key, f, pw)) }()
+			err = layers.DecompressSparse(pr, out)
+			pr.CloseWithError(err)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			df, err := describe(p)
+			if err != nil {
+				return err
+			}
+			if df.Size != rd.Files[f].FileSize {
+				return fmt.Errorf("%s: unpacked to %d bytes, the cache says %d", f, df.Size, rd.Files[f].FileSize)
+			}
+			mu.Lock()
+			meta.Files[f] = df
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return meta, err
 	}
 	data, _ := json.MarshalIndent(meta, "", "  ")
 	if err := os.WriteFile(filepath.Join(work, "meta.json"), data, 0o644); err != nil {
@@ -605,7 +619,6 @@ func pullDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, rd 
 	}
 	os.MkdirAll(work, 0o700) // for the deferred RemoveAll
 	meta.dir = cacheDir
-	// Stamps change with the rename's directory? No: they are per inode.
 	return meta, nil
 }
 

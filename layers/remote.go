@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -63,8 +64,15 @@ type RemoteCache struct {
 	ctx     context.Context
 	entries map[string]remoteEntry
 	disks   map[string]remoteDisk
-	// Pulled counts the bytes fetched from registries.
-	Pulled int64
+	pulled  atomic.Int64
+}
+
+// Pulled is the number of bytes fetched from registries so far.
+func (rc *RemoteCache) Pulled() int64 {
+	if rc == nil {
+		return 0
+	}
+	return rc.pulled.Load()
 }
 
 // LoadRemoteCaches reads the cache index of every reference, in order; an
@@ -119,7 +127,7 @@ func (rc *RemoteCache) readIndex(ctx context.Context, ref string) (*CacheIndex, 
 	if err != nil {
 		return nil, name.Repository{}, fmt.Errorf("%s: cache index: %w", ref, err)
 	}
-	rc.Pulled += int64(len(data)) + int64(len(desc.Manifest))
+	rc.pulled.Add(int64(len(data)) + int64(len(desc.Manifest)))
 	var idx CacheIndex
 	if err := json.Unmarshal(data, &idx); err != nil || idx.Version != 1 {
 		return nil, name.Repository{}, fmt.Errorf("%s: unreadable cache index (version %d): %v", ref, idx.Version, err)
@@ -187,7 +195,7 @@ func (rc *RemoteCache) FetchDiskBlob(key, format string, w io.Writer) error {
 	h := newHashWriter(w)
 	start := time.Now()
 	n, err := io.Copy(h, r)
-	rc.Pulled += n
+	rc.pulled.Add(n)
 	if err != nil {
 		return err
 	}
@@ -223,7 +231,7 @@ func (l *lazyLayer) ensure() error {
 	if err := l.c.PutBlob(r, l.d.Digest); err != nil {
 		return fmt.Errorf("pulling layer of step %s: %w", l.e.Step, err)
 	}
-	l.rc.Pulled += l.d.Size
+	l.rc.pulled.Add(l.d.Size)
 	l.rc.reg.log().Info("pulled layer", "step", l.e.Step, "digest", l.d.Digest.String()[:19], "bytes", l.d.Size, "rate", rate(l.d.Size, time.Since(start)))
 	e := l.e
 	e.Created = time.Now().UTC()
