@@ -304,3 +304,25 @@ func baseName(p string) string {
 	}
 	return p
 }
+
+// Info reads a VMDK's header: its virtual size in bytes, and whether it is
+// streamOptimized (version 3, compressed grains with markers), the only kind
+// vSphere's OVF import and AWS take.
+func Info(path string) (capacity int64, streamOptimized bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	h := make([]byte, sector)
+	if _, err := io.ReadFull(f, h); err != nil {
+		return 0, false, fmt.Errorf("%s: reading VMDK header: %w", path, err)
+	}
+	if string(h[0:4]) != "KDMV" {
+		return 0, false, fmt.Errorf("%s is not a VMDK sparse extent", path)
+	}
+	flags := binary.LittleEndian.Uint32(h[8:])
+	capacity = int64(binary.LittleEndian.Uint64(h[12:])) * sector
+	streamOptimized = binary.LittleEndian.Uint32(h[4:]) == 3 && flags&flagComp != 0 && flags&flagMarkers != 0
+	return capacity, streamOptimized, nil
+}
