@@ -51,6 +51,9 @@ type Config struct {
 	DiskController  string // pvscsi or nvme
 	Annotation      string
 	ReplaceExisting bool
+	// ContentLibrary, when set, also stores the OVF and VMDK as an item of
+	// that (existing) content library, named after the template.
+	ContentLibrary string
 
 	// Digest is the disk's content digest: publishing it twice returns the
 	// template already there. BootMode is the disk's boot layout.
@@ -126,9 +129,10 @@ func (c *Config) defaults() error {
 
 // Result names the published template.
 type Result struct {
-	Template string `json:"template"`
-	MoRef    string `json:"moref"`
-	Existing bool   `json:"existing"`
+	Template    string `json:"template"`
+	MoRef       string `json:"moref"`
+	Existing    bool   `json:"existing"`
+	LibraryItem string `json:"library_item,omitempty"`
 }
 
 // CertError is a server certificate that is not trusted.
@@ -142,14 +146,14 @@ func (e *CertError) Error() string {
 }
 
 // connect logs in, verifying TLS unless told otherwise.
-func connect(ctx context.Context, c Config) (*govmomi.Client, error) {
+func connect(ctx context.Context, c Config) (*govmomi.Client, *url.Userinfo, error) {
 	raw := c.URL
 	if !strings.Contains(raw, "://") {
 		raw = "https://" + raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("vsphere: url: %w", err)
+		return nil, nil, fmt.Errorf("vsphere: url: %w", err)
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/sdk"
@@ -166,17 +170,17 @@ func connect(ctx context.Context, c Config) (*govmomi.Client, error) {
 	vc, err := vim25.NewClient(ctx, sc)
 	if err != nil {
 		if isCertError(err) {
-			return nil, &CertError{Host: u.Host, Thumbprint: fetchThumbprint(u.Host), Err: err}
+			return nil, nil, &CertError{Host: u.Host, Thumbprint: fetchThumbprint(u.Host), Err: err}
 		}
-		return nil, fmt.Errorf("vsphere: connecting to %s: %w", u.Host, err)
+		return nil, nil, fmt.Errorf("vsphere: connecting to %s: %w", u.Host, err)
 	}
 	client := &govmomi.Client{Client: vc, SessionManager: session.NewManager(vc)}
 	if user != nil {
 		if err := client.Login(ctx, user); err != nil {
-			return nil, fmt.Errorf("vsphere: logging in to %s as %s: %w", u.Host, user.Username(), err)
+			return nil, nil, fmt.Errorf("vsphere: logging in to %s as %s: %w", u.Host, user.Username(), err)
 		}
 	}
-	return client, nil
+	return client, user, nil
 }
 
 func isCertError(err error) bool {
@@ -224,7 +228,7 @@ func Publish(ctx context.Context, vmdkPath string, cfg Config) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	client, err := connect(ctx, cfg)
+	client, user, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +291,18 @@ func Publish(ctx context.Context, vmdkPath string, cfg Config) (*Result, error) 
 		return nil, err
 	}
 	cfg.Log.Info("published vSphere template", "name", cfg.TemplateName, "moref", vm.Reference().Value)
-	return &Result{Template: cfg.TemplateName, MoRef: vm.Reference().Value}, nil
+	res := &Result{Template: cfg.TemplateName, MoRef: vm.Reference().Value}
+	if cfg.ContentLibrary != "" {
+		desc, err := descriptor(templateParams(cfg, cfg.TemplateName, vmdkPath, fi.Size(), capacity))
+		if err != nil {
+			return nil, err
+		}
+		if res.LibraryItem, err = uploadToLibrary(ctx, c, user, cfg, desc, vmdkPath); err != nil {
+			return nil, err
+		}
+		cfg.Log.Info("stored in content library", "library", cfg.ContentLibrary, "item", res.LibraryItem)
+	}
+	return res, nil
 }
 
 func placement(ctx context.Context, finder *find.Finder, cfg Config) (*object.ResourcePool, *object.HostSystem, error) {
@@ -354,17 +369,23 @@ func swapIn(ctx context.Context, vm, old *object.VirtualMachine, cfg Config) err
 	return nil
 }
 
+func templateParams(cfg Config, name, vmdkPath string, size, capacity int64) ovfParams {
+	return ovfParams{
+		Name: name, GuestID: cfg.GuestID, HardwareVersion: cfg.HardwareVersion, Controller: cfg.DiskController,
+		Firmware: cfg.Firmware, DiskFile: filepath.Base(vmdkPath), DiskFileSize: size, Capacity: capacity,
+		CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB, SecureBoot: cfg.SecureBoot,
+	}
+}
+
 // importVM creates the VM from the OVF and uploads the VMDK over the lease.
 func importVM(ctx context.Context, c *vim25.Client, cfg Config, name, vmdkPath string, size, capacity int64,
 	pool *object.ResourcePool, ds *object.Datastore, folder *object.Folder, host *object.HostSystem, netw object.NetworkReference) (*object.VirtualMachine, error) {
-	desc, err := descriptor(ovfParams{
-		// The disk goes in on PVSCSI; finish moves it to NVMe when asked, as
-		// not every importer (govmomi's simulator among them) takes an OVF
-		// NVMe controller.
-		Name: name, GuestID: cfg.GuestID, HardwareVersion: cfg.HardwareVersion, Controller: "pvscsi",
-		Firmware: cfg.Firmware, DiskFile: filepath.Base(vmdkPath), DiskFileSize: size, Capacity: capacity,
-		CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB, SecureBoot: cfg.SecureBoot,
-	})
+	p := templateParams(cfg, name, vmdkPath, size, capacity)
+	// The disk goes in on PVSCSI; finish moves it to NVMe when asked, as not
+	// every importer (govmomi's simulator among them) takes an OVF NVMe
+	// controller.
+	p.Controller = "pvscsi"
+	desc, err := descriptor(p)
 	if err != nil {
 		return nil, err
 	}

@@ -15,11 +15,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vapi/library"
+	"github.com/vmware/govmomi/vapi/rest"
+	_ "github.com/vmware/govmomi/vapi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
@@ -36,6 +40,7 @@ func sim(t *testing.T) (*simulator.Server, string) {
 		t.Fatal(err)
 	}
 	model.Service.TLS = new(tls.Config) // a self-signed certificate, as a real vCenter's often is
+	model.Service.RegisterEndpoints = true // the content library (vAPI)
 	s := model.Service.NewServer()
 	t.Cleanup(func() { s.Close(); model.Remove() })
 	return s, soap.ThumbprintSHA1(s.Certificate())
@@ -64,6 +69,7 @@ type nfcProxy struct {
 	mu      sync.Mutex
 	sums    []string
 	failNFC bool
+	stall   chan struct{} // when set, NFC uploads wait on it
 	url     string
 }
 
@@ -75,8 +81,15 @@ func newNFCProxy(t *testing.T, target *url.URL) *nfcProxy {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/nfc/") && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
 			p.mu.Lock()
-			fail := p.failNFC
+			fail, stall := p.failNFC, p.stall
 			p.mu.Unlock()
+			if stall != nil {
+				select {
+				case <-stall:
+				case <-r.Context().Done():
+					return
+				}
+			}
 			if fail {
 				io.CopyN(io.Discard, r.Body, 4096)
 				http.Error(w, "injected NFC failure", http.StatusInternalServerError)
@@ -276,6 +289,32 @@ func TestReplaceExistingSurvivesFailure(t *testing.T) {
 	}
 }
 
+// TestInterruptCleansUp cancels a publish while the disk uploads: the lease
+// is aborted and the half-imported VM deleted.
+func TestInterruptCleansUp(t *testing.T) {
+	s, _ := sim(t)
+	disk := streamVMDK(t)
+	proxy := newNFCProxy(t, s.URL)
+	before := countVMs(t, s)
+	stall := make(chan struct{})
+	defer close(stall)
+	proxy.mu.Lock()
+	proxy.stall = stall
+	proxy.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		cancel()
+	}()
+	_, err := Publish(ctx, disk, Config{URL: proxy.url, Insecure: true, Cluster: "DC0_C0", Network: "VM Network", TemplateName: "interrupted", Digest: "sha256:int"})
+	if err == nil {
+		t.Fatal("an interrupted publish succeeded")
+	}
+	if after := countVMs(t, s); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Errorf("VMs before %v, after the interrupt %v", before, after)
+	}
+}
+
 func TestUnknownCertificate(t *testing.T) {
 	s, tp := sim(t)
 	disk := streamVMDK(t)
@@ -320,5 +359,75 @@ func TestFromEnv(t *testing.T) {
 	c := Config{Datastore: "mine"}.FromEnv()
 	if c.URL != "vc.example" || c.Datastore != "mine" || !c.Insecure {
 		t.Errorf("%+v", c)
+	}
+}
+
+// TestContentLibrary stores the template in a content library too. The
+// simulator keeps library files on its datastore: it reads a VMDK's header
+// and descriptor off the stream, writes a descriptor of its own as
+// disk.vmdk, and stores the rest of the bytes as they came in
+// disk-flat.vmdk, which is compared here with the end of the VMDK.
+func TestContentLibrary(t *testing.T) {
+	s, tp := sim(t)
+	disk := streamVMDK(t)
+	ctx := context.Background()
+	c, err := govmomi.NewClient(ctx, s.URL, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Logout(ctx)
+	rc := rest.NewClient(c.Client)
+	if err := rc.Login(ctx, s.URL.User); err != nil {
+		t.Fatal(err)
+	}
+	f := find.NewFinder(c.Client, true)
+	dc, _ := f.DefaultDatacenter(ctx)
+	f.SetDatacenter(dc)
+	ds, _ := f.Datastore(ctx, "LocalDS_0")
+	m := library.NewManager(rc)
+	if _, err := m.CreateLibrary(ctx, library.Library{Name: "golden", Type: "LOCAL",
+		Storage: []library.StorageBacking{{DatastoreID: ds.Reference().Value, Type: "DATASTORE"}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Publish(ctx, disk, Config{URL: s.URL.String(), Thumbprint: tp, Cluster: "DC0_C0", Network: "VM Network",
+		TemplateName: "web-lib", Digest: "sha256:lib", ContentLibrary: "golden"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LibraryItem == "" {
+		t.Fatal("no library item")
+	}
+	storage, err := m.ListLibraryItemStorage(ctx, res.LibraryItem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(disk)
+	found := false
+	for _, st := range storage {
+		if st.Name != "disk.vmdk" {
+			continue
+		}
+		for _, uri := range st.StorageURIs {
+			u, err := url.Parse(uri)
+			if err != nil {
+				continue
+			}
+			got, err := os.ReadFile(strings.TrimSuffix(u.Path, ".vmdk") + "-flat.vmdk")
+			if err != nil {
+				t.Errorf("%s: %v", uri, err)
+				continue
+			}
+			found = true
+			if len(got) < len(want)-64<<10 || string(got) != string(want[len(want)-len(got):]) {
+				t.Errorf("the library holds %d bytes that are not the end of the %d-byte VMDK", len(got), len(want))
+			}
+		}
+	}
+	if !found {
+		t.Errorf("disk.vmdk not found in the library item's storage: %+v", storage)
+	}
+	if _, err := Publish(ctx, disk, Config{URL: s.URL.String(), Thumbprint: tp, Cluster: "DC0_C0", Network: "VM Network",
+		TemplateName: "web-nolib", Digest: "sha256:nolib", ContentLibrary: "missing"}); err == nil || !strings.Contains(err.Error(), `content library "missing"`) {
+		t.Errorf("a missing library: %v", err)
 	}
 }
