@@ -47,6 +47,7 @@ type Options struct {
 	Push         string   // push the image here
 	PushDisk     string   // push the disk here as a KubeVirt containerDisk
 	DiskArtifact string   // push the disk files here as an OCI artifact
+	Publish      []string // cloud targets: vsphere
 
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
@@ -345,6 +346,8 @@ type Result struct {
 	Executed int         `json:"steps_executed"`
 	Disk     *DiskResult `json:"disk,omitempty"`
 	Pulled   int64       `json:"bytes_pulled,omitempty"`
+	// Published holds each cloud target's resource ids.
+	Published map[string]any `json:"published,omitempty"`
 
 	image v1.Image
 }

@@ -11,7 +11,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/export/registry"
+	"github.com/layerimg/layerimg/export/vsphere"
 	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 // publish does what the registry flags ask after a build: --cache-to,
@@ -45,6 +47,24 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		}
 		if err := p.pushContainerDisk(ctx, res); err != nil {
 			return fmt.Errorf("--push-disk: %w", err)
+		}
+	}
+	for _, target := range o.Publish {
+		if res.Disk == nil {
+			return fmt.Errorf("--publish %s needs disks: add -o DIR", target)
+		}
+		switch target {
+		case "vsphere":
+			r, err := p.publishVSphere(ctx, res)
+			if err != nil {
+				return fmt.Errorf("--publish vsphere: %w", err)
+			}
+			if res.Published == nil {
+				res.Published = map[string]any{}
+			}
+			res.Published["vsphere"] = r
+		default:
+			return fmt.Errorf("--publish %s: not supported yet (vsphere is)", target)
 		}
 	}
 	if o.DiskArtifact != "" {
@@ -108,4 +128,47 @@ func (p *planner) pushContainerDisk(ctx context.Context, res *Result) error {
 	}
 	p.o.Log.Info("pushed containerDisk", "ref", p.o.PushDisk, "digest", d)
 	return nil
+}
+
+// publishVSphere publishes the VMDK (made from the raw disk if the outputs
+// lack it) with the recipe's publish.vsphere section and the GOVC_*
+// variables.
+func (p *planner) publishVSphere(ctx context.Context, res *Result) (*vsphere.Result, error) {
+	vmdkPath := ""
+	if f, ok := res.Disk.Files["vmdk"]; ok {
+		vmdkPath = f.Path
+	} else if f, ok := res.Disk.Files["raw"]; ok {
+		tmp, err := os.MkdirTemp(p.c.TempDir(), "vsphere-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		vmdkPath = filepath.Join(tmp, "disk.vmdk")
+		if err := Convert(ctx, f.Path, "vmdk", vmdkPath, false); err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, fmt.Errorf("needs the raw or vmdk output")
+	}
+	cfg := VSphereConfig(p.r.Publish)
+	cfg.Digest, cfg.BootMode, cfg.Log = res.Disk.key, res.Disk.Boot, p.o.Log
+	if cfg.TemplateName == "" {
+		cfg.TemplateName = p.r.Name
+	}
+	return vsphere.Publish(ctx, vmdkPath, cfg.FromEnv())
+}
+
+// VSphereConfig is the recipe's publish.vsphere section as publisher config.
+func VSphereConfig(pub *recipes.Publish) vsphere.Config {
+	if pub == nil || pub.VSphere == nil {
+		return vsphere.Config{}
+	}
+	v := pub.VSphere
+	return vsphere.Config{
+		URL: v.URL, Username: v.Username, Password: v.Password, Insecure: v.Insecure, Thumbprint: v.Thumbprint,
+		Datacenter: v.Datacenter, Datastore: v.Datastore, Cluster: v.Cluster, Host: v.Host, ResourcePool: v.ResourcePool,
+		Folder: v.Folder, Network: v.Network, TemplateName: v.TemplateName, CPUs: v.CPUs, MemoryMB: v.MemoryMB,
+		HardwareVersion: v.HardwareVersion, GuestID: v.GuestID, Firmware: v.Firmware, SecureBoot: v.SecureBoot,
+		DiskController: v.DiskController, Annotation: v.Annotation, ReplaceExisting: v.ReplaceExisting, ContentLibrary: v.ContentLibrary,
+	}
 }

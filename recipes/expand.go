@@ -67,6 +67,12 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 		ex(Pos{}, "disk", &d.KernelCmdline)
 		ex(Pos{}, "disk", &d.Label)
 	}
+	if r.Publish != nil && r.Publish.VSphere != nil {
+		vs := r.Publish.VSphere
+		for _, f := range []*string{&vs.URL, &vs.Username, &vs.Password, &vs.TemplateName, &vs.Annotation, &vs.Folder, &vs.Network, &vs.Datastore, &vs.Cluster, &vs.ResourcePool} {
+			ex(Pos{}, "publish.vsphere", f)
+		}
+	}
 	for i := range r.Tests {
 		exCmd(r.Tests[i].Pos, fmt.Sprintf("test %d (%s)", i+1, r.Tests[i].Name), &r.Tests[i].Run)
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,7 +196,11 @@ func (p *parser) command(n *yaml.Node, what string, dst *Command) {
 }
 
 var (
-	recipeKeys    = []string{"name", "platform", "args", "from", "steps", "tests", "disk", "outputs"}
+	recipeKeys  = []string{"name", "platform", "args", "from", "steps", "tests", "disk", "outputs", "publish"}
+	publishKeys = []string{"vsphere"}
+	vsphereKeys = []string{"url", "username", "password", "insecure", "thumbprint", "datacenter", "datastore", "cluster", "host",
+		"resource_pool", "folder", "network", "template_name", "cpus", "memory_mb", "hardware_version", "guest_id", "firmware",
+		"secure_boot", "disk_controller", "annotation", "replace_existing", "content_library"}
 	diskKeys      = []string{"size", "filesystem", "label", "boot", "kernel_cmdline", "esp_size"}
 	bootTestKeys  = []string{"expect", "timeout", "controllers", "secure_boot"}
 	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
@@ -228,6 +233,11 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 			}
 		case "disk":
 			r.Disk = p.disk(v)
+		case "publish":
+			r.Publish = &Publish{}
+			p.fields(v, "publish", publishKeys, func(k string, v *yaml.Node) {
+				r.Publish.VSphere = p.vsphere(v)
+			})
 		case "outputs":
 			p.strList(v, "outputs", &r.Outputs)
 			for i, o := range r.Outputs {
@@ -307,6 +317,60 @@ func (p *parser) disk(n *yaml.Node) *Disk {
 		}
 	})
 	return d
+}
+
+func (p *parser) boolean(n *yaml.Node, what string, dst *bool) {
+	if n.Kind != yaml.ScalarNode || (n.Value != "true" && n.Value != "false") {
+		p.errorf(n, "%s must be true or false", what)
+		return
+	}
+	*dst = n.Value == "true"
+}
+
+func (p *parser) integer(n *yaml.Node, what string, dst *int) {
+	v, err := strconv.Atoi(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil || v <= 0 {
+		p.errorf(n, "%s must be a positive whole number", what)
+		return
+	}
+	*dst = v
+}
+
+func (p *parser) vsphere(n *yaml.Node) *VSphere {
+	vs := &VSphere{}
+	strs := map[string]*string{
+		"url": &vs.URL, "username": &vs.Username, "password": &vs.Password, "thumbprint": &vs.Thumbprint,
+		"datacenter": &vs.Datacenter, "datastore": &vs.Datastore, "cluster": &vs.Cluster, "host": &vs.Host,
+		"resource_pool": &vs.ResourcePool, "folder": &vs.Folder, "network": &vs.Network, "template_name": &vs.TemplateName,
+		"hardware_version": &vs.HardwareVersion, "guest_id": &vs.GuestID, "firmware": &vs.Firmware,
+		"disk_controller": &vs.DiskController, "annotation": &vs.Annotation, "content_library": &vs.ContentLibrary,
+	}
+	p.fields(n, "publish.vsphere", vsphereKeys, func(k string, v *yaml.Node) {
+		what := "publish.vsphere." + k
+		switch k {
+		case "insecure":
+			p.boolean(v, what, &vs.Insecure)
+		case "secure_boot":
+			p.boolean(v, what, &vs.SecureBoot)
+		case "replace_existing":
+			p.boolean(v, what, &vs.ReplaceExisting)
+		case "cpus":
+			p.integer(v, what, &vs.CPUs)
+		case "memory_mb":
+			p.integer(v, what, &vs.MemoryMB)
+		default:
+			p.str(v, what, strs[k])
+		}
+		switch {
+		case k == "firmware" && vs.Firmware != "efi" && vs.Firmware != "bios":
+			p.errorf(v, "%s must be efi or bios", what)
+		case k == "disk_controller" && (vs.DiskController == "lsilogic" || vs.DiskController == "sata"):
+			p.errorf(v, "%s %s: Debian's cloud kernel has no LSI Logic or AHCI driver; use pvscsi or nvme", what, vs.DiskController)
+		case k == "disk_controller" && vs.DiskController != "pvscsi" && vs.DiskController != "nvme":
+			p.errorf(v, "%s must be pvscsi or nvme", what)
+		}
+	})
+	return vs
 }
 
 func (p *parser) bootTest(n *yaml.Node, what string) *BootTest {

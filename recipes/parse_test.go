@@ -94,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown top key", "name: x\nfrom: scratch\nstep: []\n", `recipe.yaml:3:1: unknown key "step" in recipe (did you mean "steps"?)`},
 		{"unknown step key", "name: x\nfrom: scratch\nsteps:\n  - rn: echo\n", `recipe.yaml:4:5: unknown key "rn" in steps[0] (did you mean "run"?)`},
-		{"unknown far key", "name: x\nfrom: scratch\nzzzzzzzzz: 1\n", `unknown key "zzzzzzzzz" in recipe (valid keys: name, platform, args, from, steps, tests, disk, outputs)`},
+		{"unknown far key", "name: x\nfrom: scratch\nzzzzzzzzz: 1\n", `unknown key "zzzzzzzzz" in recipe (valid keys: name, platform, args, from, steps, tests, disk, outputs, publish)`},
 		{"copy key", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dest: /a}\n", `recipe.yaml:4:20: unknown key "dest" in steps[0].copy (did you mean "dst"?)`},
 		{"bootstrap key", "name: x\nfrom:\n  bootstrap: {distro: debian, suit: bookworm}\n", `unknown key "suit" in from.bootstrap (did you mean "suite"?)`},
 		{"no name", "from: scratch\n", "name is required"},
@@ -127,6 +127,10 @@ func TestParseErrors(t *testing.T) {
 		{"boot timeout", "name: x\nfrom: scratch\ntests:\n  - boot: {timeout: soon}\n", `timeout "soon" is not a duration`},
 		{"boot and run", "name: x\nfrom: scratch\ntests:\n  - {run: x, boot: {}}\n", `must have exactly one of run or boot`},
 		{"bad regexp", "name: x\nfrom: scratch\ntests:\n  - boot: {expect: \"(\"}\n", `expect: error parsing regexp`},
+		{"vsphere key", "name: x\nfrom: scratch\npublish:\n  vsphere: {templte_name: t}\n", `unknown key "templte_name" in publish.vsphere (did you mean "template_name"?)`},
+		{"vsphere lsilogic", "name: x\nfrom: scratch\npublish:\n  vsphere: {disk_controller: lsilogic}\n", `no LSI Logic or AHCI driver`},
+		{"vsphere cpus", "name: x\nfrom: scratch\npublish:\n  vsphere: {cpus: many}\n", `publish.vsphere.cpus must be a positive whole number`},
+		{"vsphere bool", "name: x\nfrom: scratch\npublish:\n  vsphere: {insecure: maybe}\n", `publish.vsphere.insecure must be true or false`},
 		{"bad distro", "name: x\nfrom:\n  bootstrap: {distro: fedora, suite: b}\n", `distro must be debian`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

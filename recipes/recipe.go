@@ -13,6 +13,7 @@ type Recipe struct {
 	Tests    []Test            `yaml:"tests" json:"tests,omitempty"`
 	Disk     *Disk             `yaml:"disk" json:"disk,omitempty"`
 	Outputs  []string          `yaml:"outputs" json:"outputs,omitempty"`
+	Publish  *Publish          `yaml:"publish" json:"publish,omitempty"`
 
 	// File is the path the recipe was read from; Dir is its build context.
 	File string `yaml:"-" json:"-"`
@@ -126,4 +127,37 @@ func (s *Step) Kind() string {
 		return "env"
 	}
 	return ""
+}
+
+// Publish says where the finished disks go.
+type Publish struct {
+	VSphere *VSphere `yaml:"vsphere" json:"vsphere,omitempty"`
+}
+
+// VSphere publishes the VMDK as a vSphere template. Empty connection and
+// placement fields fall back to the GOVC_* environment variables.
+type VSphere struct {
+	URL             string `yaml:"url" json:"url,omitempty"`
+	Username        string `yaml:"username" json:"username,omitempty"`
+	Password        string `yaml:"password" json:"-"`
+	Insecure        bool   `yaml:"insecure" json:"insecure,omitempty"`
+	Thumbprint      string `yaml:"thumbprint" json:"thumbprint,omitempty"`
+	Datacenter      string `yaml:"datacenter" json:"datacenter,omitempty"`
+	Datastore       string `yaml:"datastore" json:"datastore,omitempty"`
+	Cluster         string `yaml:"cluster" json:"cluster,omitempty"`
+	Host            string `yaml:"host" json:"host,omitempty"`
+	ResourcePool    string `yaml:"resource_pool" json:"resource_pool,omitempty"`
+	Folder          string `yaml:"folder" json:"folder,omitempty"`
+	Network         string `yaml:"network" json:"network,omitempty"`
+	TemplateName    string `yaml:"template_name" json:"template_name,omitempty"`
+	CPUs            int    `yaml:"cpus" json:"cpus,omitempty"`
+	MemoryMB        int    `yaml:"memory_mb" json:"memory_mb,omitempty"`
+	HardwareVersion string `yaml:"hardware_version" json:"hardware_version,omitempty"`
+	GuestID         string `yaml:"guest_id" json:"guest_id,omitempty"`
+	Firmware        string `yaml:"firmware" json:"firmware,omitempty"`
+	SecureBoot      bool   `yaml:"secure_boot" json:"secure_boot,omitempty"`
+	DiskController  string `yaml:"disk_controller" json:"disk_controller,omitempty"`
+	Annotation      string `yaml:"annotation" json:"annotation,omitempty"`
+	ReplaceExisting bool   `yaml:"replace_existing" json:"replace_existing,omitempty"`
+	ContentLibrary  string `yaml:"content_library" json:"content_library,omitempty"`
 }

@@ -37,6 +37,8 @@ func TestSchemaMatchesTypes(t *testing.T) {
 		{"copy", s.Defs["copy"].Properties, Copy{}, copyKeys},
 		{"disk", s.Defs["disk"].Properties, Disk{}, diskKeys},
 		{"bootTest", s.Defs["bootTest"].Properties, BootTest{}, bootTestKeys},
+		{"publish", s.Defs["publish"].Properties, Publish{}, publishKeys},
+		{"vsphere", s.Defs["vsphere"].Properties, VSphere{}, vsphereKeys},
 	} {
 		schema := keys(tc.props)
 		fromType := yamlFields(reflect.TypeOf(tc.typ))

@@ -84,6 +84,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 	var formats []string
 	var uniqueIDs, digests bool
 	var cacheTo, push, pushDisk, diskArtifact string
+	var publish []string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -110,7 +111,7 @@ time other than 1970-01-01 on what is made.`,
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
-			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact = cacheTo, push, pushDisk, diskArtifact
+			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
 			if o.Formats, err = parseFormats(formats); err != nil {
 				return err
 			}
@@ -134,6 +135,7 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&push, "push", "", "push the image to `REF` (runnable as a container)")
 	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
+	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: vsphere")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
 	return c

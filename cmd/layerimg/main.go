@@ -61,7 +61,7 @@ so a rebuild runs only the steps whose inputs changed.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	g.register(root)
-	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd())
+	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd(), newPublishCmd(g))
 	return root
 }
 

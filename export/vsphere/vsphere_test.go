@@ -39,7 +39,7 @@ func sim(t *testing.T) (*simulator.Server, string) {
 	if err := model.Create(); err != nil {
 		t.Fatal(err)
 	}
-	model.Service.TLS = new(tls.Config) // a self-signed certificate, as a real vCenter's often is
+	model.Service.TLS = new(tls.Config)    // a self-signed certificate, as a real vCenter's often is
 	model.Service.RegisterEndpoints = true // the content library (vAPI)
 	s := model.Service.NewServer()
 	t.Cleanup(func() { s.Close(); model.Remove() })
