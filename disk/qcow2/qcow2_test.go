@@ -2,37 +2,12 @@ package qcow2
 
 import (
 	"context"
-	"math/rand"
+	"github.com/layerimg/layerimg/disk/disktest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-func makeRaw(t *testing.T, size int64, offs ...int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, _ := os.Create(p)
-	defer f.Close()
-	f.Truncate(size)
-	rng := rand.New(rand.NewSource(size))
-	for _, off := range offs {
-		b := make([]byte, min(4096, size-off))
-		rng.Read(b)
-		f.WriteAt(b, off)
-	}
-	return p
-}
-
-func qemuImg(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("qemu-img", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 func TestConvertMatchesQemuImg(t *testing.T) {
 	const mib = 1 << 20
@@ -49,23 +24,23 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 		{"2 TiB sparse", 2 << 40, []int64{0, 1 << 40, 2<<40 - 4096}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := makeRaw(t, tc.size, tc.offs...)
+			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
 			out := filepath.Join(t.TempDir(), "disk.qcow2")
 			if err := Convert(context.Background(), raw, out); err != nil {
 				t.Fatal(err)
 			}
-			info := qemuImg(t, "info", out)
+			info := disktest.QemuImg(t, "info", out)
 			if !strings.Contains(info, "compat: 1.1") || !strings.Contains(info, "cluster_size: 65536") {
 				t.Errorf("qemu-img info:\n%s", info)
 			}
-			qemuImg(t, "check", out)
+			disktest.QemuImg(t, "check", out)
 			if tc.size > 1<<40 {
-				m := qemuImg(t, "map", "--output=json", out)
+				m := disktest.QemuImg(t, "map", "--output=json", out)
 				if n := strings.Count(m, `"data": true`); n != len(tc.offs) {
 					t.Errorf("%d data extents, want %d:\n%s", n, len(tc.offs), m)
 				}
 			} else {
-				qemuImg(t, "compare", "-f", "raw", "-F", "qcow2", raw, out)
+				disktest.QemuImg(t, "compare", "-f", "raw", "-F", "qcow2", raw, out)
 			}
 			fi, _ := os.Stat(out)
 			// header + data clusters + a few metadata clusters

@@ -2,38 +2,13 @@ package vhd
 
 import (
 	"bytes"
-	"math/rand"
+	"github.com/layerimg/layerimg/disk/disktest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-func makeRaw(t *testing.T, size int64, offs ...int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, _ := os.Create(p)
-	defer f.Close()
-	f.Truncate(size)
-	rng := rand.New(rand.NewSource(size))
-	for _, off := range offs {
-		b := make([]byte, min(4096, size-off))
-		rng.Read(b)
-		f.WriteAt(b, off)
-	}
-	return p
-}
-
-func qemuImg(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("qemu-img", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 func TestConvertMatchesQemuImg(t *testing.T) {
 	const mib = 1 << 20
@@ -51,7 +26,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 		{"2040 GiB sparse (the VHD maximum)", MaxSize, []int64{0, MaxSize - 4096}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := makeRaw(t, tc.size, tc.offs...)
+			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
 			out := filepath.Join(t.TempDir(), "disk.vhd")
 			if err := Convert(raw, out, id, stamp); err != nil {
 				t.Fatal(err)
@@ -59,7 +34,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 			if err := Check(out); err != nil {
 				t.Fatal(err)
 			}
-			info := qemuImg(t, "info", "-f", "vpc", out)
+			info := disktest.QemuImg(t, "info", "-f", "vpc", out)
 			want := Size(tc.size)
 			if !strings.Contains(info, "("+itoa(want)+" bytes)") {
 				t.Errorf("virtual size should be %d:\n%s", want, info)
@@ -69,7 +44,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 				padded := filepath.Join(t.TempDir(), "padded.raw")
 				data, _ := os.ReadFile(raw)
 				os.WriteFile(padded, append(data, make([]byte, want-tc.size)...), 0o644)
-				qemuImg(t, "compare", "-f", "raw", "-F", "vpc", padded, out)
+				disktest.QemuImg(t, "compare", "-f", "raw", "-F", "vpc", padded, out)
 			}
 			// Sparse: the file takes no more room than its data and footer.
 			var st = statBlocks(t, out)
@@ -81,7 +56,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 }
 
 func TestInPlaceAndCheck(t *testing.T) {
-	raw := makeRaw(t, 5*(1<<20)+512, 0)
+	raw := disktest.MakeRaw(t, 5*(1<<20)+512, 0)
 	orig, _ := os.ReadFile(raw)
 	if err := AppendInPlace(raw, [16]byte{9}, time.Unix(1700000000, 0)); err != nil {
 		t.Fatal(err)
@@ -116,7 +91,7 @@ func TestInPlaceAndCheck(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	raw := makeRaw(t, MaxSize+1)
+	raw := disktest.MakeRaw(t, MaxSize+1)
 	if err := Convert(raw, raw+".vhd", [16]byte{}, time.Unix(0, 0)); err == nil || !strings.Contains(err.Error(), "2040 GiB") {
 		t.Errorf("err = %v", err)
 	}

@@ -2,49 +2,12 @@ package vmdk
 
 import (
 	"context"
-	"math/rand"
+	"github.com/layerimg/layerimg/disk/disktest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// makeRaw writes a sparse raw disk of size bytes with data at the given
-// offsets (each a 4 KiB run of seeded random bytes, clipped at the end).
-func makeRaw(t *testing.T, size int64, offs ...int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewSource(size))
-	for _, off := range offs {
-		b := make([]byte, min(4096, size-off))
-		rng.Read(b)
-		if _, err := f.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return p
-}
-
-func qemuImg(t *testing.T, args ...string) string {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Fatal("qemu-img not found: apt-get install qemu-utils (.ci/run does)")
-	}
-	out, err := exec.Command("qemu-img", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 func TestConvertMatchesQemuImg(t *testing.T) {
 	const mib = 1 << 20
@@ -61,26 +24,26 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 		{"2 TiB sparse", 2 << 40, []int64{0, 1 << 40, 2<<40 - 4096}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := makeRaw(t, tc.size, tc.offs...)
+			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
 			out := filepath.Join(t.TempDir(), "disk.vmdk")
 			if err := Convert(context.Background(), raw, out, Options{CID: 0x1234}); err != nil {
 				t.Fatal(err)
 			}
-			info := qemuImg(t, "info", out)
+			info := disktest.QemuImg(t, "info", out)
 			if !strings.Contains(info, "create type: streamOptimized") || !strings.Contains(info, "compressed: true") {
 				t.Errorf("qemu-img info:\n%s", info)
 			}
-			qemuImg(t, "check", out)
+			disktest.QemuImg(t, "check", out)
 			// compare needs equal sizes (the VMDK rounds up to a sector) and
 			// reads every byte, too slow for 2 TiB: there, map the data.
 			switch {
 			case tc.size > 1<<30:
-				m := qemuImg(t, "map", "--output=json", out)
+				m := disktest.QemuImg(t, "map", "--output=json", out)
 				if n := strings.Count(m, `"data": true`); n != len(tc.offs) {
 					t.Errorf("%d data extents, want %d:\n%s", n, len(tc.offs), m)
 				}
 			case tc.size%512 == 0:
-				qemuImg(t, "compare", "-f", "raw", "-F", "vmdk", raw, out)
+				disktest.QemuImg(t, "compare", "-f", "raw", "-F", "vmdk", raw, out)
 			}
 			fi, _ := os.Stat(out)
 			if max := int64(128<<10) + int64(len(tc.offs))*(12<<10) + tc.size/(32*mib)*4/512*512 + 4096; fi.Size() > max {
@@ -91,7 +54,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 }
 
 func TestConvertDeterministicAcrossWorkers(t *testing.T) {
-	raw := makeRaw(t, 40<<20, 0, 1<<20, 2<<20, 7<<20, 39<<20)
+	raw := disktest.MakeRaw(t, 40<<20, 0, 1<<20, 2<<20, 7<<20, 39<<20)
 	var sums []string
 	for _, w := range []int{1, 2, 7} {
 		out := filepath.Join(t.TempDir(), "d.vmdk")
@@ -107,7 +70,7 @@ func TestConvertDeterministicAcrossWorkers(t *testing.T) {
 }
 
 func TestConvertCancelLeavesNothing(t *testing.T) {
-	raw := makeRaw(t, 64<<20, 0, 32<<20)
+	raw := disktest.MakeRaw(t, 64<<20, 0, 32<<20)
 	out := filepath.Join(t.TempDir(), "d.vmdk")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -1,0 +1,48 @@
+package disktest
+
+import (
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// MakeRaw writes a sparse raw disk of size bytes with a 4 KiB run of seeded
+// random bytes at each offset (clipped at the end).
+func MakeRaw(t testing.TB, size int64, offs ...int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(size))
+	for _, off := range offs {
+		b := make([]byte, min(4096, size-off))
+		rng.Read(b)
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// QemuImg runs qemu-img, the outside oracle for every disk format, and
+// fails the test on a non-zero exit.
+func QemuImg(t testing.TB, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not found: apt-get install qemu-utils (.ci/run does)")
+	}
+	out, err := exec.Command("qemu-img", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
