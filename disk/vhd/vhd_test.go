@@ -2,12 +2,13 @@ package vhd
 
 import (
 	"bytes"
-	"github.com/layerimg/layerimg/disk/disktest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/layerimg/layerimg/disk/disktest"
 )
 
 func TestConvertMatchesQemuImg(t *testing.T) {

@@ -2,11 +2,12 @@ package vmdk
 
 import (
 	"context"
-	"github.com/layerimg/layerimg/disk/disktest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/layerimg/layerimg/disk/disktest"
 )
 
 func TestConvertMatchesQemuImg(t *testing.T) {
