@@ -20,7 +20,6 @@ import (
 
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
-	"github.com/layerimg/layerimg/rootfs"
 )
 
 // Options control a plan or a build.
@@ -603,4 +602,3 @@ func writeFileAtomic(path string, data []byte) error {
 	return err
 }
 
-var _ = rootfs.CheckPrivileges
