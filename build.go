@@ -601,4 +601,3 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return err
 }
-

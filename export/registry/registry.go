@@ -4,6 +4,7 @@ package registry
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -120,7 +121,7 @@ func PushArtifact(ctx context.Context, ref string, blobs []v1.Layer, titles []st
 	if err := remote.Put(r, rawManifest(raw), opts...); err != nil {
 		return "", fmt.Errorf("pushing artifact manifest %s: %w", ref, err)
 	}
-	h, _, err := v1.SHA256(bytesReader(raw))
+	h, _, err := v1.SHA256(bytes.NewReader(raw))
 	return h.String(), err
 }
 
