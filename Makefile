@@ -29,6 +29,9 @@ test: deps
 bench: deps
 	$(GO) test -run XXX -bench 'LayerCreate|TarGzipPipeline' -benchtime 5x ./layers
 	$(GO) test -run XXX -bench NoopRebuild -benchtime 20x ./cmd/layerimg
+	# Disks against qemu-img and the shell pipeline; set LAYERIMG_BENCH_ROOTFS
+	# and LAYERIMG_BENCH_DISK to measure a real image (see BENCHMARKS.md).
+	$(GO) test -run XXX -bench 'Convert|DiskAssembly' -benchtime 3x ./cmd/layerimg
 
 lint:
 	test -z "$$(gofmt -l .)"
