@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -347,8 +348,6 @@ type Result struct {
 	Pulled   int64       `json:"bytes_pulled,omitempty"`
 	// Published holds each cloud target's resource ids.
 	Published map[string]any `json:"published,omitempty"`
-
-	image v1.Image
 }
 
 // BaseInfo records the base a build used.
@@ -357,9 +356,6 @@ type BaseInfo struct {
 	Digest string `json:"digest,omitempty"`
 	Key    string `json:"key,omitempty"`
 }
-
-// Image is the built image.
-func (r *Result) ImageV1() v1.Image { return r.image }
 
 // Build runs the recipe: cached steps are reused, the rest run in the
 // sandbox, tests run against the result, and the outputs are written.
@@ -494,7 +490,6 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	} else if hasBootTests(r) {
 		o.Log.Warn("the recipe has boot tests, but no disk was asked for (-o DIR): they did not run")
 	}
-	res.image = img
 	d, err := img.Digest()
 	if err != nil {
 		return nil, err
@@ -578,26 +573,13 @@ func writeRecord(c *layers.Cache, name string, m map[string]layers.KeyInput) err
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(recordPath(c, name), data)
+	return writeFile(recordPath(c, name), data)
 }
 
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+// writeFile writes data to path atomically (temp file, then rename).
+func writeFile(path string, data []byte) error {
+	return sparse.WriteAtomic(path, func(f *os.File) error {
+		_, err := f.Write(data)
 		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	})
 }

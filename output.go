@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
@@ -88,7 +89,7 @@ func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, r *recipes
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(o.Manifest, append(data, '\n')); err != nil {
+		if err := writeFile(o.Manifest, append(data, '\n')); err != nil {
 			return fmt.Errorf("writing build manifest %s: %w", o.Manifest, err)
 		}
 	}
@@ -141,29 +142,14 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	bw := bufio.NewWriterSize(f, 1<<20)
-	e := time.Unix(epoch, 0)
-	if err := rootfs.WriteTar(ctx, bw, tree, rootfs.TarOptions{Epoch: &e}); err != nil {
-		f.Close()
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), file)
+	return sparse.WriteAtomic(file, func(f *os.File) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		e := time.Unix(epoch, 0)
+		if err := rootfs.WriteTar(ctx, bw, tree, rootfs.TarOptions{Epoch: &e}); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
 }
 
 // Flatten applies every layer of img, in order, onto dir.

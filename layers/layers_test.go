@@ -184,10 +184,21 @@ func TestCachePruneAndStaleTmp(t *testing.T) {
 	c.Store(Entry{Key: "sha256:cur", Layer: cur})
 	past := time.Now().Add(-30 * 24 * time.Hour)
 	os.Chtimes(c.keyPath("sha256:old"), past, past)
-	// A scratch dir whose owner died (no lock held) and a live one.
+	// A scratch dir whose owner died (no lock held), beside c's live one:
+	// a second user of the cache removes the first and keeps the second.
 	os.MkdirAll(filepath.Join(dir, "tmp", "dead"), 0o755)
 	os.WriteFile(filepath.Join(dir, "tmp", "dead.lock"), nil, 0o644)
-	live := c.TempDir()
+	other, err := OpenCache(dir, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tmp", "dead")); err == nil {
+		t.Error("stale scratch dir kept")
+	}
+	if _, err := os.Stat(c.TempDir()); err != nil {
+		t.Errorf("a live build's scratch dir was removed: %v", err)
+	}
+	other.Close()
 	c.Close()
 
 	c, err = OpenCache(dir, true, nil)
@@ -195,10 +206,6 @@ func TestCachePruneAndStaleTmp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := os.Stat(filepath.Join(dir, "tmp", "dead")); err == nil {
-		t.Error("stale scratch dir kept")
-	}
-	_ = live
 	n, _, err := c.Prune(7, nil)
 	if err != nil || n != 1 {
 		t.Fatalf("prune: %d, %v", n, err)
