@@ -1,0 +1,192 @@
+package ami
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// Tag keys the publisher sets on snapshots and images. An image carrying
+// DigestTag is complete: the tag is written last.
+const (
+	DigestTag = "layerimg:digest"
+	RecipeTag = "layerimg:recipe"
+)
+
+// Method is how the disk reaches EBS.
+const (
+	EBSDirect      = "ebs-direct"
+	ImportSnapshot = "import-snapshot"
+)
+
+// Config is where and how to publish. Zero fields take the defaults the
+// issue and AWS documentation recommend.
+type Config struct {
+	Region      string
+	Name        string // a text/template: .Name .Date .Time .Digest .Args
+	Description string
+	Tags        map[string]string
+
+	BootMode       string // uefi (default), uefi-preferred, legacy-bios
+	Architecture   string // x86_64 (default) or arm64
+	ENASupport     *bool  // default true
+	IMDSSupport    string // v2.0 (default); "none" registers without
+	TPMSupport     string // v2.0 or empty
+	RootDeviceName string // /dev/xvda
+	VolumeType     string // gp3
+	VolumeSize     int64  // GiB; default: the disk's size rounded up
+
+	Encrypted bool
+	KMSKeyID  string
+
+	CopyTo              []string
+	ShareAccounts       []string
+	ShareOrganizations  []string
+	ShareOrganizational []string // organizational unit ARNs
+
+	Method   string // ebs-direct (default) or import-snapshot
+	S3Bucket string // for import-snapshot
+	RoleName string // for import-snapshot; AWS's default is vmimport
+
+	Parallel int // PutSnapshotBlock workers; default 32
+	Force    bool
+	Profile  string
+
+	// Waits: for the snapshot to complete, for each copy, for an import task.
+	SnapshotTimeout, CopyTimeout, ImportTimeout time.Duration
+	PollInterval                                time.Duration // default 5 s
+	ProgressInterval                            time.Duration // default 5 s
+	MaxBackoff                                  time.Duration // between retries; default 20 s
+
+	// Digest is the disk's content digest (sha256:...); Recipe and Args
+	// feed the name template and the tags.
+	Digest, Recipe string
+	Args           map[string]string
+	Now            time.Time
+
+	// Endpoint and HTTPClient point the SDK elsewhere (tests). AWS_ENDPOINT_URL
+	// and AWS_CA_BUNDLE work as well.
+	Endpoint, S3Endpoint string
+	HTTPClient           *http.Client
+	Log                  *slog.Logger
+}
+
+var (
+	regionRE  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
+	accountRE = regexp.MustCompile(`^\d{12}$`)
+	amiNameRE = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$`)
+)
+
+func (c *Config) defaults() error {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	def := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	def(&c.BootMode, "uefi")
+	def(&c.Architecture, "x86_64")
+	def(&c.IMDSSupport, "v2.0")
+	def(&c.RootDeviceName, "/dev/xvda")
+	def(&c.VolumeType, "gp3")
+	def(&c.Method, EBSDirect)
+	def(&c.Name, "{{.Name}}-{{.Digest}}")
+	if c.ENASupport == nil {
+		t := true
+		c.ENASupport = &t
+	}
+	durs := []struct {
+		d *time.Duration
+		v time.Duration
+	}{{&c.SnapshotTimeout, time.Hour}, {&c.CopyTimeout, 2 * time.Hour}, {&c.ImportTimeout, 2 * time.Hour},
+		{&c.PollInterval, 5 * time.Second}, {&c.ProgressInterval, 5 * time.Second}, {&c.MaxBackoff, 20 * time.Second}}
+	for _, d := range durs {
+		if *d.d <= 0 {
+			*d.d = d.v
+		}
+	}
+	if c.Parallel <= 0 {
+		c.Parallel = 32
+	}
+	if c.Now.IsZero() {
+		c.Now = time.Now().UTC()
+	}
+	switch {
+	case c.Region == "":
+		return errors.New("aws: no region (set publish.aws.region, --region or AWS_REGION)")
+	case !regionRE.MatchString(c.Region):
+		return fmt.Errorf("aws: region %q is not a region name such as eu-west-1", c.Region)
+	case !slices.Contains([]string{"uefi", "uefi-preferred", "legacy-bios"}, c.BootMode):
+		return fmt.Errorf("aws: boot_mode %q: expected uefi, uefi-preferred or legacy-bios", c.BootMode)
+	case c.Architecture != "x86_64" && c.Architecture != "arm64":
+		return fmt.Errorf("aws: architecture %q: expected x86_64 or arm64", c.Architecture)
+	case c.Architecture == "arm64" && c.BootMode != "uefi":
+		return errors.New("aws: arm64 images boot only with boot_mode uefi")
+	case c.IMDSSupport != "v2.0" && c.IMDSSupport != "none":
+		return fmt.Errorf("aws: imds_support %q: expected v2.0 or none", c.IMDSSupport)
+	case c.TPMSupport != "" && c.TPMSupport != "v2.0":
+		return fmt.Errorf("aws: tpm_support %q: expected v2.0", c.TPMSupport)
+	case c.TPMSupport != "" && c.BootMode != "uefi":
+		return errors.New("aws: tpm_support needs boot_mode uefi")
+	case !slices.Contains([]string{"gp2", "gp3", "io1", "io2", "standard"}, c.VolumeType):
+		return fmt.Errorf("aws: volume_type %q cannot be a boot volume; use gp3, gp2, io1, io2 or standard", c.VolumeType)
+	case c.KMSKeyID != "" && !c.Encrypted:
+		return errors.New("aws: kms_key_id needs encrypted: true")
+	case c.Method != EBSDirect && c.Method != ImportSnapshot:
+		return fmt.Errorf("aws: method %q: expected ebs-direct or import-snapshot", c.Method)
+	case c.Method == ImportSnapshot && c.S3Bucket == "":
+		return errors.New("aws: method import-snapshot needs s3_bucket")
+	case c.Digest == "":
+		return errors.New("aws: the disk's digest is unknown")
+	}
+	for _, r := range c.CopyTo {
+		if !regionRE.MatchString(r) || r == c.Region {
+			return fmt.Errorf("aws: copy_to %q: expected regions other than %s", r, c.Region)
+		}
+	}
+	for _, a := range c.ShareAccounts {
+		if !accountRE.MatchString(a) {
+			return fmt.Errorf("aws: launch_permissions.accounts: %q is not a 12-digit account ID", a)
+		}
+	}
+	for k := range c.Tags {
+		if strings.HasPrefix(strings.ToLower(k), "aws:") || strings.HasPrefix(k, "layerimg:") {
+			return fmt.Errorf("aws: tag %q: the aws: and layerimg: prefixes are reserved", k)
+		}
+	}
+	if len(c.Tags) > 45 {
+		return fmt.Errorf("aws: %d tags; AWS allows 50 and layerimg sets up to 5", len(c.Tags))
+	}
+	return nil
+}
+
+// ImageName expands the name template. AWS's rules for AMI names are
+// checked here so that a bad template fails before anything is uploaded.
+func (c *Config) ImageName() (string, error) {
+	t, err := template.New("name").Option("missingkey=error").Parse(c.Name)
+	if err != nil {
+		return "", fmt.Errorf("aws: name template %q: %w", c.Name, err)
+	}
+	short := strings.TrimPrefix(c.Digest, "sha256:")
+	short = short[:min(12, len(short))]
+	var b bytes.Buffer
+	data := map[string]any{"Name": c.Recipe, "Date": c.Now.Format("2006-01-02"), "Time": c.Now.Format("20060102-150405"),
+		"Digest": short, "Args": c.Args}
+	if err := t.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("aws: name template %q: %w", c.Name, err)
+	}
+	name := b.String()
+	if !amiNameRE.MatchString(name) {
+		return "", fmt.Errorf("aws: image name %q: AMI names are 3 to 128 letters, digits and ()[] ./-'@_", name)
+	}
+	return name, nil
+}
