@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/layerimg/layerimg/disk/vhd"
+	"github.com/layerimg/layerimg/disk/vmdk"
 )
 
 // Image is one region's AMI.
@@ -92,7 +93,7 @@ func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err
 		if err != nil {
 			return nil, err
 		}
-		if img, err = p.register(ctx, primary, snap, src.size); err != nil {
+		if img, err = p.register(ctx, primary, snap, src.virtual); err != nil {
 			return nil, err
 		}
 		// The tagged image is complete: a failure from here on keeps it,
@@ -471,9 +472,10 @@ func (p *publisher) share(ctx context.Context, imgs []Image) error {
 // diskFile is the disk to upload: its data is the first size bytes.
 type diskFile struct {
 	*os.File
-	path   string
-	size   int64
-	format string // raw, vhd, vmdk
+	path    string
+	size    int64  // bytes of the file to upload
+	virtual int64  // the disk's size
+	format  string // raw, vhd, vmdk
 }
 
 func openDisk(path, method string) (*diskFile, error) {
@@ -513,7 +515,14 @@ func sniff(f *os.File, path string) (*diskFile, error) {
 	}
 	switch {
 	case string(head) == "KDMV":
-		d.format = "vmdk"
+		capacity, stream, err := vmdk.Info(path)
+		if err != nil {
+			return nil, fmt.Errorf("aws: %w", err)
+		}
+		if !stream {
+			return nil, fmt.Errorf("aws: %s is not a streamOptimized VMDK (layerimg convert --to vmdk makes one)", path)
+		}
+		d.format, d.virtual = "vmdk", capacity
 		return d, nil
 	case string(head) == "QFI\xfb":
 		return nil, fmt.Errorf("aws: %s is qcow2; publish the raw disk", path)
@@ -536,5 +545,6 @@ func sniff(f *os.File, path string) (*diskFile, error) {
 	if d.size%512 != 0 || d.size == 0 {
 		return nil, fmt.Errorf("aws: %s: %d bytes is not a whole number of 512-byte sectors", path, d.size)
 	}
+	d.virtual = d.size
 	return d, nil
 }
