@@ -197,7 +197,14 @@ func (p *parser) command(n *yaml.Node, what string, dst *Command) {
 
 var (
 	recipeKeys  = []string{"name", "platform", "args", "from", "steps", "tests", "disk", "outputs", "publish"}
-	publishKeys = []string{"vsphere"}
+	publishKeys = []string{"vsphere", "aws", "azure"}
+	awsKeys     = []string{"region", "name", "description", "tags", "boot_mode", "architecture", "ena_support", "imds_support",
+		"tpm_support", "root_device_name", "volume_type", "volume_size", "encrypted", "kms_key_id", "copy_to",
+		"launch_permissions", "method", "s3_bucket", "role_name"}
+	launchPermissionKeys = []string{"accounts", "organizations", "organizational_units"}
+	azureKeys            = []string{"subscription_id", "resource_group", "location", "image_name", "gallery", "hyper_v_generation",
+		"security_type", "os_type", "tags", "keep_disk"}
+	galleryKeys = []string{"name", "image_definition", "version", "replica_regions", "exclude_from_latest", "publisher", "offer", "sku"}
 	vsphereKeys = []string{"url", "username", "password", "insecure", "thumbprint", "datacenter", "datastore", "cluster", "host",
 		"resource_pool", "folder", "network", "template_name", "cpus", "memory_mb", "hardware_version", "guest_id", "firmware",
 		"secure_boot", "disk_controller", "annotation", "replace_existing", "content_library"}
@@ -236,7 +243,14 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 		case "publish":
 			r.Publish = &Publish{}
 			p.fields(v, "publish", publishKeys, func(k string, v *yaml.Node) {
-				r.Publish.VSphere = p.vsphere(v)
+				switch k {
+				case "vsphere":
+					r.Publish.VSphere = p.vsphere(v)
+				case "aws":
+					r.Publish.AWS = p.aws(v)
+				case "azure":
+					r.Publish.Azure = p.azure(v)
+				}
 			})
 		case "outputs":
 			p.strList(v, "outputs", &r.Outputs)
@@ -372,6 +386,112 @@ func (p *parser) vsphere(n *yaml.Node) *VSphere {
 	})
 	return vs
 }
+
+// oneOf reports a value outside the allowed list.
+func (p *parser) oneOf(n *yaml.Node, what, v string, allowed ...string) {
+	if v != "" && !contains(allowed, v) {
+		p.errorf(n, "%s %q: expected %s", what, v, strings.Join(allowed, ", "))
+	}
+}
+
+func (p *parser) aws(n *yaml.Node) *AWS {
+	a := &AWS{}
+	strs := map[string]*string{
+		"region": &a.Region, "name": &a.Name, "description": &a.Description, "boot_mode": &a.BootMode,
+		"architecture": &a.Architecture, "imds_support": &a.IMDSSupport, "tpm_support": &a.TPMSupport,
+		"root_device_name": &a.RootDeviceName, "volume_type": &a.VolumeType, "kms_key_id": &a.KMSKeyID,
+		"method": &a.Method, "s3_bucket": &a.S3Bucket, "role_name": &a.RoleName,
+	}
+	p.fields(n, "publish.aws", awsKeys, func(k string, v *yaml.Node) {
+		what := "publish.aws." + k
+		switch k {
+		case "tags":
+			p.strMap(v, what, &a.Tags)
+		case "ena_support":
+			var b bool
+			p.boolean(v, what, &b)
+			a.ENASupport = &b
+		case "encrypted":
+			p.boolean(v, what, &a.Encrypted)
+		case "volume_size":
+			p.integer(v, what, &a.VolumeSize)
+		case "copy_to":
+			p.strList(v, what, &a.CopyTo)
+		case "launch_permissions":
+			lp := &LaunchPermissions{}
+			p.fields(v, what, launchPermissionKeys, func(k string, v *yaml.Node) {
+				dst := map[string]*[]string{"accounts": &lp.Accounts, "organizations": &lp.Organizations, "organizational_units": &lp.OrganizationalUnits}[k]
+				p.strList(v, what+"."+k, dst)
+			})
+			a.LaunchPermissions = lp
+		default:
+			p.str(v, what, strs[k])
+		}
+		switch k {
+		case "boot_mode":
+			p.oneOf(v, what, a.BootMode, "uefi", "uefi-preferred", "legacy-bios")
+		case "architecture":
+			p.oneOf(v, what, a.Architecture, "x86_64", "arm64")
+		case "imds_support":
+			p.oneOf(v, what, a.IMDSSupport, "v2.0", "none")
+		case "tpm_support":
+			p.oneOf(v, what, a.TPMSupport, "v2.0")
+		case "volume_type":
+			p.oneOf(v, what, a.VolumeType, "gp3", "gp2", "io1", "io2", "standard")
+		case "method":
+			p.oneOf(v, what, a.Method, "ebs-direct", "import-snapshot")
+		}
+	})
+	return a
+}
+
+func (p *parser) azure(n *yaml.Node) *Azure {
+	a := &Azure{}
+	strs := map[string]*string{
+		"subscription_id": &a.SubscriptionID, "resource_group": &a.ResourceGroup, "location": &a.Location,
+		"image_name": &a.ImageName, "hyper_v_generation": &a.HyperVGeneration, "security_type": &a.SecurityType, "os_type": &a.OSType,
+	}
+	p.fields(n, "publish.azure", azureKeys, func(k string, v *yaml.Node) {
+		what := "publish.azure." + k
+		switch k {
+		case "tags":
+			p.strMap(v, what, &a.Tags)
+		case "keep_disk":
+			p.boolean(v, what, &a.KeepDisk)
+		case "gallery":
+			g := &Gallery{}
+			gs := map[string]*string{"name": &g.Name, "image_definition": &g.ImageDefinition, "version": &g.Version,
+				"publisher": &g.Publisher, "offer": &g.Offer, "sku": &g.SKU}
+			p.fields(v, what, galleryKeys, func(k string, v *yaml.Node) {
+				switch k {
+				case "replica_regions":
+					p.strList(v, what+"."+k, &g.ReplicaRegions)
+				case "exclude_from_latest":
+					p.boolean(v, what+"."+k, &g.ExcludeFromLatest)
+				default:
+					p.str(v, what+"."+k, gs[k])
+				}
+				if k == "version" && !galleryVersionRE.MatchString(g.Version) {
+					p.errorf(v, "%s.version %q: expected MAJOR.MINOR.PATCH, such as 1.4.0", what, g.Version)
+				}
+			})
+			a.Gallery = g
+		default:
+			p.str(v, what, strs[k])
+		}
+		switch k {
+		case "hyper_v_generation":
+			p.oneOf(v, what, a.HyperVGeneration, "V2", "V1")
+		case "security_type":
+			p.oneOf(v, what, a.SecurityType, "Standard", "TrustedLaunch")
+		case "os_type":
+			p.oneOf(v, what, a.OSType, "Linux")
+		}
+	})
+	return a
+}
+
+var galleryVersionRE = regexp.MustCompile(`^\d+\.\d+\.\d+$`)
 
 func (p *parser) bootTest(n *yaml.Node, what string) *BootTest {
 	b := &BootTest{}

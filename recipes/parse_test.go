@@ -131,6 +131,12 @@ func TestParseErrors(t *testing.T) {
 		{"vsphere lsilogic", "name: x\nfrom: scratch\npublish:\n  vsphere: {disk_controller: lsilogic}\n", `no LSI Logic or AHCI driver`},
 		{"vsphere cpus", "name: x\nfrom: scratch\npublish:\n  vsphere: {cpus: many}\n", `publish.vsphere.cpus must be a positive whole number`},
 		{"vsphere bool", "name: x\nfrom: scratch\npublish:\n  vsphere: {insecure: maybe}\n", `publish.vsphere.insecure must be true or false`},
+		{"aws key", "name: x\nfrom: scratch\npublish:\n  aws: {regoin: eu-west-1}\n", `unknown key "regoin" in publish.aws (did you mean "region"?)`},
+		{"aws boot mode", "name: x\nfrom: scratch\npublish:\n  aws: {boot_mode: bios}\n", `publish.aws.boot_mode "bios": expected uefi, uefi-preferred, legacy-bios`},
+		{"aws sharing", "name: x\nfrom: scratch\npublish:\n  aws: {launch_permissions: {acounts: [1]}}\n", `unknown key "acounts" in publish.aws.launch_permissions`},
+		{"aws volume", "name: x\nfrom: scratch\npublish:\n  aws: {volume_type: sc1}\n", `publish.aws.volume_type "sc1"`},
+		{"azure security", "name: x\nfrom: scratch\npublish:\n  azure: {security_type: Confidential}\n", `publish.azure.security_type "Confidential": expected Standard, TrustedLaunch`},
+		{"azure version", "name: x\nfrom: scratch\npublish:\n  azure: {gallery: {name: g, version: v1}}\n", `publish.azure.gallery.version "v1"`},
 		{"bad distro", "name: x\nfrom:\n  bootstrap: {distro: fedora, suite: b}\n", `distro must be debian`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -132,6 +132,66 @@ func (s *Step) Kind() string {
 // Publish says where the finished disks go.
 type Publish struct {
 	VSphere *VSphere `yaml:"vsphere" json:"vsphere,omitempty"`
+	AWS     *AWS     `yaml:"aws" json:"aws,omitempty"`
+	Azure   *Azure   `yaml:"azure" json:"azure,omitempty"`
+}
+
+// AWS publishes the disk as an AMI. Credentials come from the SDK's chain,
+// never from the recipe.
+type AWS struct {
+	Region            string             `yaml:"region" json:"region,omitempty"`
+	Name              string             `yaml:"name" json:"name,omitempty"`
+	Description       string             `yaml:"description" json:"description,omitempty"`
+	Tags              map[string]string  `yaml:"tags" json:"tags,omitempty"`
+	BootMode          string             `yaml:"boot_mode" json:"boot_mode,omitempty"`
+	Architecture      string             `yaml:"architecture" json:"architecture,omitempty"`
+	ENASupport        *bool              `yaml:"ena_support" json:"ena_support,omitempty"`
+	IMDSSupport       string             `yaml:"imds_support" json:"imds_support,omitempty"`
+	TPMSupport        string             `yaml:"tpm_support" json:"tpm_support,omitempty"`
+	RootDeviceName    string             `yaml:"root_device_name" json:"root_device_name,omitempty"`
+	VolumeType        string             `yaml:"volume_type" json:"volume_type,omitempty"`
+	VolumeSize        int                `yaml:"volume_size" json:"volume_size,omitempty"`
+	Encrypted         bool               `yaml:"encrypted" json:"encrypted,omitempty"`
+	KMSKeyID          string             `yaml:"kms_key_id" json:"kms_key_id,omitempty"`
+	CopyTo            []string           `yaml:"copy_to" json:"copy_to,omitempty"`
+	LaunchPermissions *LaunchPermissions `yaml:"launch_permissions" json:"launch_permissions,omitempty"`
+	Method            string             `yaml:"method" json:"method,omitempty"`
+	S3Bucket          string             `yaml:"s3_bucket" json:"s3_bucket,omitempty"`
+	RoleName          string             `yaml:"role_name" json:"role_name,omitempty"`
+}
+
+// LaunchPermissions shares an AMI.
+type LaunchPermissions struct {
+	Accounts            []string `yaml:"accounts" json:"accounts,omitempty"`
+	Organizations       []string `yaml:"organizations" json:"organizations,omitempty"`
+	OrganizationalUnits []string `yaml:"organizational_units" json:"organizational_units,omitempty"`
+}
+
+// Azure publishes the VHD as a managed image and/or a gallery image
+// version. Credentials come from azidentity, never from the recipe.
+type Azure struct {
+	SubscriptionID   string            `yaml:"subscription_id" json:"subscription_id,omitempty"`
+	ResourceGroup    string            `yaml:"resource_group" json:"resource_group,omitempty"`
+	Location         string            `yaml:"location" json:"location,omitempty"`
+	ImageName        string            `yaml:"image_name" json:"image_name,omitempty"`
+	Gallery          *Gallery          `yaml:"gallery" json:"gallery,omitempty"`
+	HyperVGeneration string            `yaml:"hyper_v_generation" json:"hyper_v_generation,omitempty"`
+	SecurityType     string            `yaml:"security_type" json:"security_type,omitempty"`
+	OSType           string            `yaml:"os_type" json:"os_type,omitempty"`
+	Tags             map[string]string `yaml:"tags" json:"tags,omitempty"`
+	KeepDisk         bool              `yaml:"keep_disk" json:"keep_disk,omitempty"`
+}
+
+// Gallery names an Azure Compute Gallery image version to create.
+type Gallery struct {
+	Name              string   `yaml:"name" json:"name,omitempty"`
+	ImageDefinition   string   `yaml:"image_definition" json:"image_definition,omitempty"`
+	Version           string   `yaml:"version" json:"version,omitempty"`
+	ReplicaRegions    []string `yaml:"replica_regions" json:"replica_regions,omitempty"`
+	ExcludeFromLatest bool     `yaml:"exclude_from_latest" json:"exclude_from_latest,omitempty"`
+	Publisher         string   `yaml:"publisher" json:"publisher,omitempty"`
+	Offer             string   `yaml:"offer" json:"offer,omitempty"`
+	SKU               string   `yaml:"sku" json:"sku,omitempty"`
 }
 
 // VSphere publishes the VMDK as a vSphere template. Empty connection and

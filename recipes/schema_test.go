@@ -39,6 +39,8 @@ func TestSchemaMatchesTypes(t *testing.T) {
 		{"bootTest", s.Defs["bootTest"].Properties, BootTest{}, bootTestKeys},
 		{"publish", s.Defs["publish"].Properties, Publish{}, publishKeys},
 		{"vsphere", s.Defs["vsphere"].Properties, VSphere{}, vsphereKeys},
+		{"aws", s.Defs["aws"].Properties, AWS{}, awsKeys},
+		{"azure", s.Defs["azure"].Properties, Azure{}, azureKeys},
 	} {
 		schema := keys(tc.props)
 		fromType := yamlFields(reflect.TypeOf(tc.typ))
