@@ -509,6 +509,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Pulled = p.remote.Pulled()
+	if err := writeManifest(&o, res); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 

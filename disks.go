@@ -159,7 +159,7 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 		}
 		df := meta.Files[f]
 		if o.DiskDigests && df.SHA256 == "" {
-			if df.SHA256, err = digestFile(src); err != nil {
+			if df.SHA256, err = DigestFile(src); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -347,9 +347,9 @@ func stamp(fi os.FileInfo) string {
 	return fmt.Sprintf("%d/%d/%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
 }
 
-// digestFile is the sha256 of a sparse file. Holes are hashed from memory,
+// DigestFile is the sha256 of a (sparse) file. Holes are hashed from memory,
 // not read: reading gigabytes of holes costs more than hashing them.
-func digestFile(p string) (string, error) {
+func DigestFile(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err

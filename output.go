@@ -84,14 +84,21 @@ func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, r *recipes
 		}
 		o.Log.Info("wrote rootfs tar", "file", o.RootfsTar)
 	}
-	if o.Manifest != "" {
-		data, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := writeFile(o.Manifest, append(data, '\n')); err != nil {
-			return fmt.Errorf("writing build manifest %s: %w", o.Manifest, err)
-		}
+	return nil
+}
+
+// writeManifest writes the build manifest last, after publishing, so that
+// it lists the cloud resources made.
+func writeManifest(o *Options, res *Result) error {
+	if o.Manifest == "" {
+		return nil
+	}
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFile(o.Manifest, append(data, '\n')); err != nil {
+		return fmt.Errorf("writing build manifest %s: %w", o.Manifest, err)
 	}
 	return nil
 }

@@ -6,10 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/layerimg/layerimg/export/ami"
 	"github.com/layerimg/layerimg/export/registry"
 	"github.com/layerimg/layerimg/export/vsphere"
 	"github.com/layerimg/layerimg/layers"
@@ -53,18 +55,34 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		if res.Disk == nil {
 			return fmt.Errorf("--publish %s needs disks: add -o DIR", target)
 		}
+		// A result comes back even with some errors (an AMI made, a copy
+		// failed): the manifest lists what exists.
+		var r any
+		var err error
 		switch target {
 		case "vsphere":
-			r, err := p.publishVSphere(ctx, res)
-			if err != nil {
-				return fmt.Errorf("--publish vsphere: %w", err)
+			if v, e := p.publishVSphere(ctx, res); v != nil {
+				r, err = v, e
+			} else {
+				err = e
 			}
+		case "aws":
+			if v, e := p.publishAWS(ctx, res); v != nil {
+				r, err = v, e
+			} else {
+				err = e
+			}
+		default:
+			return fmt.Errorf("--publish %s: unknown target (aws, vsphere)", target)
+		}
+		if r != nil {
 			if res.Published == nil {
 				res.Published = map[string]any{}
 			}
-			res.Published["vsphere"] = r
-		default:
-			return fmt.Errorf("--publish %s: not supported yet (vsphere is)", target)
+			res.Published[target] = r
+		}
+		if err != nil {
+			return fmt.Errorf("--publish %s: %w", target, err)
 		}
 	}
 	if o.DiskArtifact != "" {
@@ -156,6 +174,70 @@ func (p *planner) publishVSphere(ctx context.Context, res *Result) (*vsphere.Res
 		cfg.TemplateName = p.r.Name
 	}
 	return vsphere.Publish(ctx, vmdkPath, cfg.FromEnv())
+}
+
+// publishAWS publishes the raw disk (or the fixed VHD) as an AMI with the
+// recipe's publish.aws section; import-snapshot takes the VMDK.
+func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, error) {
+	cfg := AWSConfig(p.r.Publish, p.r.Platform)
+	var path string
+	for _, f := range map[bool][]string{false: {"raw", "vhd"}, true: {"vmdk"}}[cfg.Method == ami.ImportSnapshot] {
+		if df, ok := res.Disk.Files[f]; ok {
+			path = df.Path
+			break
+		}
+	}
+	if path == "" {
+		if cfg.Method == ami.ImportSnapshot {
+			return nil, fmt.Errorf("method import-snapshot needs the vmdk output")
+		}
+		return nil, fmt.Errorf("needs the raw or vhd output")
+	}
+	digest, err := p.diskDigest(res, path)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Digest, cfg.Recipe, cfg.Args, cfg.Log = digest, p.r.Name, p.r.Args, p.o.Log
+	return ami.Publish(ctx, path, cfg)
+}
+
+// diskDigest is what cloud resources are tagged with to find this disk
+// again: the disk set's cache key, or with --unique-ids (no key) the file's
+// sha256.
+func (p *planner) diskDigest(res *Result, path string) (string, error) {
+	if res.Disk.key != "" {
+		return res.Disk.key, nil
+	}
+	return DigestFile(path)
+}
+
+// AWSConfig is the recipe's publish.aws section as publisher config; the
+// architecture follows the recipe's platform unless the section says.
+func AWSConfig(pub *recipes.Publish, platform string) ami.Config {
+	var c ami.Config
+	if strings.HasSuffix(platform, "/arm64") {
+		c.Architecture = "arm64"
+	}
+	if pub == nil || pub.AWS == nil {
+		c.Region = os.Getenv("AWS_REGION")
+		return c
+	}
+	a := pub.AWS
+	c.Region, c.Name, c.Description, c.Tags = a.Region, a.Name, a.Description, a.Tags
+	if c.Region == "" {
+		c.Region = os.Getenv("AWS_REGION")
+	}
+	if a.Architecture != "" {
+		c.Architecture = a.Architecture
+	}
+	c.BootMode, c.ENASupport, c.IMDSSupport, c.TPMSupport = a.BootMode, a.ENASupport, a.IMDSSupport, a.TPMSupport
+	c.RootDeviceName, c.VolumeType, c.VolumeSize = a.RootDeviceName, a.VolumeType, int64(a.VolumeSize)
+	c.Encrypted, c.KMSKeyID, c.CopyTo = a.Encrypted, a.KMSKeyID, a.CopyTo
+	if lp := a.LaunchPermissions; lp != nil {
+		c.ShareAccounts, c.ShareOrganizations, c.ShareOrganizational = lp.Accounts, lp.Organizations, lp.OrganizationalUnits
+	}
+	c.Method, c.S3Bucket, c.RoleName = a.Method, a.S3Bucket, a.RoleName
+	return c
 }
 
 // VSphereConfig is the recipe's publish.vsphere section as publisher config.

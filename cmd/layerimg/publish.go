@@ -1,14 +1,16 @@
 package main
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/export/ami"
 	"github.com/layerimg/layerimg/export/vsphere"
 )
 
@@ -17,8 +19,108 @@ func newPublishCmd(g *globalFlags) *cobra.Command {
 		Use:   "publish",
 		Short: "Publish a finished disk to a cloud",
 	}
-	c.AddCommand(newPublishVSphereCmd(g))
+	c.AddCommand(newPublishVSphereCmd(g), newPublishAWSCmd(g))
 	return c
+}
+
+func newPublishAWSCmd(g *globalFlags) *cobra.Command {
+	var cfg ami.Config
+	var manifest string
+	ena := true
+	c := &cobra.Command{
+		Use:   "aws DISK --region REGION",
+		Short: "Publish a raw disk (or fixed VHD) as an AMI through the EBS direct APIs",
+		Long: `Write the disk's non-zero 512 KiB blocks straight into an EBS snapshot (no S3
+bucket, no vmimport role), register it as an AMI (UEFI, ENA, IMDSv2 by
+default), tag it, copy it to other regions and share it. Credentials come from
+the AWS SDK's chain: AWS_* variables, --profile or AWS_PROFILE, SSO, web
+identity (GitHub OIDC), IMDS. The image carries the disk's sha256 in the tag
+layerimg:digest: publishing the same disk again returns the AMI already there
+(--force uploads again). --method import-snapshot takes a streamOptimized VMDK,
+puts it in --s3-bucket and calls ImportSnapshot instead.
+
+The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
+{{.Digest}} (12 hex digits of the disk's sha256).`,
+		Example: `  layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Date}}'
+  layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Digest}}' \
+      --copy-to us-east-1,us-west-2 --share-with 123456789012 --manifest out/ami.json`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if cfg.Region == "" {
+				cfg.Region = os.Getenv("AWS_REGION")
+			}
+			if cfg.Digest, err = layerimg.DigestFile(args[0]); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("ena") {
+				cfg.ENASupport = &ena
+			}
+			cfg.Log = log
+			res, err := ami.Publish(cmd.Context(), args[0], cfg)
+			if res != nil {
+				if werr := writeJSON(cmd.OutOrStdout(), manifest, res); werr != nil && err == nil {
+					err = werr
+				}
+			}
+			return err
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.Region, "region", "", "region (default $AWS_REGION)")
+	f.StringVar(&cfg.Profile, "profile", "", "shared config profile (default $AWS_PROFILE)")
+	f.StringVar(&cfg.Name, "name", "", "image name template (default {{.Name}}-{{.Digest}})")
+	f.StringVar(&cfg.Recipe, "recipe-name", "layerimg", "the {{.Name}} of the name template, and the layerimg:recipe tag")
+	f.StringVar(&cfg.Description, "description", "", "image description")
+	f.StringToStringVar(&cfg.Tags, "tag", nil, "tag `KEY=VALUE` for the image and snapshot (repeatable)")
+	f.StringVar(&cfg.BootMode, "boot-mode", "uefi", "uefi, uefi-preferred or legacy-bios")
+	f.StringVar(&cfg.Architecture, "architecture", "x86_64", "x86_64 or arm64")
+	f.BoolVar(&ena, "ena", true, "ENA support")
+	f.StringVar(&cfg.IMDSSupport, "imds-support", "v2.0", "v2.0 (instances require IMDSv2) or none")
+	f.StringVar(&cfg.TPMSupport, "tpm-support", "", "v2.0 for NitroTPM")
+	f.StringVar(&cfg.RootDeviceName, "root-device-name", "/dev/xvda", "root device name")
+	f.StringVar(&cfg.VolumeType, "volume-type", "gp3", "root volume type")
+	f.Int64Var(&cfg.VolumeSize, "volume-size", 0, "root volume size in GiB (default: the disk's size)")
+	f.BoolVar(&cfg.Encrypted, "encrypted", false, "encrypt the snapshot")
+	f.StringVar(&cfg.KMSKeyID, "kms-key-id", "", "KMS key ARN for --encrypted")
+	f.StringSliceVar(&cfg.CopyTo, "copy-to", nil, "copy the AMI to these regions")
+	f.StringSliceVar(&cfg.ShareAccounts, "share-with", nil, "grant launch permission to these account IDs")
+	f.StringSliceVar(&cfg.ShareOrganizations, "share-with-org", nil, "grant launch permission to these organization ARNs")
+	f.StringSliceVar(&cfg.ShareOrganizational, "share-with-ou", nil, "grant launch permission to these OU ARNs")
+	f.StringVar(&cfg.Method, "method", "ebs-direct", "ebs-direct or import-snapshot")
+	f.StringVar(&cfg.S3Bucket, "s3-bucket", "", "bucket for --method import-snapshot")
+	f.StringVar(&cfg.RoleName, "role-name", "", "service role for --method import-snapshot (AWS's default: vmimport)")
+	f.IntVar(&cfg.Parallel, "parallel", 32, "concurrent block uploads")
+	f.DurationVar(&cfg.SnapshotTimeout, "snapshot-timeout", time.Hour, "how long to wait for the snapshot to complete")
+	f.DurationVar(&cfg.CopyTimeout, "copy-timeout", 2*time.Hour, "how long to wait for each copy")
+	f.DurationVar(&cfg.PollInterval, "poll-interval", 5*time.Second, "how often to ask whether a snapshot or copy is done")
+	f.BoolVar(&cfg.Force, "force", false, "upload even if this disk is already published")
+	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
+	return c
+}
+
+// writeJSON prints v, and writes it to path when set.
+func writeJSON(w io.Writer, path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	if path == "" {
+		return nil
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func newPublishVSphereCmd(g *globalFlags) *cobra.Command {
@@ -46,7 +148,7 @@ disk again returns the template already there (--force imports again).`,
 			if err != nil {
 				return err
 			}
-			digest, err := fileSHA256(args[0])
+			digest, err := layerimg.DigestFile(args[0])
 			if err != nil {
 				return err
 			}
@@ -85,17 +187,4 @@ disk again returns the template already there (--force imports again).`,
 	f.StringVar(&cfg.ContentLibrary, "content-library", "", "also store the OVF in this content library")
 	f.BoolVar(&cfg.Force, "force", false, "import even if this disk is already published")
 	return c
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("sha256:%x", h.Sum(nil)), nil
 }

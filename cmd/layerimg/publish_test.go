@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/ami/awsfake"
+)
+
+// awsEnv points a child layerimg at the fake through the variables a user
+// would set: AWS_ENDPOINT_URL and AWS_CA_BUNDLE, keys in AWS_*.
+func awsEnv(t *testing.T, s *awsfake.Server) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o644)
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL": s.URL, "AWS_CA_BUNDLE": ca, "AWS_ACCESS_KEY_ID": "AKIDLAYERIMG",
+		"AWS_SECRET_ACCESS_KEY": "sekrit-never-logged", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_REGION": "",
+		"AWS_CONFIG_FILE": filepath.Join(dir, "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "none"),
+		"AWS_EC2_METADATA_DISABLED": "true",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
+func TestPublishAWSCommand(t *testing.T) {
+	s := awsfake.New()
+	defer s.Close()
+	awsEnv(t, s)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	f, _ := os.Create(raw)
+	f.Truncate(64 << 20)
+	f.WriteAt([]byte(strings.Repeat("layerimg", 9000)), 3<<20)
+	f.Close()
+	manifest := filepath.Join(dir, "ami.json")
+
+	out, errOut, code := cli(t, "publish", "aws", raw, "--region", "eu-west-1", "--name", "web-{{.Digest}}",
+		"--copy-to", "us-east-1", "--share-with", "123456789012", "--manifest", manifest, "--tag", "team=platform", "-v", "--poll-interval", "10ms")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	var res ami.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("stdout is not the result: %v\n%s", err, out)
+	}
+	if len(res.Images) != 2 || res.Images[0].ImageID == "" || res.Images[1].Region != "us-east-1" || res.BlocksSent != 1 {
+		t.Fatalf("result: %+v", res)
+	}
+	if b, err := os.ReadFile(manifest); err != nil || string(b) != out {
+		t.Fatalf("--manifest wrote %q (%v), stdout %q", b, err, out)
+	}
+	if strings.Contains(out+errOut, "sekrit") {
+		t.Fatal("the secret key reached the output")
+	}
+	if im := s.Images()[0]; im.Tags["team"] != "platform" || im.Tags[ami.DigestTag] == "" {
+		t.Fatalf("tags: %v", im.Tags)
+	}
+
+	// Again: the AMI already there, nothing uploaded.
+	out, errOut, code = cli(t, "publish", "aws", raw, "--region", "eu-west-1", "--name", "web-{{.Digest}}")
+	if code != 0 || !strings.Contains(out, `"existing": true`) || !strings.Contains(errOut, "already published") {
+		t.Fatalf("second publish: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"publish", "aws"}, 2, "expected one disk"},
+		{[]string{"publish", "aws", raw}, 1, "no region"},
+		{[]string{"publish", "aws", filepath.Join(dir, "nope.raw"), "--region", "eu-west-1"}, 1, "nope.raw"},
+		{[]string{"publish", "aws", raw, "--region", "eu-west-1", "--boot-mode", "bios"}, 1, "boot_mode"},
+	} {
+		if _, errOut, code := cli(t, tc.args...); code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d %s", tc.args, code, errOut)
+		}
+	}
+}
