@@ -32,6 +32,8 @@ bench: deps
 	# Disks against qemu-img and the shell pipeline; set LAYERIMG_BENCH_ROOTFS
 	# and LAYERIMG_BENCH_DISK to measure a real image (see BENCHMARKS.md).
 	$(GO) test -run XXX -bench 'Convert|DiskAssembly' -benchtime 3x ./cmd/layerimg
+	# Cloud uploads against the stand-ins (fake EC2/EBS with 50 ms per call).
+	$(GO) test -run XXX -bench EBSDirect -benchtime 3x ./export/ami
 
 lint:
 	test -z "$$(gofmt -l .)"

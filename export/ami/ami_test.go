@@ -16,7 +16,7 @@ import (
 )
 
 // env points the SDK's credential chain at fixed keys and nothing else.
-func env(t *testing.T) {
+func env(t testing.TB) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDLAYERIMG")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret-but-never-logged")
 	t.Setenv("AWS_SESSION_TOKEN", "")

@@ -1,0 +1,121 @@
+package ami
+
+import (
+	"context"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/layerimg/layerimg/export/ami/awsfake"
+)
+
+// benchDisk makes a sparse 4 GiB disk holding about 450 MiB of data in
+// extents of 64 KiB to 4 MiB at 4 KiB-aligned offsets, as a filesystem
+// lays out files. It returns the path and the data bytes written.
+func benchDisk(b *testing.B) (string, int64) {
+	p := filepath.Join(b.TempDir(), "disk.raw")
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	const size = 4 << 30
+	f.Truncate(size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 4<<20)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32() | 1)
+	}
+	covered := map[int64]bool{} // 4 KiB pages written, so overlaps count once
+	var data int64
+	for data < 450<<20 {
+		n := int64(64<<10) << rng.IntN(7) // 64 KiB .. 4 MiB
+		off := rng.Int64N((size-n)/4096) * 4096
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			b.Fatal(err)
+		}
+		for pg := off / 4096; pg < (off+n)/4096; pg++ {
+			if !covered[pg] {
+				covered[pg] = true
+				data += 4096
+			}
+		}
+	}
+	return p, data
+}
+
+// BenchmarkEBSDirect uploads the 4 GiB disk to the fake with 50 ms added to
+// every call, as a distant region would, with the default 32 workers.
+func BenchmarkEBSDirect(b *testing.B) {
+	env(b)
+	raw, data := benchDisk(b)
+	if p := os.Getenv("LAYERIMG_BENCH_DISK"); p != "" { // a real image instead
+		raw, data = p, dataBytes(b, p)
+	}
+	s := awsfake.New()
+	defer s.Close()
+	s.Latency = 50 * time.Millisecond
+	s.PendingPolls = 0
+	blocks := 0
+	b.ResetTimer()
+	for i := range b.N {
+		cfg := Config{Region: "eu-west-1", Recipe: "bench", Digest: "sha256:bench", Name: "bench-" + string(rune('a'+i%26)) + "-{{.Time}}",
+			Endpoint: s.URL, HTTPClient: s.Client(), PollInterval: time.Millisecond, Force: true,
+			Now: time.Unix(int64(i), 0)}
+		start := time.Now()
+		res, err := Publish(context.Background(), raw, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		el := time.Since(start)
+		blocks = int(res.BlocksSent)
+		b.ReportMetric(float64(res.BytesSent)/el.Seconds()/1e6, "MB/s_blocks")
+		b.ReportMetric(float64(res.BytesSent)/float64(data), "sent/data")
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(blocks), "blocks")
+	b.ReportMetric(float64(len(nonZeroBlocksB(b, raw))), "nonzero_blocks")
+	b.ReportMetric(float64(data)/(1<<20), "data_MiB")
+}
+
+// dataBytes counts the non-zero 4 KiB pages of p, in bytes.
+func dataBytes(b *testing.B, p string) int64 {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 4096)
+	for {
+		k, err := io.ReadFull(f, buf)
+		if k > 0 && !isZero(buf[:k]) {
+			n += 4096
+		}
+		if err != nil {
+			return n
+		}
+	}
+}
+
+func nonZeroBlocksB(b *testing.B, p string) map[int32]bool {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	out := map[int32]bool{}
+	buf := make([]byte, BlockSize)
+	for i := int32(0); ; i++ {
+		n, err := io.ReadFull(f, buf)
+		if n > 0 && !isZero(buf[:n]) {
+			out[i] = true
+		}
+		if err != nil {
+			return out
+		}
+	}
+}
