@@ -1,0 +1,489 @@
+// Package azure publishes a disk to Azure without a storage account: the
+// fixed VHD is uploaded straight into a managed disk through the SAS URL
+// that grantAccess hands out, and a managed image and/or an Azure Compute
+// Gallery image version is made from the disk.
+package azure
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
+)
+
+// Tag keys set on the images (Azure tag names may not hold '/' or ':').
+const (
+	DigestTag = "layerimg-digest"
+	RecipeTag = "layerimg-recipe"
+)
+
+// Gallery names the gallery image version to make.
+type Gallery struct {
+	Name, ImageDefinition, Version string
+	ReplicaRegions                 []string
+	ExcludeFromLatest              bool
+	Publisher, Offer, SKU          string // for a definition that is missing
+}
+
+// Config is where and how to publish.
+type Config struct {
+	SubscriptionID, ResourceGroup, Location string
+	ImageName                               string
+	Gallery                                 *Gallery
+	HyperVGeneration                        string // V2 (default) or V1
+	SecurityType                            string // Standard (default) or TrustedLaunch
+	OSType                                  string // Linux
+	Tags                                    map[string]string
+	KeepDisk, Force                         bool
+
+	Parallel         int           // page writers; default 16
+	PollInterval     time.Duration // for long-running operations; default 5 s
+	ProgressInterval time.Duration
+
+	// Digest is the disk's content digest; Recipe names it; BootMode is
+	// the disk's boot layout (TrustedLaunch needs grub).
+	Digest, Recipe, BootMode string
+
+	// Credential defaults to azidentity's DefaultAzureCredential. Endpoint
+	// (ARM) and HTTPClient point the SDK elsewhere (tests).
+	Credential azcore.TokenCredential
+	Endpoint   string
+	HTTPClient *http.Client
+	Log        *slog.Logger
+}
+
+var (
+	rgRE      = regexp.MustCompile(`^[-\w._()]{1,90}$`)
+	versionRE = regexp.MustCompile(`^\d+\.\d+\.\d+$`)
+	subRE     = regexp.MustCompile(`^[0-9a-fA-F-]{36}$`)
+)
+
+func (c *Config) defaults() error {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	def := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	def(&c.HyperVGeneration, "V2")
+	def(&c.SecurityType, "Standard")
+	def(&c.OSType, "Linux")
+	if c.Parallel <= 0 {
+		c.Parallel = 16
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 5 * time.Second
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = 5 * time.Second
+	}
+	if g := c.Gallery; g != nil {
+		def(&g.Publisher, "layerimg")
+		def(&g.Offer, c.Recipe)
+		def(&g.SKU, c.Recipe)
+	}
+	switch {
+	case c.SubscriptionID == "":
+		return errors.New("azure: no subscription (set publish.azure.subscription_id, --subscription or AZURE_SUBSCRIPTION_ID)")
+	case !subRE.MatchString(c.SubscriptionID):
+		return fmt.Errorf("azure: subscription %q is not a subscription ID (a GUID)", c.SubscriptionID)
+	case !rgRE.MatchString(c.ResourceGroup):
+		return fmt.Errorf("azure: resource group %q is missing or not a valid name", c.ResourceGroup)
+	case c.Location == "":
+		return errors.New("azure: no location (such as westeurope)")
+	case c.ImageName == "" && c.Gallery == nil:
+		return errors.New("azure: nothing to make: set image_name, gallery, or both")
+	case c.HyperVGeneration != "V1" && c.HyperVGeneration != "V2":
+		return fmt.Errorf("azure: hyper_v_generation %q: expected V2 or V1", c.HyperVGeneration)
+	case c.SecurityType != "Standard" && c.SecurityType != "TrustedLaunch":
+		return fmt.Errorf("azure: security_type %q: expected Standard or TrustedLaunch", c.SecurityType)
+	case c.SecurityType == "TrustedLaunch" && c.BootMode != "grub":
+		return fmt.Errorf("azure: security_type TrustedLaunch boots with Secure Boot, which needs the disk's boot: grub layout (shim and signed GRUB); this disk uses %q", c.BootMode)
+	case c.SecurityType == "TrustedLaunch" && c.HyperVGeneration != "V2":
+		return errors.New("azure: security_type TrustedLaunch needs hyper_v_generation V2")
+	case c.SecurityType == "TrustedLaunch" && c.ImageName != "" && c.Gallery == nil:
+		return errors.New("azure: a managed image cannot carry TrustedLaunch; publish to a gallery")
+	case c.OSType != "Linux":
+		return fmt.Errorf("azure: os_type %q: layerimg builds Linux images", c.OSType)
+	case c.Digest == "":
+		return errors.New("azure: the disk's digest is unknown")
+	}
+	if g := c.Gallery; g != nil {
+		switch {
+		case g.Name == "" || g.ImageDefinition == "":
+			return errors.New("azure: gallery needs name and image_definition")
+		case !versionRE.MatchString(g.Version):
+			return fmt.Errorf("azure: gallery version %q: expected MAJOR.MINOR.PATCH, such as 1.4.0", g.Version)
+		}
+	}
+	for k := range c.Tags {
+		if strings.ContainsAny(k, "<>%&\\?/") || strings.HasPrefix(k, "layerimg-") {
+			return fmt.Errorf("azure: tag %q: Azure forbids <>%%&\\?/ in tag names, and layerimg- is reserved", k)
+		}
+	}
+	return nil
+}
+
+// Result names what was made or found.
+type Result struct {
+	ImageID               string `json:"image_id,omitempty"`
+	GalleryImageVersionID string `json:"gallery_image_version_id,omitempty"`
+	DiskID                string `json:"disk_id,omitempty"` // kept with keep_disk
+	Existing              bool   `json:"existing,omitempty"`
+	BytesSent             int64  `json:"bytes_sent,omitempty"`
+	RangesSent            int64  `json:"ranges_sent,omitempty"`
+}
+
+type clients struct {
+	disks    *armcompute.DisksClient
+	images   *armcompute.ImagesClient
+	defs     *armcompute.GalleryImagesClient
+	versions *armcompute.GalleryImageVersionsClient
+}
+
+type publisher struct {
+	cfg Config
+	c   clients
+
+	mu   sync.Mutex
+	undo []func(context.Context) error
+}
+
+// Publish uploads the disk (a fixed VHD, or a raw disk that is streamed as
+// one) and makes the configured images from it. The same digest published
+// again returns the images already there unless cfg.Force. On failure or
+// interrupt, access is revoked and the temporary disk deleted.
+func Publish(ctx context.Context, path string, cfg Config) (res *Result, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	src, err := openSource(path, cfg.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	p := &publisher{cfg: cfg}
+	if p.c, err = cfg.clients(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			p.rollback(ctx)
+			err = redactErr(err)
+		}
+	}()
+
+	res = &Result{}
+	needImage, needVersion, err := p.existing(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	if !needImage && !needVersion {
+		res.Existing = true
+		return res, nil
+	}
+	diskID, diskName, err := p.upload(ctx, src, res)
+	if err != nil {
+		return nil, err
+	}
+	if needImage {
+		if res.ImageID, err = p.image(ctx, diskID); err != nil {
+			return nil, err
+		}
+	}
+	if needVersion {
+		if res.GalleryImageVersionID, err = p.version(ctx, diskID); err != nil {
+			return nil, err
+		}
+	}
+	p.commit()
+	if cfg.KeepDisk {
+		res.DiskID = diskID
+		return res, nil
+	}
+	if err := p.deleteDisk(ctx, diskName); err != nil {
+		cfg.Log.Error("the image is made but the upload disk could not be deleted; delete it by hand", "disk", diskID, "err", redactErr(err))
+	}
+	return res, nil
+}
+
+func (c *Config) clients() (clients, error) {
+	cred := c.Credential
+	if cred == nil {
+		var err error
+		if cred, err = azidentity.NewDefaultAzureCredential(nil); err != nil {
+			return clients{}, fmt.Errorf("azure: credentials: %w", err)
+		}
+	}
+	opts := &arm.ClientOptions{}
+	if c.Endpoint != "" {
+		opts.Cloud = cloud.Configuration{
+			ActiveDirectoryAuthorityHost: "https://login.microsoftonline.com/",
+			Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
+				cloud.ResourceManager: {Audience: "https://management.core.windows.net/", Endpoint: c.Endpoint},
+			},
+		}
+	}
+	if c.HTTPClient != nil {
+		opts.Transport = c.HTTPClient
+	}
+	opts.Retry = policy.RetryOptions{MaxRetries: 6}
+	f, err := armcompute.NewClientFactory(c.SubscriptionID, cred, opts)
+	if err != nil {
+		return clients{}, fmt.Errorf("azure: %w", err)
+	}
+	return clients{disks: f.NewDisksClient(), images: f.NewImagesClient(), defs: f.NewGalleryImagesClient(),
+		versions: f.NewGalleryImageVersionsClient()}, nil
+}
+
+func (p *publisher) onFailure(what string, fn func(context.Context) error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.undo = append(p.undo, func(ctx context.Context) error {
+		if err := fn(ctx); err != nil {
+			return fmt.Errorf("cleanup: %s: %w", what, err)
+		}
+		p.cfg.Log.Info("cleaned up", "what", what)
+		return nil
+	})
+}
+
+func (p *publisher) commit() {
+	p.mu.Lock()
+	p.undo = nil
+	p.mu.Unlock()
+}
+
+// rollback undoes, newest first, on a context an interrupt did not cancel.
+func (p *publisher) rollback(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	p.mu.Lock()
+	undo := slices.Clone(p.undo)
+	p.mu.Unlock()
+	for i := len(undo) - 1; i >= 0; i-- {
+		if err := undo[i](cctx); err != nil {
+			p.cfg.Log.Error("leaked an Azure resource; delete it by hand", "err", redactErr(err))
+		}
+	}
+}
+
+func (p *publisher) poll() *runtime.PollUntilDoneOptions {
+	return &runtime.PollUntilDoneOptions{Frequency: p.cfg.PollInterval}
+}
+
+// existing reports which targets still need making. A target of the same
+// name from another disk is an error, except a managed image with --force,
+// which is replaced.
+func (p *publisher) existing(ctx context.Context, res *Result) (needImage, needVersion bool, err error) {
+	cfg := p.cfg
+	if cfg.ImageName != "" {
+		needImage = true
+		im, err := p.c.images.Get(ctx, cfg.ResourceGroup, cfg.ImageName, nil)
+		switch {
+		case notFound(err):
+		case err != nil:
+			return false, false, azErr("get image", imageID(cfg), err)
+		case tag(im.Tags, DigestTag) == cfg.Digest && !cfg.Force:
+			res.ImageID, needImage = *im.ID, false
+			cfg.Log.Info("this disk is already published", "image", *im.ID)
+		case !cfg.Force:
+			return false, false, fmt.Errorf("azure: image %s exists and was made from another disk (%s); --force replaces it", *im.ID, tag(im.Tags, DigestTag))
+		default:
+			cfg.Log.Info("replacing the image (--force)", "image", *im.ID)
+			poller, err := p.c.images.BeginDelete(ctx, cfg.ResourceGroup, cfg.ImageName, nil)
+			if err == nil {
+				_, err = poller.PollUntilDone(ctx, p.poll())
+			}
+			if err != nil {
+				return false, false, azErr("delete image", *im.ID, err)
+			}
+		}
+	}
+	if g := cfg.Gallery; g != nil {
+		needVersion = true
+		v, err := p.c.versions.Get(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, g.Version, nil)
+		switch {
+		case notFound(err):
+		case err != nil:
+			return false, false, azErr("get gallery image version", versionID(cfg), err)
+		case tag(v.Tags, DigestTag) == cfg.Digest && !cfg.Force:
+			res.GalleryImageVersionID, needVersion = *v.ID, false
+			cfg.Log.Info("this disk is already published", "version", *v.ID)
+		default:
+			return false, false, fmt.Errorf("azure: gallery image version %s exists (from disk %s); versions cannot change, publish a new version", *v.ID, tag(v.Tags, DigestTag))
+		}
+	}
+	return needImage, needVersion, nil
+}
+
+func tag(tags map[string]*string, k string) string {
+	if v := tags[k]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+func (p *publisher) tags() map[string]*string {
+	t := map[string]*string{DigestTag: &p.cfg.Digest}
+	if p.cfg.Recipe != "" {
+		t[RecipeTag] = &p.cfg.Recipe
+	}
+	for k, v := range p.cfg.Tags {
+		t[k] = &v
+	}
+	return t
+}
+
+func imageID(c Config) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/images/%s", c.SubscriptionID, c.ResourceGroup, c.ImageName)
+}
+
+func versionID(c Config) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/galleries/%s/images/%s/versions/%s",
+		c.SubscriptionID, c.ResourceGroup, c.Gallery.Name, c.Gallery.ImageDefinition, c.Gallery.Version)
+}
+
+func diskID(c Config, name string) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/disks/%s", c.SubscriptionID, c.ResourceGroup, name)
+}
+
+// diskName is unique per run: two publishes of one disk must not share
+// (and delete) each other's upload disk.
+func diskName(digest string) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s %d", digest, time.Now().UnixNano())))
+	short := strings.TrimPrefix(digest, "sha256:")
+	return fmt.Sprintf("layerimg-%s-%x", short[:min(12, len(short))], h[:3])
+}
+
+func (p *publisher) deleteDisk(ctx context.Context, name string) error {
+	poller, err := p.c.disks.BeginDelete(ctx, p.cfg.ResourceGroup, name, nil)
+	if err == nil {
+		_, err = poller.PollUntilDone(ctx, p.poll())
+	}
+	if err != nil {
+		return azErr("delete disk", diskID(p.cfg, name), err)
+	}
+	return nil
+}
+
+func (p *publisher) image(ctx context.Context, disk string) (string, error) {
+	cfg := p.cfg
+	poller, err := p.c.images.BeginCreateOrUpdate(ctx, cfg.ResourceGroup, cfg.ImageName, armcompute.Image{
+		Location: &cfg.Location,
+		Tags:     p.tags(),
+		Properties: &armcompute.ImageProperties{
+			HyperVGeneration: (*armcompute.HyperVGenerationTypes)(&cfg.HyperVGeneration),
+			StorageProfile: &armcompute.ImageStorageProfile{OSDisk: &armcompute.ImageOSDisk{
+				OSType:      (*armcompute.OperatingSystemTypes)(&cfg.OSType),
+				OSState:     ptr(armcompute.OperatingSystemStateTypesGeneralized),
+				ManagedDisk: &armcompute.SubResource{ID: &disk},
+			}},
+		},
+	}, nil)
+	id := imageID(cfg)
+	if err != nil {
+		return "", azErr("create image", id, err)
+	}
+	p.onFailure("delete image "+id, func(ctx context.Context) error {
+		poller, err := p.c.images.BeginDelete(ctx, cfg.ResourceGroup, cfg.ImageName, nil)
+		if err == nil {
+			_, err = poller.PollUntilDone(ctx, p.poll())
+		}
+		return err
+	})
+	r, err := poller.PollUntilDone(ctx, p.poll())
+	if err != nil {
+		return "", azErr("create image", id, err)
+	}
+	cfg.Log.Info("made managed image", "image", *r.ID)
+	return *r.ID, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// version makes the gallery image version, and the image definition first
+// when it is missing.
+func (p *publisher) version(ctx context.Context, disk string) (string, error) {
+	cfg, g := p.cfg, p.cfg.Gallery
+	def, err := p.c.defs.Get(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, nil)
+	defID := strings.TrimSuffix(versionID(cfg), "/versions/"+g.Version)
+	switch {
+	case notFound(err):
+		props := &armcompute.GalleryImageProperties{
+			OSType:           (*armcompute.OperatingSystemTypes)(&cfg.OSType),
+			OSState:          ptr(armcompute.OperatingSystemStateTypesGeneralized),
+			HyperVGeneration: (*armcompute.HyperVGeneration)(&cfg.HyperVGeneration),
+			Identifier:       &armcompute.GalleryImageIdentifier{Publisher: &g.Publisher, Offer: &g.Offer, SKU: &g.SKU},
+			Architecture:     ptr(armcompute.ArchitectureX64),
+		}
+		if cfg.SecurityType == "TrustedLaunch" {
+			props.Features = []*armcompute.GalleryImageFeature{{Name: ptr("SecurityType"), Value: ptr("TrustedLaunch")}}
+		}
+		poller, err := p.c.defs.BeginCreateOrUpdate(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition,
+			armcompute.GalleryImage{Location: &cfg.Location, Properties: props}, nil)
+		if err == nil {
+			_, err = poller.PollUntilDone(ctx, p.poll())
+		}
+		if err != nil {
+			return "", azErr("create gallery image definition", defID, err)
+		}
+		cfg.Log.Info("made gallery image definition", "definition", defID)
+	case err != nil:
+		return "", azErr("get gallery image definition", defID, err)
+	default:
+		if pr := def.Properties; pr != nil && pr.HyperVGeneration != nil && string(*pr.HyperVGeneration) != cfg.HyperVGeneration {
+			return "", fmt.Errorf("azure: gallery image definition %s is %s; this disk is published as %s", defID, *pr.HyperVGeneration, cfg.HyperVGeneration)
+		}
+	}
+	regions := []*armcompute.TargetRegion{{Name: &cfg.Location}}
+	for _, r := range g.ReplicaRegions {
+		if r != cfg.Location {
+			regions = append(regions, &armcompute.TargetRegion{Name: ptr(r)})
+		}
+	}
+	id := versionID(cfg)
+	poller, err := p.c.versions.BeginCreateOrUpdate(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, g.Version, armcompute.GalleryImageVersion{
+		Location: &cfg.Location,
+		Tags:     p.tags(),
+		Properties: &armcompute.GalleryImageVersionProperties{
+			PublishingProfile: &armcompute.GalleryImageVersionPublishingProfile{TargetRegions: regions, ExcludeFromLatest: &g.ExcludeFromLatest},
+			StorageProfile: &armcompute.GalleryImageVersionStorageProfile{
+				OSDiskImage: &armcompute.GalleryOSDiskImage{Source: &armcompute.GalleryDiskImageSource{ID: &disk}},
+			},
+		},
+	}, nil)
+	if err != nil {
+		return "", azErr("create gallery image version", id, err)
+	}
+	p.onFailure("delete gallery image version "+id, func(ctx context.Context) error {
+		poller, err := p.c.versions.BeginDelete(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, g.Version, nil)
+		if err == nil {
+			_, err = poller.PollUntilDone(ctx, p.poll())
+		}
+		return err
+	})
+	r, err := poller.PollUntilDone(ctx, p.poll())
+	if err != nil {
+		return "", azErr("create gallery image version", id, err)
+	}
+	cfg.Log.Info("made gallery image version", "version", *r.ID, "regions", len(regions))
+	return *r.ID, nil
+}
