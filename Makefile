@@ -6,11 +6,18 @@ DEB_PKGS  := mmdebstrap busybox-static docker-registry e2fsprogs dosfstools mtoo
 
 .PHONY: deps build example test bench lint clean
 
-# Debian packages that builds and tests need (run as root).
+# Debian packages that builds and tests need (run as root), and Azurite, the
+# Azure Storage emulator the Azure tests upload to (npm, into .tools/).
+AZURITE   := azurite@3.35.0
 deps:
 	@if ! dpkg -s $(DEB_PKGS) >/dev/null 2>&1; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PKGS); \
 	fi
+	@if ! command -v npm >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+	fi
+	@test -x .tools/node_modules/.bin/azurite-blob || \
+		npm install --no-audit --no-fund --prefix .tools $(AZURITE)
 
 build:
 	$(GO) build -o bin/layerimg ./cmd/layerimg
@@ -40,4 +47,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin out
+	rm -rf bin out .tools

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/disk/sparse"
+	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -47,7 +48,11 @@ type Options struct {
 	Push         string   // push the image here
 	PushDisk     string   // push the disk here as a KubeVirt containerDisk
 	DiskArtifact string   // push the disk files here as an OCI artifact
-	Publish      []string // cloud targets: vsphere
+	Publish      []string // cloud targets: aws, azure, vsphere
+	// AzureConnect, when set, adjusts the Azure publisher's connection
+	// (credential, ARM endpoint, HTTP client) for programs that embed
+	// layerimg and for tests; the CLI leaves it to azidentity.
+	AzureConnect func(*azure.Config)
 
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/registry"
 	"github.com/layerimg/layerimg/export/vsphere"
 	"github.com/layerimg/layerimg/layers"
@@ -72,8 +73,14 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 			} else {
 				err = e
 			}
+		case "azure":
+			if v, e := p.publishAzure(ctx, res); v != nil {
+				r, err = v, e
+			} else {
+				err = e
+			}
 		default:
-			return fmt.Errorf("--publish %s: unknown target (aws, vsphere)", target)
+			return fmt.Errorf("--publish %s: unknown target (aws, azure, vsphere)", target)
 		}
 		if r != nil {
 			if res.Published == nil {
@@ -199,6 +206,51 @@ func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, err
 	}
 	cfg.Digest, cfg.Recipe, cfg.Args, cfg.Log = digest, p.r.Name, p.r.Args, p.o.Log
 	return ami.Publish(ctx, path, cfg)
+}
+
+// publishAzure uploads the fixed VHD (or the raw disk, streamed as one)
+// with the recipe's publish.azure section.
+func (p *planner) publishAzure(ctx context.Context, res *Result) (*azure.Result, error) {
+	var path string
+	for _, f := range []string{"vhd", "raw"} {
+		if df, ok := res.Disk.Files[f]; ok {
+			path = df.Path
+			break
+		}
+	}
+	if path == "" {
+		return nil, fmt.Errorf("needs the vhd or raw output")
+	}
+	digest, err := p.diskDigest(res, path)
+	if err != nil {
+		return nil, err
+	}
+	cfg := AzureConfig(p.r.Publish)
+	cfg.Digest, cfg.Recipe, cfg.BootMode, cfg.Log = digest, p.r.Name, res.Disk.Boot, p.o.Log
+	if p.o.AzureConnect != nil {
+		p.o.AzureConnect(&cfg)
+	}
+	return azure.Publish(ctx, path, cfg)
+}
+
+// AzureConfig is the recipe's publish.azure section as publisher config;
+// the subscription falls back to AZURE_SUBSCRIPTION_ID.
+func AzureConfig(pub *recipes.Publish) azure.Config {
+	c := azure.Config{SubscriptionID: os.Getenv("AZURE_SUBSCRIPTION_ID")}
+	if pub == nil || pub.Azure == nil {
+		return c
+	}
+	a := pub.Azure
+	if a.SubscriptionID != "" {
+		c.SubscriptionID = a.SubscriptionID
+	}
+	c.ResourceGroup, c.Location, c.ImageName = a.ResourceGroup, a.Location, a.ImageName
+	c.HyperVGeneration, c.SecurityType, c.OSType, c.Tags, c.KeepDisk = a.HyperVGeneration, a.SecurityType, a.OSType, a.Tags, a.KeepDisk
+	if g := a.Gallery; g != nil {
+		c.Gallery = &azure.Gallery{Name: g.Name, ImageDefinition: g.ImageDefinition, Version: g.Version, ReplicaRegions: g.ReplicaRegions,
+			ExcludeFromLatest: g.ExcludeFromLatest, Publisher: g.Publisher, Offer: g.Offer, SKU: g.SKU}
+	}
+	return c
 }
 
 // diskDigest is what cloud resources are tagged with to find this disk

@@ -73,6 +73,32 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 			ex(Pos{}, "publish.vsphere", f)
 		}
 	}
+	exTags := func(where string, tags map[string]string) {
+		for k, v := range tags {
+			ex(Pos{}, where, &v)
+			tags[k] = v
+		}
+	}
+	if a := r.Publish.aws(); a != nil {
+		for _, f := range []*string{&a.Region, &a.Name, &a.Description, &a.KMSKeyID, &a.S3Bucket, &a.RoleName} {
+			ex(Pos{}, "publish.aws", f)
+		}
+		for i := range a.CopyTo {
+			ex(Pos{}, "publish.aws", &a.CopyTo[i])
+		}
+		exTags("publish.aws", a.Tags)
+	}
+	if a := r.Publish.azure(); a != nil {
+		for _, f := range []*string{&a.SubscriptionID, &a.ResourceGroup, &a.Location, &a.ImageName} {
+			ex(Pos{}, "publish.azure", f)
+		}
+		if g := a.Gallery; g != nil {
+			for _, f := range []*string{&g.Name, &g.ImageDefinition, &g.Version, &g.Offer, &g.SKU} {
+				ex(Pos{}, "publish.azure.gallery", f)
+			}
+		}
+		exTags("publish.azure", a.Tags)
+	}
 	for i := range r.Tests {
 		exCmd(r.Tests[i].Pos, fmt.Sprintf("test %d (%s)", i+1, r.Tests[i].Name), &r.Tests[i].Run)
 	}
@@ -112,4 +138,18 @@ func expand(s string, args map[string]string) (string, error) {
 		b.WriteString(v)
 		s = s[i+end+1:]
 	}
+}
+
+func (p *Publish) aws() *AWS {
+	if p == nil {
+		return nil
+	}
+	return p.AWS
+}
+
+func (p *Publish) azure() *Azure {
+	if p == nil {
+		return nil
+	}
+	return p.Azure
 }

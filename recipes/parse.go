@@ -471,7 +471,7 @@ func (p *parser) azure(n *yaml.Node) *Azure {
 				default:
 					p.str(v, what+"."+k, gs[k])
 				}
-				if k == "version" && !galleryVersionRE.MatchString(g.Version) {
+				if k == "version" && !galleryVersionRE.MatchString(g.Version) && !strings.Contains(g.Version, "${") {
 					p.errorf(v, "%s.version %q: expected MAJOR.MINOR.PATCH, such as 1.4.0", what, g.Version)
 				}
 			})

@@ -135,7 +135,7 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&push, "push", "", "push the image to `REF` (runnable as a container)")
 	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
-	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, vsphere")
+	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
 	return c
