@@ -3,10 +3,13 @@ package disk
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	diskfs "github.com/diskfs/go-diskfs"
 )
 
 // Boot modes.
@@ -129,4 +132,34 @@ func checkLoader(root, mode string) error {
 		return &MissingError{mode, missing}
 	}
 	return nil
+}
+
+// LayoutOf reads the boot layout of a finished disk (raw or fixed VHD)
+// from its ESP, the first partition, as Prepare lays it out: "grub" when
+// shim's grubx64.efi is there, "systemd-boot" when loader/loader.conf is,
+// else "none". It reads the FAT with mtools, as Assemble writes it.
+func LayoutOf(path string) (string, error) {
+	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	defer d.Close()
+	pt, err := d.GetPartitionTable()
+	if err != nil {
+		return "", fmt.Errorf("%s: no partition table: %w", path, err)
+	}
+	parts := pt.GetPartitions()
+	if len(parts) == 0 {
+		return BootNone, nil
+	}
+	img := fmt.Sprintf("%s@@%d", path, parts[0].GetStart())
+	for _, c := range []struct{ file, layout string }{
+		{"::/EFI/BOOT/grubx64.efi", BootGrub},
+		{"::/loader/loader.conf", BootSystemd},
+	} {
+		if exec.Command("mdir", "-i", img, c.file).Run() == nil {
+			return c.layout, nil
+		}
+	}
+	return BootNone, nil
 }

@@ -114,6 +114,9 @@ func TestAssembleSystemdBoot(t *testing.T) {
 		t.Errorf("p2: %s", info)
 	}
 	oracle(t, "e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", raw, l.RootStart))
+	if got, err := LayoutOf(raw); got != BootSystemd {
+		t.Errorf("LayoutOf a systemd-boot disk: %q, %v", got, err)
+	}
 	esp := extract(t, raw, l.ESPStart, l.ESPSize)
 	oracle(t, "fsck.vfat", "-n", esp)
 
@@ -169,6 +172,9 @@ func TestAssembleReproducible(t *testing.T) {
 		must(t, err)
 		raw := filepath.Join(t.TempDir(), "disk.raw")
 		must(t, Assemble(context.Background(), tree, p, l, raw))
+		if got, err := LayoutOf(raw); got != BootGrub {
+			t.Errorf("LayoutOf a grub disk: %q, %v", got, err)
+		}
 		cfg, _ := os.ReadFile(filepath.Join(stage, espMount, "EFI/BOOT/grub.cfg"))
 		if !strings.Contains(string(cfg), "linux /vmlinuz root=PARTUUID=") || !strings.Contains(string(cfg), "--fs-uuid --set=root "+strings.ToLower(spec.IDs.FS)) {
 			t.Errorf("grub.cfg:\n%s", cfg)

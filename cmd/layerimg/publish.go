@@ -10,7 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/vsphere"
 )
 
@@ -19,7 +21,7 @@ func newPublishCmd(g *globalFlags) *cobra.Command {
 		Use:   "publish",
 		Short: "Publish a finished disk to a cloud",
 	}
-	c.AddCommand(newPublishVSphereCmd(g), newPublishAWSCmd(g))
+	c.AddCommand(newPublishVSphereCmd(g), newPublishAWSCmd(g), newPublishAzureCmd(g))
 	return c
 }
 
@@ -105,6 +107,99 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 	f.BoolVar(&cfg.Force, "force", false, "upload even if this disk is already published")
 	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
 	return c
+}
+
+func newPublishAzureCmd(g *globalFlags) *cobra.Command {
+	var cfg azure.Config
+	var gal azure.Gallery
+	var manifest, boot string
+	c := &cobra.Command{
+		Use:   "azure DISK --resource-group RG --location L (--image NAME | --gallery G ...)",
+		Short: "Upload a fixed VHD (or raw disk) into a managed disk and make an image from it",
+		Long: `Create a managed disk for upload, write the disk's non-zero 512-byte ranges
+into it through the SAS URL that grantAccess hands out (no storage account),
+revoke access, and make a managed image (--image) and/or an Azure Compute
+Gallery image version (--gallery, --gallery-image, --gallery-version). The
+image definition is created when missing. The upload disk is deleted
+afterwards unless --keep-disk. A raw disk is streamed as a fixed VHD.
+
+Credentials come from azidentity's DefaultAzureCredential: AZURE_CLIENT_ID,
+AZURE_TENANT_ID and AZURE_CLIENT_SECRET (or a certificate), workload identity
+(GitHub OIDC), managed identity, or the Azure CLI's login. The subscription
+comes from --subscription or AZURE_SUBSCRIPTION_ID. The images carry the disk's
+sha256 in the tag layerimg-digest: publishing the same disk again returns them.`,
+		Example: `  layerimg publish azure out/disk.vhd --resource-group images --location westeurope --image web-1.4
+  layerimg publish azure out/disk.vhd --resource-group images --location westeurope \
+      --gallery G --gallery-image web --gallery-version 1.4.0 --replicate-to northeurope,eastus`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if cfg.SubscriptionID == "" {
+				cfg.SubscriptionID = os.Getenv("AZURE_SUBSCRIPTION_ID")
+			}
+			if gal.Name != "" || gal.ImageDefinition != "" || gal.Version != "" {
+				cfg.Gallery = &gal
+			}
+			cfg.BootMode = boot
+			if cfg.SecurityType == "TrustedLaunch" { // only then does the layout matter
+				if cfg.BootMode, err = bootLayout(args[0], boot); err != nil {
+					return err
+				}
+			}
+			if cfg.Digest, err = layerimg.DigestFile(args[0]); err != nil {
+				return err
+			}
+			cfg.Log = log
+			res, err := azure.Publish(cmd.Context(), args[0], cfg)
+			if res != nil && err == nil {
+				err = writeJSON(cmd.OutOrStdout(), manifest, res)
+			}
+			return err
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.SubscriptionID, "subscription", "", "subscription ID (default $AZURE_SUBSCRIPTION_ID)")
+	f.StringVar(&cfg.ResourceGroup, "resource-group", "", "resource group (required)")
+	f.StringVar(&cfg.Location, "location", "", "region, such as westeurope (required)")
+	f.StringVar(&cfg.ImageName, "image", "", "make a managed image of this name")
+	f.StringVar(&gal.Name, "gallery", "", "Azure Compute Gallery to publish a version to")
+	f.StringVar(&gal.ImageDefinition, "gallery-image", "", "the gallery's image definition (created when missing)")
+	f.StringVar(&gal.Version, "gallery-version", "", "version to make, MAJOR.MINOR.PATCH")
+	f.StringSliceVar(&gal.ReplicaRegions, "replicate-to", nil, "regions to replicate the version to")
+	f.BoolVar(&gal.ExcludeFromLatest, "exclude-from-latest", false, "keep the version out of 'latest'")
+	f.StringVar(&gal.Publisher, "publisher", "", "publisher for a new image definition (default layerimg)")
+	f.StringVar(&gal.Offer, "offer", "", "offer for a new image definition (default: --recipe-name)")
+	f.StringVar(&gal.SKU, "sku", "", "SKU for a new image definition (default: --recipe-name)")
+	f.StringVar(&cfg.Recipe, "recipe-name", "layerimg", "the layerimg-recipe tag")
+	f.StringVar(&cfg.HyperVGeneration, "hyper-v-generation", "V2", "V2 (UEFI) or V1")
+	f.StringVar(&cfg.SecurityType, "security-type", "Standard", "Standard or TrustedLaunch (needs a boot: grub disk)")
+	f.StringVar(&boot, "boot", "", "the disk's boot layout (grub, systemd-boot); read from the disk when empty")
+	f.StringToStringVar(&cfg.Tags, "tag", nil, "tag `KEY=VALUE` (repeatable)")
+	f.BoolVar(&cfg.KeepDisk, "keep-disk", false, "keep the upload's managed disk")
+	f.IntVar(&cfg.Parallel, "parallel", 16, "concurrent page writes")
+	f.BoolVar(&cfg.Force, "force", false, "upload again even if this disk is already published (replaces a managed image)")
+	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
+	return c
+}
+
+// bootLayout is the --boot flag, else what the disk's ESP holds.
+func bootLayout(path, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	l, err := disk.LayoutOf(path)
+	if err != nil {
+		return "", fmt.Errorf("%w (say the layout with --boot)", err)
+	}
+	return l, nil
 }
 
 // writeJSON prints v, and writes it to path when set.

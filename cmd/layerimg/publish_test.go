@@ -83,3 +83,36 @@ func TestPublishAWSCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishAzureCommandErrors covers what the command refuses before it
+// reaches Azure. The upload and ARM calls themselves are tested in
+// export/azure (Azurite and the ARM fake) and by build --publish azure: a
+// child process cannot be handed the fake's credential.
+func TestPublishAzureCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	f, _ := os.Create(raw)
+	f.Truncate(64 << 20)
+	f.Close()
+	t.Setenv("AZURE_SUBSCRIPTION_ID", "")
+	sub := "00000000-1111-2222-3333-444444444444"
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"publish", "azure"}, 2, "expected one disk"},
+		{[]string{"publish", "azure", raw, "--resource-group", "rg", "--location", "westeurope", "--image", "i"}, 1, "no subscription"},
+		{[]string{"publish", "azure", raw, "--subscription", sub, "--location", "westeurope", "--image", "i"}, 1, "resource group"},
+		{[]string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope"}, 1, "nothing to make"},
+		{[]string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope",
+			"--gallery", "g", "--gallery-image", "d", "--gallery-version", "1.0.0", "--security-type", "TrustedLaunch", "--boot", "systemd-boot"}, 1, "needs the disk's boot: grub"},
+		{[]string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope",
+			"--gallery", "g", "--gallery-image", "d", "--gallery-version", "1.0.0", "--security-type", "TrustedLaunch"}, 1, "no partition table"},
+		{[]string{"publish", "azure", filepath.Join(dir, "nope.vhd"), "--subscription", sub, "--resource-group", "rg", "--location", "westeurope", "--image", "i", "--boot", "grub"}, 1, "nope.vhd"},
+	} {
+		if _, errOut, code := cli(t, tc.args...); code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d %s", tc.args[2:], code, errOut)
+		}
+	}
+}

@@ -79,11 +79,11 @@ func rawDisk(t *testing.T) string {
 	f.Truncate(size)
 	long := bytes.Repeat([]byte("layerimg"), (6<<20)/8)
 	for off, b := range map[int64][]byte{
-		0:            bytes.Repeat([]byte{0xEE}, 4096),
-		8<<20 + 100:  long, // crosses 4 MiB boundaries; starts mid-sector
-		20 << 20:     {1},
+		0:             bytes.Repeat([]byte{0xEE}, 4096),
+		8<<20 + 100:   long, // crosses 4 MiB boundaries; starts mid-sector
+		20 << 20:      {1},
 		20<<20 + 1536: {2}, // one zero sector between two single sectors
-		size - 512:   bytes.Repeat([]byte{9}, 512),
+		size - 512:    bytes.Repeat([]byte{9}, 512),
 	} {
 		if _, err := f.WriteAt(b, off); err != nil {
 			t.Fatal(err)
@@ -363,7 +363,10 @@ func TestRefusesBeforeCreatingAnything(t *testing.T) {
 		{badVHD, nil, "not a whole number of MiB plus the 512-byte footer"},
 		{vmdk, nil, "is a VMDK"},
 		{filepath.Join(dir, "nope.vhd"), nil, "nope.vhd"},
-		{raw, func(c *Config) { c.SecurityType = "TrustedLaunch"; c.Gallery = &Gallery{Name: "g", ImageDefinition: "d", Version: "1.0.0"} }, "needs the disk's boot: grub"},
+		{raw, func(c *Config) {
+			c.SecurityType = "TrustedLaunch"
+			c.Gallery = &Gallery{Name: "g", ImageDefinition: "d", Version: "1.0.0"}
+		}, "needs the disk's boot: grub"},
 		{raw, func(c *Config) { c.SubscriptionID = "" }, "no subscription"},
 		{raw, func(c *Config) { c.ImageName = "" }, "nothing to make"},
 		{raw, func(c *Config) { c.Gallery = &Gallery{Name: "g", ImageDefinition: "d", Version: "v1"} }, "MAJOR.MINOR.PATCH"},
