@@ -185,6 +185,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 	f.StringToStringVar(&cfg.Tags, "tag", nil, "tag `KEY=VALUE` (repeatable)")
 	f.BoolVar(&cfg.KeepDisk, "keep-disk", false, "keep the upload's managed disk")
 	f.IntVar(&cfg.Parallel, "parallel", 16, "concurrent page writes")
+	f.Int64Var(&cfg.MergeGap, "merge-gap", azure.DefaultMergeGap, "send zero gaps up to this many bytes with their neighbours (-1: only non-zero sectors)")
 	f.BoolVar(&cfg.Force, "force", false, "upload again even if this disk is already published (replaces a managed image)")
 	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
 	return c

@@ -26,6 +26,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
 )
 
+// DefaultMergeGap is Config.MergeGap's default: 4 KiB less one sector.
+const DefaultMergeGap = 4096 - sector
+
 // Tag keys set on the images (Azure tag names may not hold '/' or ':').
 const (
 	DigestTag = "layerimg-digest"
@@ -51,7 +54,13 @@ type Config struct {
 	Tags                                    map[string]string
 	KeepDisk, Force                         bool
 
-	Parallel         int           // page writers; default 16
+	Parallel int // page writers; default 16
+	// MergeGap: zero gaps of up to this many bytes between non-zero
+	// sectors are sent with their neighbours. The default, 3584, merges
+	// zero sectors that share a 4 KiB filesystem block with data: on the
+	// example image that is 70x fewer writes for no more bytes than the
+	// non-zero 4 KiB blocks. Negative: send only non-zero sectors.
+	MergeGap         int64
 	PollInterval     time.Duration // for long-running operations; default 5 s
 	ProgressInterval time.Duration
 
@@ -93,6 +102,14 @@ func (c *Config) defaults() error {
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = 5 * time.Second
+	}
+	switch {
+	case c.MergeGap == 0:
+		c.MergeGap = DefaultMergeGap
+	case c.MergeGap < 0:
+		c.MergeGap = 0
+	case c.MergeGap%sector != 0 || c.MergeGap >= MaxWrite:
+		return fmt.Errorf("azure: merge gap %d: expected a multiple of 512 below 4 MiB", c.MergeGap)
 	}
 	if g := c.Gallery; g != nil {
 		def(&g.Publisher, "layerimg")

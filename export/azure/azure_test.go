@@ -50,7 +50,9 @@ func (token) GetToken(context.Context, policy.TokenRequestOptions) (azcore.Acces
 	return azcore.AccessToken{Token: armfake.Token, ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
-func fake(t *testing.T) *armfake.Server {
+func fake(t *testing.T) *armfake.Server { return fakeB(t) }
+
+func fakeB(t testing.TB) *armfake.Server {
 	s := armfake.New(sub, storage.URL, azurite.Account, azurite.Key)
 	t.Cleanup(s.Close)
 	s.AddGallery("rg", "gal", "westeurope")
@@ -125,6 +127,7 @@ func TestPublishImageAndGalleryVersion(t *testing.T) {
 	cfg := testConfig(s, &log)
 	cfg.Gallery = &Gallery{Name: "gal", ImageDefinition: "web", Version: "1.4.0", ReplicaRegions: []string{"northeurope", "eastus"}}
 	cfg.Tags = map[string]string{"team": "platform"}
+	cfg.MergeGap = -1 // only non-zero sectors
 	res, err := Publish(context.Background(), raw, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +206,42 @@ func TestPublishImageAndGalleryVersion(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "sig=") && !strings.Contains(log.String(), "sig=REDACTED") {
 		t.Fatal("a SAS signature reached the log")
+	}
+}
+
+// TestMergeGap checks the default write policy: every write starts and
+// ends with a non-zero sector, its zeros are gaps shorter than 4 KiB, and
+// the blob is still exactly the disk.
+func TestMergeGap(t *testing.T) {
+	s := fake(t)
+	raw := rawDisk(t)
+	res, err := Publish(context.Background(), raw, testConfig(s, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawBytes, _ := os.ReadFile(raw)
+	pages := s.Pages()
+	for _, pg := range pages[:len(pages)-1] {
+		b := rawBytes[pg.Offset : pg.Offset+pg.Count]
+		if isZero(b[:512]) || isZero(b[len(b)-512:]) {
+			t.Fatalf("write %+v starts or ends with zeros", pg)
+		}
+		zeros := 0
+		for off := 0; off < len(b); off += 512 {
+			if isZero(b[off : off+512]) {
+				if zeros++; zeros*512 > DefaultMergeGap {
+					t.Fatalf("write %+v carries a zero gap longer than %d bytes", pg, DefaultMergeGap)
+				}
+			} else {
+				zeros = 0
+			}
+		}
+	}
+	if res.RangesSent != 6 { // the 4 KiB head, two 4 MiB runs and a tail of the 6 MiB run, the two singles merged, the last sector; + footer
+		t.Errorf("%d writes: %+v", res.RangesSent, pages)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "vpc", raw, download(t, s, s.Disks()[0])).CombinedOutput(); err != nil {
+		t.Fatalf("%s", out)
 	}
 }
 

@@ -181,7 +181,7 @@ func (p *publisher) writePages(ctx context.Context, sasURL string, src *source, 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		return pageRuns(src.File, src.data, func(off int64, b []byte) error {
+		return pageRuns(src.File, src.data, cfg.MergeGap, func(off int64, b []byte) error {
 			buf := pool.Get().(*[]byte)
 			n := copy(*buf, b)
 			select {
@@ -231,9 +231,11 @@ func (p *publisher) writePages(ctx context.Context, sasURL string, src *source, 
 }
 
 // pageRuns calls fn for each run of non-zero 512-byte sectors of f's first
-// size bytes, split so that no run is longer than MaxWrite. Holes are not
-// read. The slice passed to fn is reused.
-func pageRuns(f *os.File, size int64, fn func(off int64, b []byte) error) error {
+// size bytes, split so that no run is longer than MaxWrite. Zero gaps of at
+// most gap bytes inside a run are sent with it: one write instead of two
+// costs less than the zeros. Holes are not read. The slice passed to fn is
+// reused.
+func pageRuns(f *os.File, size, gap int64, fn func(off int64, b []byte) error) error {
 	ranges, err := sparse.DataRanges(f, size, sector)
 	if err != nil {
 		return err
@@ -245,17 +247,25 @@ func pageRuns(f *os.File, size int64, fn func(off int64, b []byte) error) error 
 			if _, err := f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
 				return err
 			}
-			start := int64(-1)
-			for s := int64(0); s <= n; s += sector {
-				zero := s == n || sparse.IsZero(buf[s:min(s+sector, n)])
-				switch {
-				case !zero && start < 0:
-					start = s
-				case zero && start >= 0:
-					if err := fn(off+start, buf[start:s]); err != nil {
+			start, end := int64(-1), int64(0) // the run so far: [start, end)
+			for s := int64(0); s < n; s += sector {
+				if sparse.IsZero(buf[s:min(s+sector, n)]) {
+					continue
+				}
+				if start >= 0 && s-end > gap {
+					if err := fn(off+start, buf[start:end]); err != nil {
 						return err
 					}
 					start = -1
+				}
+				if start < 0 {
+					start = s
+				}
+				end = min(s+sector, n)
+			}
+			if start >= 0 {
+				if err := fn(off+start, buf[start:end]); err != nil {
+					return err
 				}
 			}
 		}
