@@ -205,6 +205,7 @@ func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, err
 		return nil, err
 	}
 	cfg.Digest, cfg.Recipe, cfg.Args, cfg.Log = digest, p.r.Name, p.r.Args, p.o.Log
+	cfg.StateDir = filepath.Join(p.c.Dir(), "publish") // block hashes for the next upload
 	return ami.Publish(ctx, path, cfg)
 }
 

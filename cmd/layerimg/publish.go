@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 	"github.com/layerimg/layerimg/export/ami"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/vsphere"
+	"github.com/layerimg/layerimg/layers"
 )
 
 func newPublishCmd(g *globalFlags) *cobra.Command {
@@ -28,6 +30,7 @@ func newPublishCmd(g *globalFlags) *cobra.Command {
 func newPublishAWSCmd(g *globalFlags) *cobra.Command {
 	var cfg ami.Config
 	var manifest string
+	var full bool
 	ena := true
 	c := &cobra.Command{
 		Use:   "aws DISK --region REGION",
@@ -40,6 +43,10 @@ identity (GitHub OIDC), IMDS. The image carries the disk's sha256 in the tag
 layerimg:digest: publishing the same disk again returns the AMI already there
 (--force uploads again). --method import-snapshot takes a streamOptimized VMDK,
 puts it in --s3-bucket and calls ImportSnapshot instead.
+
+The block hashes of each upload are kept in the cache directory: the next
+upload with the same --recipe-name and region starts from that snapshot and
+sends only the blocks that changed (--full sends them all).
 
 The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 {{.Digest}} (12 hex digits of the disk's sha256).`,
@@ -65,6 +72,15 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 			}
 			if cmd.Flags().Changed("ena") {
 				cfg.ENASupport = &ena
+			}
+			if !full {
+				dir := g.cacheDir
+				if dir == "" {
+					if dir, err = layers.DefaultCacheDir(); err != nil {
+						return err
+					}
+				}
+				cfg.StateDir = filepath.Join(dir, "publish")
 			}
 			cfg.Log = log
 			res, err := ami.Publish(cmd.Context(), args[0], cfg)
@@ -101,6 +117,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 	f.StringVar(&cfg.S3Bucket, "s3-bucket", "", "bucket for --method import-snapshot")
 	f.StringVar(&cfg.RoleName, "role-name", "", "service role for --method import-snapshot (AWS's default: vmimport)")
 	f.IntVar(&cfg.Parallel, "parallel", 32, "concurrent block uploads")
+	f.BoolVar(&full, "full", false, "send every block, not only those changed since this --recipe-name's last upload")
 	f.DurationVar(&cfg.SnapshotTimeout, "snapshot-timeout", time.Hour, "how long to wait for the snapshot to complete")
 	f.DurationVar(&cfg.CopyTimeout, "copy-timeout", 2*time.Hour, "how long to wait for each copy")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", 5*time.Second, "how often to ask whether a snapshot or copy is done")

@@ -40,7 +40,8 @@ func TestPublishAWSCommand(t *testing.T) {
 	f.Close()
 	manifest := filepath.Join(dir, "ami.json")
 
-	out, errOut, code := cli(t, "publish", "aws", raw, "--region", "eu-west-1", "--name", "web-{{.Digest}}",
+	cache := t.TempDir()
+	out, errOut, code := cli(t, "publish", "aws", raw, "--cache-dir", cache, "--region", "eu-west-1", "--name", "web-{{.Digest}}",
 		"--copy-to", "us-east-1", "--share-with", "123456789012", "--manifest", manifest, "--tag", "team=platform", "-v", "--poll-interval", "10ms")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, errOut)
@@ -61,9 +62,12 @@ func TestPublishAWSCommand(t *testing.T) {
 	if im := s.Images()[0]; im.Tags["team"] != "platform" || im.Tags[ami.DigestTag] == "" {
 		t.Fatalf("tags: %v", im.Tags)
 	}
+	if st, _ := filepath.Glob(filepath.Join(cache, "publish", "ebs-eu-west-1-*.json")); len(st) != 1 {
+		t.Fatalf("block hashes kept: %v", st)
+	}
 
 	// Again: the AMI already there, nothing uploaded.
-	out, errOut, code = cli(t, "publish", "aws", raw, "--region", "eu-west-1", "--name", "web-{{.Digest}}")
+	out, errOut, code = cli(t, "publish", "aws", raw, "--cache-dir", cache, "--region", "eu-west-1", "--name", "web-{{.Digest}}")
 	if code != 0 || !strings.Contains(out, `"existing": true`) || !strings.Contains(errOut, "already published") {
 		t.Fatalf("second publish: exit %d\n%s\n%s", code, out, errOut)
 	}

@@ -39,15 +39,17 @@ type Image struct {
 type Result struct {
 	Images     []Image `json:"images"`
 	Method     string  `json:"method,omitempty"`
+	Parent     string  `json:"parent_snapshot_id,omitempty"` // an incremental upload's base
 	BlocksSent int64   `json:"blocks_sent,omitempty"`
 	BytesSent  int64   `json:"bytes_sent,omitempty"`
 }
 
 // publisher holds one Publish's clients and the undo list for a failure.
 type publisher struct {
-	cfg  Config
-	aws  aws.Config
-	name string
+	cfg   Config
+	aws   aws.Config
+	name  string
+	state *blockState // the upload's block hashes, kept for the next one
 
 	mu   sync.Mutex
 	undo []func(context.Context) error
@@ -99,6 +101,7 @@ func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err
 		// The tagged image is complete: a failure from here on keeps it,
 		// and the next publish finds it by digest.
 		p.commit()
+		p.saveState()
 	}
 	res.Images = append(res.Images, *img)
 	copies, err := p.copies(ctx, *img)

@@ -487,3 +487,56 @@ func TestNameTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestIncrementalUpload publishes a disk, changes it (one block rewritten,
+// one block zeroed, one block new), and publishes again: the second
+// snapshot starts from the first and only those three blocks are sent.
+func TestIncrementalUpload(t *testing.T) {
+	s := fake(t)
+	state := t.TempDir()
+	raw := sparseDisk(t)
+	cfg := testConfig(s, io.Discard)
+	cfg.StateDir = state
+	first, err := Publish(context.Background(), raw, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Parent != "" || first.BlocksSent != int64(len(nonZeroBlocks(t, raw))) {
+		t.Fatalf("first publish %+v", first)
+	}
+
+	f, _ := os.OpenFile(raw, os.O_RDWR, 0)
+	f.WriteAt([]byte("changed"), 100<<20+12345)            // a block rewritten
+	f.WriteAt(make([]byte, 8192), 512<<20-4096)            // zeroes the end of one block and the start of the next...
+	f.WriteAt(bytes.Repeat([]byte{7}, 4096), 512<<20+4096) // ...but the next keeps data
+	f.WriteAt([]byte("new"), 700<<20)                      // a block new
+	f.Close()
+	cfg.Digest = "sha256:" + strings.Repeat("01", 32)
+	second, err := Publish(context.Background(), raw, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Parent != first.Images[0].SnapshotID || second.BlocksSent != 4 {
+		t.Fatalf("second publish: parent %q, %d blocks sent", second.Parent, second.BlocksSent)
+	}
+	var sn *awsfake.Snapshot
+	for _, x := range s.Snapshots() {
+		if x.ID == second.Images[0].SnapshotID {
+			sn = x
+		}
+	}
+	sameAsDisk(t, sn, raw, 1<<30+3*512)
+
+	// Against an account where the parent does not exist (deleted, or
+	// another account), the next upload is whole again.
+	s2 := fake(t)
+	cfg = testConfig(s2, io.Discard)
+	cfg.StateDir = state
+	third, err := Publish(context.Background(), raw, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.Parent != "" || third.BlocksSent != int64(len(nonZeroBlocks(t, raw))) {
+		t.Fatalf("third publish without the parent: %+v", third)
+	}
+}

@@ -56,6 +56,10 @@ type Config struct {
 	RoleName string // for import-snapshot; AWS's default is vmimport
 
 	Parallel int // PutSnapshotBlock workers; default 32
+	// StateDir keeps each upload's block hashes: the next upload of the
+	// same recipe to the same region starts from that snapshot and sends
+	// only the blocks that differ. Empty: every upload is whole.
+	StateDir string
 	Force    bool
 	Profile  string
 

@@ -23,16 +23,25 @@ import (
 const BlockSize = 512 << 10
 
 // ebsDirect writes the disk's non-zero blocks into a new snapshot and
-// completes it. The snapshot is deleted if anything fails afterwards.
+// completes it. With a parent (an earlier upload of the same recipe whose
+// block hashes were kept), the snapshot starts from the parent and only the
+// blocks that differ are sent. The snapshot is deleted if anything fails
+// afterwards.
 func (p *publisher) ebsDirect(ctx context.Context, src *diskFile, res *Result) (string, error) {
 	cfg := p.cfg
 	c := ebs.NewFromConfig(p.aws, func(o *ebs.Options) { o.Region = cfg.Region })
 	gib := (src.size + 1<<30 - 1) >> 30
+	parent := p.parent(ctx)
 	in := &ebs.StartSnapshotInput{
-		VolumeSize:  aws.Int64(gib),
 		Description: aws.String(snapshotDescription(cfg, p.name)),
 		Timeout:     aws.Int32(int32(min(max(cfg.SnapshotTimeout.Minutes(), 10), 4320))),
 	}
+	if parent != nil {
+		gib = max(gib, parent.VolumeGiB)
+		in.ParentSnapshotId = aws.String(parent.SnapshotID)
+		res.Parent = parent.SnapshotID
+	}
+	in.VolumeSize = aws.Int64(gib)
 	for _, t := range ec2Tags(p.tags(nil)) {
 		in.Tags = append(in.Tags, ebstypes.Tag{Key: t.Key, Value: t.Value})
 	}
@@ -51,32 +60,37 @@ func (p *publisher) ebsDirect(ctx context.Context, src *diskFile, res *Result) (
 	if bs := aws.ToInt32(start.BlockSize); bs != 0 && bs != BlockSize {
 		return "", fmt.Errorf("aws %s: snapshot %s has blocks of %d bytes; layerimg sends %d", cfg.Region, id, bs, BlockSize)
 	}
-	cfg.Log.Info("uploading blocks", "region", cfg.Region, "snapshot", id, "volume_GiB", gib, "parallel", cfg.Parallel)
+	cfg.Log.Info("uploading blocks", "region", cfg.Region, "snapshot", id, "volume_GiB", gib, "parallel", cfg.Parallel, "parent", res.Parent)
 
-	sums, err := p.putBlocks(ctx, c, id, src, res)
+	var prev map[int32]string
+	if parent != nil {
+		prev = parent.Blocks
+	}
+	sent, all, err := p.putBlocks(ctx, c, id, src, prev, res)
 	if err != nil {
 		return "", err
 	}
-	idx := make([]int32, 0, len(sums))
-	for i := range sums {
+	idx := make([]int32, 0, len(sent))
+	for i := range sent {
 		idx = append(idx, i)
 	}
 	slices.Sort(idx)
 	h := sha256.New()
 	for _, i := range idx {
-		s := sums[i]
+		s := sent[i]
 		h.Write(s[:])
 	}
 	_, err = c.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
 		SnapshotId:                aws.String(id),
-		ChangedBlocksCount:        aws.Int32(int32(len(sums))),
+		ChangedBlocksCount:        aws.Int32(int32(len(sent))),
 		Checksum:                  aws.String(base64.StdEncoding.EncodeToString(h.Sum(nil))),
 		ChecksumAlgorithm:         ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
 		ChecksumAggregationMethod: ebstypes.ChecksumAggregationMethodChecksumAggregationLinear,
 	})
 	if err != nil {
-		return "", fmt.Errorf("aws %s: CompleteSnapshot %s (%d blocks): %w", cfg.Region, id, len(sums), err)
+		return "", fmt.Errorf("aws %s: CompleteSnapshot %s (%d blocks): %w", cfg.Region, id, len(sent), err)
 	}
+	p.state = &blockState{SnapshotID: id, Region: cfg.Region, VolumeGiB: gib, Digest: cfg.Digest, Blocks: all}
 	return id, nil
 }
 
@@ -85,10 +99,12 @@ func snapshotDescription(cfg Config, name string) string {
 	return d[:min(len(d), 255)]
 }
 
-// putBlocks sends every non-zero block with its SHA-256, from cfg.Parallel
-// workers, and returns the checksums by block index. The SDK retries
-// throttling and 5xx answers with backoff.
-func (p *publisher) putBlocks(ctx context.Context, c *ebs.Client, id string, src *diskFile, res *Result) (map[int32][32]byte, error) {
+// putBlocks sends every non-zero block whose hash differs from prev's
+// (every non-zero block when prev is nil), and a block of zeros where prev
+// had data and the disk has none. It returns the checksums of the blocks
+// sent and, for the state kept for the next upload, of every non-zero
+// block. The SDK retries throttling and 5xx answers with backoff.
+func (p *publisher) putBlocks(ctx context.Context, c *ebs.Client, id string, src *diskFile, prev map[int32]string, res *Result) (sent map[int32][32]byte, all map[int32]string, err error) {
 	cfg := p.cfg
 	type block struct {
 		index int32
@@ -96,55 +112,86 @@ func (p *publisher) putBlocks(ctx context.Context, c *ebs.Client, id string, src
 	}
 	pool := sync.Pool{New: func() any { b := make([]byte, BlockSize); return &b }}
 	work := make(chan block, cfg.Parallel)
-	sums := map[int32][32]byte{}
+	sent, all = map[int32][32]byte{}, map[int32]string{}
 	var mu sync.Mutex
 	meter := progress.Start(ctx, cfg.Log, "uploading blocks", "blocks", src.size, cfg.ProgressInterval)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		return sparse.Blocks(src.File, src.size, BlockSize, func(off int64, b []byte) error {
-			buf := pool.Get().(*[]byte)
-			n := copy(*buf, b)
-			clear((*buf)[n:]) // the disk's last block may be short
+		seen := map[int32]bool{}
+		send := func(b block) error {
 			select {
-			case work <- block{int32(off / BlockSize), buf}:
+			case work <- b:
 				return nil
 			case <-gctx.Done():
 				return gctx.Err()
 			}
+		}
+		err := sparse.Blocks(src.File, src.size, BlockSize, func(off int64, b []byte) error {
+			buf := pool.Get().(*[]byte)
+			n := copy(*buf, b)
+			clear((*buf)[n:]) // the disk's last block may be short
+			seen[int32(off/BlockSize)] = true
+			return send(block{int32(off / BlockSize), buf})
 		})
+		if err != nil {
+			return err
+		}
+		// Data the parent has where this disk has zeros must be zeroed.
+		for i := range prev {
+			if !seen[i] {
+				buf := pool.Get().(*[]byte)
+				clear(*buf)
+				if err := send(block{i, buf}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 	for range cfg.Parallel {
 		g.Go(func() error {
 			for b := range work {
 				sum := sha256.Sum256(*b.buf)
+				b64 := base64.StdEncoding.EncodeToString(sum[:])
+				if prev != nil && prev[b.index] == b64 {
+					pool.Put(b.buf) // the parent has this block already
+					mu.Lock()
+					all[b.index] = b64
+					mu.Unlock()
+					continue
+				}
 				_, err := c.PutSnapshotBlock(gctx, &ebs.PutSnapshotBlockInput{
 					SnapshotId:        aws.String(id),
 					BlockIndex:        aws.Int32(b.index),
 					BlockData:         bytes.NewReader(*b.buf),
 					DataLength:        aws.Int32(BlockSize),
-					Checksum:          aws.String(base64.StdEncoding.EncodeToString(sum[:])),
+					Checksum:          aws.String(b64),
 					ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
 					Progress:          aws.Int32(int32(min(100, int64(b.index)*BlockSize*100/max(src.size, 1)))),
 				})
+				zero := sparse.IsZero(*b.buf)
 				pool.Put(b.buf)
 				if err != nil {
 					return fmt.Errorf("aws %s: PutSnapshotBlock %d of snapshot %s: %w", cfg.Region, b.index, id, err)
 				}
 				meter.Add(BlockSize)
 				mu.Lock()
-				sums[b.index] = sum
+				sent[b.index] = sum
+				if !zero {
+					all[b.index] = b64
+				}
 				mu.Unlock()
 			}
 			return nil
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	meter.Stop()
-	res.BlocksSent += int64(len(sums))
-	res.BytesSent += int64(len(sums)) * BlockSize
+	res.BlocksSent += int64(len(sent))
+	res.BytesSent += int64(len(sent)) * BlockSize
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return sums, nil
+	return sent, all, nil
 }
