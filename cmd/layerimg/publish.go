@@ -53,12 +53,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 		Example: `  layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Date}}'
   layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Digest}}' \
       --copy-to us-east-1,us-west-2 --share-with 123456789012 --manifest out/ami.json`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: oneDisk,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -148,12 +143,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 		Example: `  layerimg publish azure out/disk.vhd --resource-group images --location westeurope --image web-1.4
   layerimg publish azure out/disk.vhd --resource-group images --location westeurope \
       --gallery G --gallery-image web --gallery-version 1.4.0 --replicate-to northeurope,eastus`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: oneDisk,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -206,6 +196,13 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 	f.BoolVar(&cfg.Force, "force", false, "upload again even if this disk is already published (replaces a managed image)")
 	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
 	return c
+}
+
+func oneDisk(_ *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
+	}
+	return nil
 }
 
 // bootLayout is the --boot flag, else what the disk's ESP holds.

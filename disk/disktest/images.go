@@ -46,3 +46,33 @@ func QemuImg(t testing.TB, args ...string) string {
 	}
 	return string(out)
 }
+
+// ScatteredDisk writes a sparse disk of size bytes holding about data bytes
+// in extents of 64 KiB to 4 MiB at seeded random 4 KiB-aligned offsets, as a
+// filesystem lays files out (extents may overlap). Upload benchmarks use it.
+func ScatteredDisk(t testing.TB, size, data int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(size ^ data))
+	buf := make([]byte, 4<<20)
+	for i := range buf {
+		buf[i] = byte(rng.Intn(255) + 1)
+	}
+	for written := int64(0); written < data; {
+		n := int64(64<<10) << rng.Intn(7)
+		off := rng.Int63n((size-n)/4096) * 4096
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			t.Fatal(err)
+		}
+		written += n
+	}
+	return p
+}

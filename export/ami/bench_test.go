@@ -7,46 +7,18 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/layerimg/layerimg/disk/disktest"
 	"github.com/layerimg/layerimg/export/ami/awsfake"
 )
 
-// benchDisk makes a sparse 4 GiB disk holding about 450 MiB of data in
-// extents of 64 KiB to 4 MiB at 4 KiB-aligned offsets, as a filesystem
-// lays out files. It returns the path and the data bytes written.
+// benchDisk is a sparse 4 GiB disk with about 450 MiB of data; it returns
+// the path and the data's non-zero 4 KiB pages in bytes.
 func benchDisk(b *testing.B) (string, int64) {
-	p := filepath.Join(b.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	const size = 4 << 30
-	f.Truncate(size)
-	rng := rand.New(rand.NewPCG(1, 2))
-	buf := make([]byte, 4<<20)
-	for i := range buf {
-		buf[i] = byte(rng.Uint32() | 1)
-	}
-	covered := map[int64]bool{} // 4 KiB pages written, so overlaps count once
-	var data int64
-	for data < 450<<20 {
-		n := int64(64<<10) << rng.IntN(7) // 64 KiB .. 4 MiB
-		off := rng.Int64N((size-n)/4096) * 4096
-		if _, err := f.WriteAt(buf[:n], off); err != nil {
-			b.Fatal(err)
-		}
-		for pg := off / 4096; pg < (off+n)/4096; pg++ {
-			if !covered[pg] {
-				covered[pg] = true
-				data += 4096
-			}
-		}
-	}
-	return p, data
+	p := disktest.ScatteredDisk(b, 4<<30, 450<<20)
+	return p, dataBytes(b, p)
 }
 
 // BenchmarkEBSDirect uploads the 4 GiB disk to the fake with 50 ms added to

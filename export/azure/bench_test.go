@@ -4,42 +4,21 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/layerimg/layerimg/disk/disktest"
 	"github.com/layerimg/layerimg/disk/sparse"
 )
 
 // benchDisk is LAYERIMG_BENCH_DISK (a real image), else a sparse 2 GiB
-// disk with about 450 MiB of data in extents of 64 KiB to 4 MiB at 4 KiB
-// offsets.
+// disk with about 450 MiB of data.
 func benchDisk(b *testing.B) string {
 	if p := os.Getenv("LAYERIMG_BENCH_DISK"); p != "" {
 		return p
 	}
-	p := filepath.Join(b.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	const size = 2 << 30
-	f.Truncate(size)
-	rng := rand.New(rand.NewPCG(1, 2))
-	buf := make([]byte, 4<<20)
-	for i := range buf {
-		buf[i] = byte(rng.Uint32() | 1)
-	}
-	for written := int64(0); written < 450<<20; {
-		n := int64(64<<10) << rng.IntN(7)
-		off := rng.Int64N((size-n)/4096) * 4096
-		f.WriteAt(buf[:n], off)
-		written += n
-	}
-	return p
+	return disktest.ScatteredDisk(b, 2<<30, 450<<20)
 }
 
 // nonZero counts the disk's non-zero blocks of bs bytes, in bytes.
