@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -192,10 +194,14 @@ func (p *publisher) writePages(ctx context.Context, sasURL string, src *source, 
 			}
 		})
 	})
+	blobName := sasURL
+	if i := strings.IndexByte(blobName, '?'); i >= 0 {
+		blobName = blobName[:i] // the SAS stays out of messages
+	}
 	put := func(ctx context.Context, off int64, b []byte) error {
 		_, err := pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(b)), blob.HTTPRange{Offset: off, Count: int64(len(b))}, nil)
 		if err != nil {
-			return fmt.Errorf("azure: upload pages %d-%d of %s: %w", off, off+int64(len(b))-1, redact(sasURL), err)
+			return azErr(fmt.Sprintf("upload pages %d-%d of", off, off+int64(len(b))-1), blobName, err)
 		}
 		return nil
 	}
@@ -309,11 +315,18 @@ func azErr(op, id string, err error) error {
 	}
 	msg := ""
 	if re.RawResponse != nil && re.RawResponse.Body != nil {
-		var body struct {
+		b, _ := io.ReadAll(re.RawResponse.Body)
+		var arm struct {
 			Error struct{ Code, Message string } `json:"error"`
 		}
-		if b, _ := io.ReadAll(re.RawResponse.Body); json.Unmarshal(b, &body) == nil {
-			msg = body.Error.Message
+		var storage struct {
+			Message string `xml:"Message"`
+		}
+		switch {
+		case json.Unmarshal(b, &arm) == nil:
+			msg = arm.Error.Message
+		case xml.Unmarshal(b, &storage) == nil:
+			msg = storage.Message
 		}
 	}
 	return &azureError{op: op, id: id, status: re.StatusCode, code: re.ErrorCode, msg: msg, err: err}
@@ -326,7 +339,10 @@ type azureError struct {
 }
 
 func (e *azureError) Error() string {
-	s := fmt.Sprintf("azure: %s %s: %s (HTTP %d)", e.op, e.id, e.code, e.status)
+	s := fmt.Sprintf("azure: %s %s: %s", e.op, e.id, e.code)
+	if e.status >= 400 { // a failed long-running operation is reported with 200
+		s += fmt.Sprintf(" (HTTP %d)", e.status)
+	}
 	if e.msg != "" {
 		s += ": " + e.msg
 	}

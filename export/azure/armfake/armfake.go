@@ -51,10 +51,13 @@ func (c Call) String() string {
 	return fmt.Sprintf("%s %s %s -> %d", c.Method, c.Op, c.Resource, c.Status)
 }
 
-// Fault fails a call with Azure's error shape.
+// Fault fails a call with Azure's error shape. An Async fault lets a
+// long-running operation start (202/201) and fail when polled, as Azure
+// reports most failures of creating things.
 type Fault struct {
 	Status int
 	Code   string
+	Async  bool
 }
 
 // Disk is a managed disk.
@@ -112,6 +115,7 @@ type Server struct {
 	versions  map[string]*Version
 	ops       map[string]*operation
 	pages     []blob.HTTPRange // page writes that reached Azurite
+	async     *Fault           // for the operation the current request starts
 }
 
 type operation struct {
@@ -334,13 +338,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.calls = append(s.calls, Call{Method: r.Method, Op: op, Resource: id, Status: rec.status})
 		s.mu.Unlock()
 	}()
-	if f := s.fault(op); f != nil {
+	f := s.fault(op)
+	if f != nil && !f.Async {
 		armError(rec, f.Status, f.Code, "injected fault on %s", op)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.async = f
+	defer func() { s.async = nil }()
 	key := strings.ToLower(id)
 	switch op {
 	case "CreateDisk":
@@ -441,6 +448,9 @@ func (s *Server) lro(w http.ResponseWriter, r *http.Request, status int, body an
 	rand.Read(b)
 	id := hex.EncodeToString(b)
 	op := &operation{polls: s.PendingPolls, finish: finish}
+	if f := s.async; f != nil {
+		op.finish = func() (*Fault, string) { return f, "injected failure of the operation" }
+	}
 	if result != nil {
 		op.result = result
 	}
