@@ -186,7 +186,16 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
 		return err
 	}
-	for k, v := range hdr.PAXRecords {
+	// In name order: the filesystem lists xattrs in the order they were
+	// set, and mkfs.ext4 -d stores them in the order listed, so map order
+	// here would make the disk's bytes differ from build to build.
+	keys := make([]string, 0, len(hdr.PAXRecords))
+	for k := range hdr.PAXRecords {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := hdr.PAXRecords[k]
 		name, ok := strings.CutPrefix(k, xattrPrefix)
 		if !ok {
 			continue

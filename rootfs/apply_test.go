@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -190,6 +191,28 @@ func TestFlattenMatchesCraneExport(t *testing.T) {
 	}
 	if v, err := unix.Lgetxattr(filepath.Join(root, "a"), "user.test", make([]byte, 8)); err != nil || v != 1 {
 		t.Errorf("xattr user.test on a: %d %v", v, err)
+	}
+}
+
+// TestXattrOrder checks that xattrs are set in name order, whatever the
+// tar header's map order: the host lists them in the order set, and
+// mkfs.ext4 -d copies that order into the disk's inodes.
+func TestXattrOrder(t *testing.T) {
+	needRoot(t)
+	xattrs := map[string]string{"user.b": "2", "user.a": "1", "user.d": "4", "user.c": "3", "user.e": "5"}
+	for i := range 10 { // map order differs from run to run; sorted must not
+		root := t.TempDir()
+		if err := Apply(context.Background(), root, bytes.NewReader(mkTar(t, entry{name: "d/", kind: "d", xattrs: xattrs})), ApplyOptions{Layer: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 256)
+		n, err := unix.Llistxattr(filepath.Join(root, "d"), buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00"); !slices.IsSorted(got) || len(got) != 5 {
+			t.Fatalf("run %d: xattrs listed as %q", i, got)
+		}
 	}
 }
 
