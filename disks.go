@@ -35,7 +35,7 @@ import (
 
 // diskFormatVersion changes whenever the bytes a disk step writes change for
 // the same input, so cached disks are never reused wrongly.
-const diskFormatVersion = 1
+const diskFormatVersion = 2 // 2: xattrs in the inode in canonical order
 
 // DiskFile is one disk written by a build.
 type DiskFile struct {

@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"slices"
+	"strings"
 )
 
 // fixInodeTimes sets the atime and ctime of every used inode of the ext4
-// filesystem at off in f to epoch, and clears their nanoseconds, then
-// recomputes each inode's checksum.
+// filesystem at off in f to epoch, and clears their nanoseconds, puts the
+// xattrs stored in the inode in a fixed order, then recomputes each inode's
+// checksum.
 //
 // mkfs.ext4 -d copies atime and ctime from the source tree, and a process
 // cannot set a file's ctime, so without this two builds of one tree differ.
-// E2FSPROGS_FAKE_TIME only covers the times mkfs makes up itself.
+// E2FSPROGS_FAKE_TIME only covers the times mkfs makes up itself. It also
+// stores xattrs in the order the host lists them, which is the order they
+// were set on some filesystems and a hash order on others.
 func fixInodeTimes(f *os.File, off int64, epoch uint32) error {
 	sb := make([]byte, 1024)
 	if _, err := f.ReadAt(sb, off+1024); err != nil {
@@ -83,6 +88,9 @@ func fixInodeTimes(f *os.File, off int64, epoch uint32) error {
 					le.PutUint32(in[o:], 0)
 				}
 			}
+			if inodeSize > 128 {
+				sortInodeXattrs(in[min(128+extra, inodeSize):])
+			}
 			if csum {
 				hasHi := 128+extra >= 0x84
 				in[0x7C], in[0x7D] = 0, 0
@@ -108,6 +116,56 @@ func fixInodeTimes(f *os.File, off int64, epoch uint32) error {
 		}
 	}
 	return nil
+}
+
+// sortInodeXattrs rewrites the xattrs stored in an inode's extra space (b
+// starts after i_extra_isize) in one canonical layout: entries ordered by
+// name index, name length and name (the order ext4 keeps in xattr blocks),
+// then their values packed from the end of the space in the same order.
+// mkfs.ext4 lays both out in the order the host listed the xattrs. Entry
+// hashes cover only names and values, so they stay valid. Anything that does
+// not parse, or a value kept in its own inode, leaves b as it is.
+func sortInodeXattrs(b []byte) {
+	le := binary.LittleEndian
+	if len(b) < 8 || le.Uint32(b) != 0xEA020000 {
+		return
+	}
+	area := b[4:] // value offsets count from here
+	type xattr struct{ entry, value []byte }
+	var xs []xattr
+	pos := 0
+	for {
+		if pos+4 > len(area) {
+			return
+		}
+		if le.Uint32(area[pos:]) == 0 {
+			break
+		}
+		e := area[pos:]
+		size := (16 + int(e[0]) + 3) &^ 3
+		off, vlen := int(le.Uint16(e[2:])), int(le.Uint32(e[8:]))
+		if pos+size > len(area) || le.Uint32(e[4:]) != 0 || off+vlen > len(area) {
+			return
+		}
+		xs = append(xs, xattr{slices.Clone(e[:size]), slices.Clone(area[off : off+vlen])})
+		pos += size
+	}
+	key := func(e []byte) string { return string([]byte{e[1], e[0]}) + string(e[16:16+int(e[0])]) }
+	slices.SortStableFunc(xs, func(x, y xattr) int { return strings.Compare(key(x.entry), key(y.entry)) })
+	out := make([]byte, len(area))
+	at, end := 0, len(area)
+	for _, x := range xs {
+		if len(x.value) > 0 {
+			end -= (len(x.value) + 3) &^ 3
+			le.PutUint16(x.entry[2:], uint16(end))
+			copy(out[end:], x.value)
+		}
+		at += copy(out[at:], x.entry)
+	}
+	if at+4 > end {
+		return // cannot happen for a valid inode; keep it as it was
+	}
+	copy(area, out)
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
