@@ -56,29 +56,17 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		if res.Disk == nil {
 			return fmt.Errorf("--publish %s needs disks: add -o DIR", target)
 		}
-		// A result comes back even with some errors (an AMI made, a copy
-		// failed): the manifest lists what exists.
+		// A result can come back with an error (an AMI made, a copy
+		// failed): the log says what exists, as the manifest is not written.
 		var r any
 		var err error
 		switch target {
 		case "vsphere":
-			if v, e := p.publishVSphere(ctx, res); v != nil {
-				r, err = v, e
-			} else {
-				err = e
-			}
+			r, err = published(p.publishVSphere(ctx, res))
 		case "aws":
-			if v, e := p.publishAWS(ctx, res); v != nil {
-				r, err = v, e
-			} else {
-				err = e
-			}
+			r, err = published(p.publishAWS(ctx, res))
 		case "azure":
-			if v, e := p.publishAzure(ctx, res); v != nil {
-				r, err = v, e
-			} else {
-				err = e
-			}
+			r, err = published(p.publishAzure(ctx, res))
 		default:
 			return fmt.Errorf("--publish %s: unknown target (aws, azure, vsphere)", target)
 		}
@@ -89,6 +77,9 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 			res.Published[target] = r
 		}
 		if err != nil {
+			if r != nil {
+				o.Log.Error("published in part", "target", target, "result", r)
+			}
 			return fmt.Errorf("--publish %s: %w", target, err)
 		}
 	}
@@ -183,21 +174,34 @@ func (p *planner) publishVSphere(ctx context.Context, res *Result) (*vsphere.Res
 	return vsphere.Publish(ctx, vmdkPath, cfg.FromEnv())
 }
 
+// published keeps a typed nil result out of the manifest.
+func published[T any](v *T, err error) (any, error) {
+	if v == nil {
+		return nil, err
+	}
+	return v, err
+}
+
+// diskFile is the path of the first of formats the build wrote.
+func diskFile(res *Result, formats ...string) string {
+	for _, f := range formats {
+		if df, ok := res.Disk.Files[f]; ok {
+			return df.Path
+		}
+	}
+	return ""
+}
+
 // publishAWS publishes the raw disk (or the fixed VHD) as an AMI with the
 // recipe's publish.aws section; import-snapshot takes the VMDK.
 func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, error) {
 	cfg := AWSConfig(p.r.Publish, p.r.Platform)
-	var path string
-	for _, f := range map[bool][]string{false: {"raw", "vhd"}, true: {"vmdk"}}[cfg.Method == ami.ImportSnapshot] {
-		if df, ok := res.Disk.Files[f]; ok {
-			path = df.Path
-			break
-		}
-	}
-	if path == "" {
-		if cfg.Method == ami.ImportSnapshot {
+	path := diskFile(res, "raw", "vhd")
+	if cfg.Method == ami.ImportSnapshot {
+		if path = diskFile(res, "vmdk"); path == "" {
 			return nil, fmt.Errorf("method import-snapshot needs the vmdk output")
 		}
+	} else if path == "" {
 		return nil, fmt.Errorf("needs the raw or vhd output")
 	}
 	digest, err := p.diskDigest(res, path)
@@ -212,13 +216,7 @@ func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, err
 // publishAzure uploads the fixed VHD (or the raw disk, streamed as one)
 // with the recipe's publish.azure section.
 func (p *planner) publishAzure(ctx context.Context, res *Result) (*azure.Result, error) {
-	var path string
-	for _, f := range []string{"vhd", "raw"} {
-		if df, ok := res.Disk.Files[f]; ok {
-			path = df.Path
-			break
-		}
-	}
+	path := diskFile(res, "vhd", "raw")
 	if path == "" {
 		return nil, fmt.Errorf("needs the vhd or raw output")
 	}
