@@ -73,6 +73,9 @@ func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err
 		return nil, err
 	}
 	defer src.Close()
+	if gib := (src.virtual + 1<<30 - 1) >> 30; cfg.VolumeSize != 0 && cfg.VolumeSize < gib {
+		return nil, fmt.Errorf("aws: volume_size %d GiB is smaller than the %d GiB disk", cfg.VolumeSize, gib)
+	}
 	ac, err := cfg.load(ctx)
 	if err != nil {
 		return nil, err

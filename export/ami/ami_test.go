@@ -411,6 +411,7 @@ func TestPublishRefuses(t *testing.T) {
 		{raw, func(c *Config) { c.Method = ImportSnapshot }, "needs s3_bucket"},
 		{raw, func(c *Config) { c.Method = ImportSnapshot; c.S3Bucket = "b" }, "streamOptimized VMDK"},
 		{raw, func(c *Config) { c.Tags = map[string]string{"aws:x": "y"} }, "reserved"},
+		{raw, func(c *Config) { c.VolumeSize = 1 }, "volume_size 1 GiB is smaller than the 2 GiB disk"},
 	} {
 		cfg := testConfig(s, io.Discard)
 		if tc.mod != nil {
