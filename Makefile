@@ -4,15 +4,18 @@ export GOPROXY ?= https://proxy.golang.org
 export PATH := $(PATH):/usr/local/go/bin
 DEB_PKGS  := mmdebstrap busybox-static docker-registry e2fsprogs dosfstools mtools gdisk qemu-utils qemu-system-x86 ovmf ca-certificates tar gzip
 
-.PHONY: deps build example test bench lint clean
+.PHONY: deps test-deps build example test bench lint clean
 
-# Debian packages that builds and tests need (run as root), and Azurite, the
-# Azure Storage emulator the Azure tests upload to (npm, into .tools/).
-AZURITE   := azurite@3.35.0
+# Debian packages that builds and tests need (run as root).
 deps:
 	@if ! dpkg -s $(DEB_PKGS) >/dev/null 2>&1; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PKGS); \
 	fi
+
+# Azurite, the Azure Storage emulator the Azure tests upload to (npm, into
+# .tools/; Node.js from Debian if the machine has none).
+AZURITE   := azurite@3.35.0
+test-deps: deps
 	@if ! command -v npm >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
 	fi
@@ -29,11 +32,11 @@ example: deps build
 		--oci-layout out/image --rootfs-tar out/rootfs.tar --manifest out/build.json
 	./bin/layerimg plan recipes/examples/debian-minimal.yaml
 
-test: deps
+test: test-deps
 	$(GO) test -timeout 45m ./...
 
 # Side-by-side figures for BENCHMARKS.md (same tree, same machine, one run).
-bench: deps
+bench: test-deps
 	$(GO) test -run XXX -bench 'LayerCreate|TarGzipPipeline' -benchtime 5x ./layers
 	$(GO) test -run XXX -bench NoopRebuild -benchtime 20x ./cmd/layerimg
 	# Disks against qemu-img and the shell pipeline; set LAYERIMG_BENCH_ROOTFS
