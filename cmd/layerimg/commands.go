@@ -160,13 +160,9 @@ func newCacheCmd(g *globalFlags) *cobra.Command {
   layerimg cache verify`,
 	}
 	open := func(exclusive bool) (*layers.Cache, error) {
-		dir := g.cacheDir
-		if dir == "" {
-			d, err := layers.DefaultCacheDir()
-			if err != nil {
-				return nil, err
-			}
-			dir = d
+		dir, err := g.cache()
+		if err != nil {
+			return nil, err
 		}
 		return layers.OpenCache(dir, exclusive, nil)
 	}

@@ -90,3 +90,11 @@ func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
 	}
 	return nil, usageError{fmt.Errorf("--progress %q: expected auto, plain, tty or json", g.progress)}
 }
+
+// cache is --cache-dir, or the default cache directory.
+func (g *globalFlags) cache() (string, error) {
+	if g.cacheDir != "" {
+		return g.cacheDir, nil
+	}
+	return layers.DefaultCacheDir()
+}

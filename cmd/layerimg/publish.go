@@ -15,7 +15,6 @@ import (
 	"github.com/layerimg/layerimg/export/ami"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/vsphere"
-	"github.com/layerimg/layerimg/layers"
 )
 
 func newPublishCmd(g *globalFlags) *cobra.Command {
@@ -69,11 +68,9 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 				cfg.ENASupport = &ena
 			}
 			if !full {
-				dir := g.cacheDir
-				if dir == "" {
-					if dir, err = layers.DefaultCacheDir(); err != nil {
-						return err
-					}
+				dir, err := g.cache()
+				if err != nil {
+					return err
 				}
 				cfg.StateDir = filepath.Join(dir, "publish")
 			}

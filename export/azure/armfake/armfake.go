@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -209,46 +210,24 @@ func (s *Server) Pages() []blob.HTTPRange {
 
 // Disks returns every disk, deleted ones included (their blobs stay in
 // Azurite for the tests to read).
-func (s *Server) Disks() []Disk {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Disk
-	for _, d := range s.disks {
-		out = append(out, *d)
-	}
-	slices.SortFunc(out, func(a, b Disk) int { return strings.Compare(a.ID, b.ID) })
-	return out
-}
+func (s *Server) Disks() []Disk { return snapshot(s, s.disks) }
 
 // Images returns the managed images.
-func (s *Server) Images() []Image {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Image
-	for _, im := range s.images {
-		out = append(out, *im)
-	}
-	return out
-}
+func (s *Server) Images() []Image { return snapshot(s, s.images) }
 
 // Versions returns the gallery image versions.
-func (s *Server) Versions() []Version {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Version
-	for _, v := range s.versions {
-		out = append(out, *v)
-	}
-	return out
-}
+func (s *Server) Versions() []Version { return snapshot(s, s.versions) }
 
 // GalleryImages returns the image definitions.
-func (s *Server) GalleryImages() []GalleryImage {
+func (s *Server) GalleryImages() []GalleryImage { return snapshot(s, s.defs) }
+
+// snapshot copies a resource map's values, in resource ID order.
+func snapshot[T any](s *Server, m map[string]*T) []T {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []GalleryImage
-	for _, d := range s.defs {
-		out = append(out, *d)
+	out := make([]T, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, *m[k])
 	}
 	return out
 }
