@@ -215,7 +215,7 @@ func (p *planner) keyInput(st *recipes.Step, parent string) (layers.KeyInput, er
 	in := layers.KeyInput{Parent: parent, Kind: st.Kind(), Platform: p.r.Platform, Compression: p.o.Compression, Epoch: p.o.Epoch}
 	switch st.Kind() {
 	case "run":
-		rs := runSpec{Argv: st.Run.Args(), Env: mergeEnv(p.env, envList(st.Env)), Workdir: st.Workdir, Network: st.Network}
+		rs := runSpec{Argv: st.Run.Args(), Env: stepEnv(p.env, st.Run.ArgEnv, st.Env), Workdir: st.Workdir, Network: st.Network}
 		if rs.Network == "" {
 			rs.Network = "host"
 		}
@@ -464,7 +464,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 			return nil, err
 		}
 		o.Log.Info("testing", "test", t.Name)
-		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.runEnv(nil), Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
+		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
 		if err != nil {
 			return nil, fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
 		}
@@ -530,7 +530,7 @@ func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() (
 			return layers.Descriptor{}, err
 		}
 		ro := layers.RunOptions{
-			Argv: st.Run.Args(), Env: p.runEnv(st.Env), Workdir: st.Workdir,
+			Argv: st.Run.Args(), Env: p.runEnv(st.Run.ArgEnv, st.Env), Workdir: st.Workdir,
 			Network: st.Network, Epoch: epoch, Out: prefixWriter(p.o.Output, st.Name),
 		}
 		for _, s := range st.Secrets {
@@ -545,12 +545,19 @@ func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() (
 	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
 }
 
-// runEnv is the environment a command runs with: the image's, the step's,
-// and SOURCE_DATE_EPOCH, which tools such as mkinitramfs honour to make
+// runEnv is the environment a command runs with: stepEnv's, and
+// SOURCE_DATE_EPOCH, which tools such as mkinitramfs honour to make
 // reproducible output. The epoch is already part of every key.
-func (p *planner) runEnv(step map[string]string) []string {
-	env := mergeEnv(p.env, envList(step))
-	return mergeEnv(env, []string{fmt.Sprintf("SOURCE_DATE_EPOCH=%d", p.o.Epoch)})
+func (p *planner) runEnv(args []string, step map[string]string) []string {
+	return mergeEnv(stepEnv(p.env, args, step), []string{fmt.Sprintf("SOURCE_DATE_EPOCH=%d", p.o.Epoch)})
+}
+
+// stepEnv layers a command's environment: the image's, then the args its
+// script names (recipes.Command.ArgEnv), then the step's own env, which
+// wins as Docker's ENV wins over ARG. A step that names no arg keeps the
+// environment, and so the key, it had before args became variables.
+func stepEnv(image, args []string, step map[string]string) []string {
+	return mergeEnv(mergeEnv(image, args), envList(step))
 }
 
 func short(d string) string {

@@ -2,6 +2,7 @@ package recipes
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -9,6 +10,11 @@ import (
 // overridden by overrides. "$${NAME}" stays as the literal "${NAME}", so shell
 // scripts can still use their own braces. An unknown name is an error naming
 // the step.
+//
+// Commands (run steps and tests) are the exception: an arg's value is data,
+// never script text, so it reaches the command as an environment variable
+// (Command.ArgEnv) and the shell expands ${NAME} itself, as Docker passes
+// build args. An exec-form command has no shell, so ${NAME} there is refused.
 func (r *Recipe) Expand(overrides map[string]string) error {
 	args := map[string]string{}
 	for k, v := range r.Args {
@@ -32,9 +38,21 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 		*s = out
 	}
 	exCmd := func(pos Pos, where string, c *Command) {
-		ex(pos, where, &c.Script)
-		for i := range c.Argv {
-			ex(pos, where, &c.Argv[i])
+		script, names, err := shellRefs(c.Script, args)
+		if err != nil {
+			errs = append(errs, &Error{File: r.File, Pos: pos, Msg: fmt.Sprintf("%s: %v", where, err)})
+			return
+		}
+		c.Script, c.ArgEnv = script, nil
+		for _, n := range names {
+			c.ArgEnv = append(c.ArgEnv, n+"="+args[n])
+		}
+		for i, a := range c.Argv {
+			if _, names, err := shellRefs(a, args); err != nil || len(names) > 0 {
+				errs = append(errs, &Error{File: r.File, Pos: pos, Msg: fmt.Sprintf("%s: an argv-form command has no shell to expand args in %q; write it as a script (run: ...), where ${NAME} reads the arg from the environment", where, a)})
+				break
+			}
+			c.Argv[i] = strings.ReplaceAll(c.Argv[i], "$${", "${")
 		}
 	}
 	if bs := r.From.Bootstrap; bs != nil {
@@ -108,7 +126,39 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 	return nil
 }
 
+// shellRefs checks a script's ${NAME} references against args and returns
+// the script with "$${X}" unescaped to the shell's own "${X}", and the names
+// of the args it references, sorted. The args themselves are left in place
+// for the shell to expand from the environment.
+func shellRefs(s string, args map[string]string) (string, []string, error) {
+	seen := map[string]bool{}
+	var names []string
+	out, err := scan(s, func(name string) (string, error) {
+		if _, ok := args[name]; !ok {
+			return "", fmt.Errorf("unknown arg ${%s} (declare it under args, or write $${%s} for a shell variable)", name, name)
+		}
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+		return "${" + name + "}", nil
+	})
+	sort.Strings(names)
+	return out, names, err
+}
+
 func expand(s string, args map[string]string) (string, error) {
+	return scan(s, func(name string) (string, error) {
+		v, ok := args[name]
+		if !ok {
+			return "", fmt.Errorf("unknown arg ${%s} (declare it under args, or write $${%s} for a literal)", name, name)
+		}
+		return v, nil
+	})
+}
+
+// scan replaces each ${NAME} in s with sub(NAME), and "$${" with "${".
+func scan(s string, sub func(name string) (string, error)) (string, error) {
 	if !strings.Contains(s, "${") {
 		return s, nil
 	}
@@ -130,10 +180,9 @@ func expand(s string, args map[string]string) (string, error) {
 		if end < 0 {
 			return "", fmt.Errorf("unterminated ${ in %q", s)
 		}
-		name := s[i+2 : i+end]
-		v, ok := args[name]
-		if !ok {
-			return "", fmt.Errorf("unknown arg ${%s} (declare it under args, or write $${%s} for a literal)", name, name)
+		v, err := sub(s[i+2 : i+end])
+		if err != nil {
+			return "", err
 		}
 		b.WriteString(v)
 		s = s[i+end+1:]

@@ -36,7 +36,7 @@ steps:
     network: none
     secrets:
       - {id: netrc, src: /run/netrc, target: /root/.netrc}
-  - run: [/bin/echo, "${SUITE}"]
+  - run: [/bin/echo, "$${SUITE}"]
 tests:
   - command -v nginx
   - name: conf
@@ -71,13 +71,17 @@ func TestParseGood(t *testing.T) {
 		t.Errorf("step 2 = %+v", r.Steps[1])
 	}
 	inst := r.Steps[3]
-	if got := inst.Run.Script; got != "apt-get install -y apache2 && echo ${HOME}" {
+	// Args reach scripts as environment variables, never as script text.
+	if got := inst.Run.Script; got != "apt-get install -y ${PKG} && echo ${HOME}" {
 		t.Errorf("script = %q", got)
+	}
+	if got := strings.Join(inst.Run.ArgEnv, " "); got != "PKG=apache2" {
+		t.Errorf("arg env = %q", got)
 	}
 	if inst.Network != "none" || inst.Workdir != "/srv" || inst.Secrets[0].Target != "/root/.netrc" || inst.Env["X"] != "1" {
 		t.Errorf("install = %+v", inst)
 	}
-	if got := r.Steps[4].Run.Args(); strings.Join(got, " ") != "/bin/echo bookworm" {
+	if got := r.Steps[4].Run.Args(); strings.Join(got, " ") != "/bin/echo ${SUITE}" {
 		t.Errorf("argv = %q", got)
 	}
 	if r.Steps[3].Pos.Line != 23 {
@@ -246,5 +250,45 @@ func unwrapAll(err error) error {
 			return err
 		}
 		err = u.Unwrap()
+	}
+}
+
+// An arg's value is data: whatever it holds, the script text stays as the
+// recipe wrote it and the value travels in the command's environment.
+func TestArgsNeverBecomeScript(t *testing.T) {
+	const src = "name: x\nargs: {GREETING: hi, UNUSED: u}\nfrom: scratch\nsteps:\n" +
+		"  - run: echo \"${GREETING}\" > /etc/greeting; echo $${HOME} ${GREETING}\n" +
+		"  - run: echo plain\n" +
+		"tests:\n  - run: test \"${GREETING}\" = \"$(cat /etc/greeting)\"\n"
+	r, err := Parse("r.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostile := `x"; echo INJECTED > /injected; echo "`
+	if err := r.Expand(map[string]string{"GREETING": hostile}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.Steps[0].Run.Script, `echo "${GREETING}" > /etc/greeting; echo ${HOME} ${GREETING}`; got != want {
+		t.Errorf("script = %q, want %q", got, want)
+	}
+	if got := r.Steps[0].Run.ArgEnv; len(got) != 1 || got[0] != "GREETING="+hostile {
+		t.Errorf("arg env = %q", got)
+	}
+	if got := r.Steps[1].Run.ArgEnv; got != nil {
+		t.Errorf("a step that names no arg got %q", got)
+	}
+	if got := r.Tests[0].Run.ArgEnv; len(got) != 1 || got[0] != "GREETING="+hostile {
+		t.Errorf("test arg env = %q", got)
+	}
+}
+
+func TestArgvFormRefusesArgs(t *testing.T) {
+	r, err := Parse("r.yaml", []byte("name: x\nargs: {A: a}\nfrom: scratch\nsteps:\n  - run: [/bin/sh, -c, \"echo ${A}\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Expand(nil)
+	if err == nil || !strings.Contains(err.Error(), "r.yaml:5:5: step 1 (step-1): an argv-form command has no shell to expand args") {
+		t.Fatalf("err = %v", err)
 	}
 }

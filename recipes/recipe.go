@@ -56,6 +56,10 @@ type Step struct {
 type Command struct {
 	Script string   `json:"script,omitempty"`
 	Argv   []string `json:"argv,omitempty"`
+	// ArgEnv holds the declared args the script names as ${NAME}, as
+	// NAME=VALUE in name order: Expand passes args to commands as
+	// environment variables, never as text a shell would parse.
+	ArgEnv []string `json:"-"`
 }
 
 // IsZero reports whether no command was given.
