@@ -439,3 +439,25 @@ func TestConcurrentBuildsShareCache(t *testing.T) {
 		}
 	}
 }
+
+// Building twice into the same -o directory hands out the cached disks
+// again and leaves nothing else there: no temporary link or file.
+func TestRebuildLeavesNoTempFiles(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, bbHeader+"disk: {boot: none, size: 1GiB}\n", nil)
+	o := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw", "vmdk", "qcow2"}}
+	for i := range 2 {
+		build(t, load(t, dir, nil), o)
+		ents, err := os.ReadDir(o.DiskDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if got := strings.Join(names, " "); got != "disk.qcow2 disk.raw disk.vmdk" {
+			t.Errorf("build %d left %s in the output dir", i+1, got)
+		}
+	}
+}

@@ -401,10 +401,17 @@ func verifyDisks(m diskMeta, formats []string, o *Options) bool {
 // copyOut puts a disk from the cache at dst: a hardlink when dst is on the
 // same filesystem (no copy at all), else a copy that keeps the holes.
 func copyOut(src, dst string) error {
+	if sameFile(src, dst) {
+		return nil // handed out by an earlier build into the same dir
+	}
 	tmp := dst + ".tmp-link"
 	os.Remove(tmp)
 	if err := os.Link(src, tmp); err == nil {
-		return os.Rename(tmp, dst)
+		err = os.Rename(tmp, dst)
+		// rename between two links to one inode does nothing: the
+		// temporary link would stay behind.
+		os.Remove(tmp)
+		return err
 	}
 	in, err := os.Open(src)
 	if err != nil {
@@ -421,6 +428,15 @@ func copyOut(src, dst string) error {
 		}
 		return sparse.Copy(out, 0, in, fi.Size())
 	})
+}
+
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // bootTests boots the raw disk for each boot test and controller.
