@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,6 +71,9 @@ func SandboxMain() {
 	if !IsSandboxChild() {
 		return
 	}
+	// Capabilities are per thread: the one that drops them must be the one
+	// that execs the step.
+	runtime.LockOSThread()
 	err := child()
 	fmt.Fprintf(os.Stderr, "layerimg sandbox: %v\n", err)
 	os.Exit(125)
@@ -84,8 +88,11 @@ func CheckPrivileges() error {
 }
 
 // Run executes spec.Argv in new mount, PID, UTS and IPC namespaces (and a
-// network namespace for network: none), chrooted into an overlayfs of
-// spec.Lowers with spec.Upper on top. Output goes to out, line by line.
+// network namespace for network: none), with an overlayfs of spec.Lowers and
+// spec.Upper as its root (pivot_root, the host's root detached), Docker's
+// default capabilities, masked /proc and /sys paths, and a /dev on which no
+// device node but the usual ones can be opened. Output goes to out, line by
+// line.
 // Cancelling ctx kills every process of the sandbox: they die with its PID 1,
 // and its mounts die with its mount namespace.
 func Run(ctx context.Context, spec RunSpec, out io.Writer) error {
@@ -168,11 +175,19 @@ func (t *tailLines) add(s string) {
 	}
 }
 
-// child is PID 1 of the sandbox: it builds the mounts, chroots and execs.
+// child is PID 1 of the sandbox: it builds the mounts, pivots into them,
+// drops capabilities and execs.
 func child() error {
 	var spec RunSpec
-	if err := json.NewDecoder(os.NewFile(3, "spec")).Decode(&spec); err != nil {
+	specFile := os.NewFile(3, "spec")
+	err := json.NewDecoder(specFile).Decode(&spec)
+	specFile.Close()
+	if err != nil {
 		return fmt.Errorf("reading spec: %w", err)
+	}
+	last, err := lastCap()
+	if err != nil {
+		return err
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -242,7 +257,8 @@ func child() error {
 	if err := unix.Mount("sysfs", filepath.Join(m, "sys"), "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		// sysfs cannot be mounted in a network namespace we do not own the
 		// view of; a read-only bind of the host's is the same for a build.
-		if err := bindRO("/sys", filepath.Join(m, "sys"), true); err != nil {
+		// Not recursive: the host's submounts (cgroups) would stay writable.
+		if err := bindRO("/sys", filepath.Join(m, "sys"), unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC); err != nil {
 			return fmt.Errorf("mounting /sys: %w", err)
 		}
 	}
@@ -254,9 +270,12 @@ func child() error {
 		if err != nil {
 			return err
 		}
-		if err := bindRO(b.Src, p, false); err != nil {
+		if err := bindRO(b.Src, p, unix.MS_NOSUID|unix.MS_NODEV); err != nil {
 			return fmt.Errorf("mounting %s: %w", b.Target, err)
 		}
+	}
+	if err := maskPaths(m); err != nil {
+		return err
 	}
 	if spec.Hostname != "" {
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
@@ -267,8 +286,8 @@ func child() error {
 		// Bring loopback up so that builds that talk to localhost still work.
 		_ = exec.Command("/sbin/ip", "link", "set", "lo", "up").Run()
 	}
-	if err := unix.Chroot(m); err != nil {
-		return fmt.Errorf("chroot: %w", err)
+	if err := pivotRoot(m); err != nil {
+		return err
 	}
 	wd := spec.Workdir
 	if wd == "" {
@@ -289,7 +308,77 @@ func child() error {
 	if err != nil {
 		return fmt.Errorf("command %q not found in the image: %w", spec.Argv[0], err)
 	}
+	if err := dropCaps(last); err != nil {
+		return err
+	}
 	return unix.Exec(bin, spec.Argv, spec.Env)
+}
+
+// pivotRoot makes root the sandbox's / and detaches the host's root, as runc
+// does. A chroot would leave the host one directory climb away for a step
+// that keeps CAP_SYS_CHROOT; after pivot_root no path leads back.
+func pivotRoot(root string) error {
+	if err := os.Chdir(root); err != nil {
+		return fmt.Errorf("entering the image root: %w", err)
+	}
+	// pivot_root(".", ".") stacks the old root on top of the new one, so
+	// that no directory for it is needed in the image; unmounting "." then
+	// takes the old root away.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root into the image root (the host's / must be a real mount, not an initramfs): %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching the host's root: %w", err)
+	}
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("entering the image root: %w", err)
+	}
+	return nil
+}
+
+// Paths that Docker and runc hide from containers: kernel memory, keys,
+// timers and firmware tables (maskedPaths), and kernel knobs that a build
+// has no business turning (readonlyPaths).
+var (
+	maskedPaths = []string{
+		"proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats",
+		"proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
+		"sys/firmware", "sys/devices/virtual/powercap",
+	}
+	readonlyPaths = []string{"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"}
+)
+
+// maskPaths covers maskedPaths under root with /dev/null (files) or an empty
+// read-only tmpfs (directories), and makes readonlyPaths read-only. A path
+// this kernel does not have is skipped.
+func maskPaths(root string) error {
+	for _, rel := range maskedPaths {
+		p := filepath.Join(root, rel)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("masking /%s: %w", rel, err)
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+		} else {
+			err = unix.Mount("/dev/null", p, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("masking /%s: %w", rel, err)
+		}
+	}
+	for _, rel := range readonlyPaths {
+		p := filepath.Join(root, rel)
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := bindRO(p, p, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC); err != nil {
+			return fmt.Errorf("making /%s read-only: %w", rel, err)
+		}
+	}
+	return nil
 }
 
 func mountOverlay(spec RunSpec) error {
@@ -313,39 +402,46 @@ func mountOverlay(spec RunSpec) error {
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,index=off,metacopy=off",
 		strings.Join(rel, ":"), spec.Upper, spec.Work)
-	if err := unix.Mount("overlay", spec.Merged, "overlay", 0, opts); err != nil {
+	// nodev: a device node that a step makes (it keeps CAP_MKNOD, as in
+	// Docker, so that images may ship nodes) cannot be opened.
+	if err := unix.Mount("overlay", spec.Merged, "overlay", unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mounting overlayfs (%d lower dirs): %w", len(rel), err)
 	}
 	return os.Chdir("/")
 }
 
-func bindRO(src, dst string, recursive bool) error {
-	flags := uintptr(unix.MS_BIND)
-	if recursive {
-		flags |= unix.MS_REC
-	}
-	if err := unix.Mount(src, dst, "", flags, ""); err != nil {
+// bindRO binds src read-only onto dst. A bind remount sets every per-mount
+// flag, so flags (nosuid, nodev, noexec) must name all that should hold.
+func bindRO(src, dst string, flags uintptr) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return err
 	}
-	return unix.Mount("", dst, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	return unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, "")
 }
 
-// mountDev gives the sandbox a minimal /dev: a tmpfs holding the usual
+// devNodes are the devices a step gets in /dev.
+var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// mountDev gives the sandbox a minimal /dev: a nodev tmpfs holding the usual
 // character devices, a private devpts and /dev/shm.
 func mountDev(dev string) error {
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64m"); err != nil {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, "mode=755,size=64m"); err != nil {
 		return fmt.Errorf("mounting /dev: %w", err)
 	}
-	for _, d := range []struct {
-		name         string
-		major, minor uint32
-	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}} {
-		p := filepath.Join(dev, d.name)
-		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
-			return fmt.Errorf("creating /dev/%s: %w", d.name, err)
+	// The usual devices are the host's nodes bound onto empty files (runc's
+	// rootless way): a bind keeps the host mount's permission to open
+	// devices, while a node made on this nodev tmpfs cannot be opened.
+	for _, name := range devNodes {
+		host := filepath.Join("/dev", name)
+		if fi, err := os.Stat(host); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+			return fmt.Errorf("the host has no character device %s to give the sandbox", host)
 		}
-		if err := os.Chmod(p, 0o666); err != nil {
-			return err
+		p := filepath.Join(dev, name)
+		if err := os.WriteFile(p, nil, 0o666); err != nil {
+			return fmt.Errorf("creating /dev/%s: %w", name, err)
+		}
+		if err := unix.Mount(host, p, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mounting the host's %s: %w", host, err)
 		}
 	}
 	for _, d := range []string{"pts", "shm"} {
@@ -353,6 +449,7 @@ func mountDev(dev string) error {
 			return err
 		}
 	}
+	// devpts keeps dev so that its ptys open; it has no mknod of its own.
 	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err == nil {
 		_ = os.Symlink("pts/ptmx", filepath.Join(dev, "ptmx"))
 	}
