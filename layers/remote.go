@@ -110,7 +110,7 @@ func (rc *RemoteCache) readIndex(ctx context.Context, ref string) (*CacheIndex, 
 	}
 	desc, err := remote.Get(r, rc.reg.Options(ctx)...)
 	if err != nil {
-		return nil, name.Repository{}, err
+		return nil, name.Repository{}, fmt.Errorf("reading %s: %w", ref, err)
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
@@ -121,7 +121,7 @@ func (rc *RemoteCache) readIndex(ctx context.Context, ref string) (*CacheIndex, 
 	}
 	blob, err := remote.Layer(r.Context().Digest(m.Config.Digest.String()), rc.reg.Options(ctx)...)
 	if err != nil {
-		return nil, name.Repository{}, err
+		return nil, name.Repository{}, fmt.Errorf("%s: cache index: %w", ref, err)
 	}
 	data, err := readAllVerified(blob, m.Config.Digest, 16<<20)
 	if err != nil {
@@ -185,11 +185,11 @@ func (rc *RemoteCache) FetchDiskBlob(key, format string, w io.Writer) error {
 	b := d.d.Files[format]
 	l, err := remote.Layer(d.repo.Digest(b.Digest.String()), rc.reg.Options(rc.ctx)...)
 	if err != nil {
-		return err
+		return fmt.Errorf("pulling %s disk from %s: %w", format, d.repo, err)
 	}
 	r, err := l.Compressed()
 	if err != nil {
-		return err
+		return fmt.Errorf("pulling %s disk from %s: %w", format, d.repo, err)
 	}
 	defer r.Close()
 	h := newHashWriter(w)
@@ -197,7 +197,7 @@ func (rc *RemoteCache) FetchDiskBlob(key, format string, w io.Writer) error {
 	n, err := io.Copy(h, r)
 	rc.pulled.Add(n)
 	if err != nil {
-		return err
+		return fmt.Errorf("pulling %s disk from %s: %w", format, d.repo, err)
 	}
 	if h.Digest() != b.Digest {
 		return fmt.Errorf("disk blob %s: content has digest %s", b.Digest, h.Digest())
@@ -220,7 +220,7 @@ func (l *lazyLayer) ensure() error {
 	}
 	rl, err := remote.Layer(l.repo.Digest(l.d.Digest.String()), l.rc.reg.Options(l.rc.ctx)...)
 	if err != nil {
-		return err
+		return fmt.Errorf("pulling layer of step %s: %w", l.e.Step, err)
 	}
 	r, err := rl.Compressed()
 	if err != nil {

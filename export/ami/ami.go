@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -139,6 +141,15 @@ func (c *Config) load(ctx context.Context) (aws.Config, error) {
 	}
 	if c.HTTPClient != nil {
 		opts = append(opts, config.WithHTTPClient(c.HTTPClient))
+	} else {
+		// The SDK's client bounds connect (30s) and TLS (10s) but would wait
+		// for response headers forever. EC2 and EBS answer in seconds, an
+		// EBS block PUT once its 512 KiB are sent, and S3 sends headers
+		// early even while it completes a multipart upload; 2 minutes is
+		// far beyond all of them. A timeout is retried like other errors.
+		opts = append(opts, config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+			t.ResponseHeaderTimeout = 2 * time.Minute
+		})))
 	}
 	ac, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
