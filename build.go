@@ -386,15 +386,20 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		return nil, fmt.Errorf("base %s: %w", p.base.Ref, err)
 	}
 	stack := append([]v1.Layer(nil), baseLayers...)
+	// What errors call each layer of stack: its step, or its place in the base.
+	var names []string
+	for i := range baseLayers {
+		names = append(names, fmt.Sprintf("base %s layer %d of %d", p.base.Ref, i+1, len(baseLayers)))
+	}
 	var lowers []string // unpacked dirs of stack, filled on demand
 	unpack := func() ([]string, error) {
 		for i := len(lowers); i < len(stack); i++ {
 			l := stack[i]
 			diffID, err := l.DiffID()
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", names[i], err)
 			}
-			dir, err := c.Unpacked(ctx, diffID, diffID.String(), l.Uncompressed)
+			dir, err := c.Unpacked(ctx, diffID, names[i]+" ("+short(diffID.String())+")", l.Uncompressed)
 			if err != nil {
 				return nil, err
 			}
@@ -449,6 +454,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		sp.Duration = time.Since(began)
 		o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
 		stack = append(stack, layer)
+		names = append(names, fmt.Sprintf("step %d (%s)", i+1, st.Name))
 		parent = sp.Key
 		res.Steps = append(res.Steps, sp)
 	}

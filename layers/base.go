@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
 )
 
 // Base is a resolved starting point: an image whose layers the steps build on.
@@ -65,22 +66,75 @@ func ResolveBase(ctx context.Context, c *Cache, b recipes.Base, o BaseOptions) (
 	case strings.HasPrefix(ref, "oci-layout:"):
 		return ociLayout(strings.TrimPrefix(ref, "oci-layout:"), o)
 	case strings.HasPrefix(ref, "docker-archive:"):
-		file := strings.TrimPrefix(ref, "docker-archive:")
-		img, err := tarball.ImageFromPath(file, nil)
-		if err != nil {
-			return nil, fmt.Errorf("from %s: %w", ref, err)
-		}
-		return imageBase(ref, img)
+		return dockerArchive(ref, strings.TrimPrefix(ref, "docker-archive:"))
 	}
 	return remoteBase(ctx, ref, o)
 }
 
-func imageBase(ref string, img v1.Image) (*Base, error) {
+// imageBase is img as a base whose layers verify what they read (see
+// verifyBase). viaBlob is as for verifyBase.
+func imageBase(ref string, img v1.Image, viaBlob bool) (*Base, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
 	}
-	return &Base{ID: d.String(), Ref: ref, Digest: d.String(), Image: img}, nil
+	vi, err := verifyBase(ref, img, viaBlob)
+	if err != nil {
+		return nil, err
+	}
+	return &Base{ID: d.String(), Ref: ref, Digest: d.String(), Image: vi}, nil
+}
+
+// dockerArchive opens a `docker save` tarball. Its manifest.json names files,
+// not digests, and ggcr computes each layer's digest from the file it reads;
+// the files' names are content digests in current archives
+// (blobs/sha256/HEX, and HEX.json for the config), so those are checked here,
+// and every layer is checked against the config's diff_id when read.
+func dockerArchive(ref, file string) (*Base, error) {
+	img, err := tarball.ImageFromPath(file, nil)
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	man, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
+	if err != nil || len(man) != 1 {
+		return nil, fmt.Errorf("from %s: reading manifest.json: %v", ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	if want, ok := namedDigest(man[0].Config); ok && want != m.Config.Digest {
+		return nil, fmt.Errorf("base %s: config %s: %w", ref, man[0].Config, &DigestMismatch{"content", m.Config.Digest, want, "its name says"})
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	for i, p := range man[0].Layers {
+		want, ok := namedDigest(p)
+		if !ok || i >= len(m.Layers) || i >= len(cf.RootFS.DiffIDs) {
+			continue // verifyBase refuses a count mismatch
+		}
+		// A compressed layer is named by its blob's digest, an uncompressed
+		// one by its tar's, which the config's diff_id must then be.
+		if want != m.Layers[i].Digest && want != cf.RootFS.DiffIDs[i] {
+			return nil, fmt.Errorf("base %s: layer %d %s: %w", ref, i+1, want, &DigestMismatch{"content", m.Layers[i].Digest, want, "manifest.json says"})
+		}
+	}
+	return imageBase(ref, img, false)
+}
+
+// namedDigest is the digest in a content-addressed archive file name:
+// blobs/sha256/HEX, or HEX.json for a legacy config.
+func namedDigest(p string) (v1.Hash, bool) {
+	hexPart, ok := strings.CutPrefix(p, "blobs/sha256/")
+	if !ok {
+		hexPart, ok = strings.CutSuffix(p, ".json")
+	}
+	if !ok || len(hexPart) != 64 || strings.Trim(hexPart, "0123456789abcdef") != "" {
+		return v1.Hash{}, false
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hexPart}, true
 }
 
 func platform(p string) (*v1.Platform, error) {
@@ -105,7 +159,7 @@ func remoteBase(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pulling base %s: %w", ref, err)
 	}
-	return imageBase(ref, img)
+	return imageBase(ref, img, true)
 }
 
 func ociLayout(spec string, o BaseOptions) (*Base, error) {
@@ -154,13 +208,19 @@ func ociLayout(spec string, o BaseOptions) (*Base, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkDigest(ref, "index", child, d.Digest); err != nil {
+			return nil, err
+		}
 		for _, cd := range cm.Manifests {
 			if cd.Platform != nil && cd.Platform.Satisfies(*pl) {
 				img, err := child.Image(cd.Digest)
 				if err != nil {
+					return nil, fmt.Errorf("from %s: %w", ref, err)
+				}
+				if err := checkDigest(ref, "manifest", img, cd.Digest); err != nil {
 					return nil, err
 				}
-				return imageBase(ref, img)
+				return imageBase(ref, img, true)
 			}
 		}
 		return nil, fmt.Errorf("from %s: no image for platform %s", ref, o.Platform)
@@ -169,7 +229,23 @@ func ociLayout(spec string, o BaseOptions) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
 	}
-	return imageBase(ref, img)
+	if err := checkDigest(ref, "manifest", img, d.Digest); err != nil {
+		return nil, err
+	}
+	return imageBase(ref, img, true)
+}
+
+// checkDigest refuses a layout's manifest or index whose bytes are not those
+// its index entry names: ggcr reads the blob by that name without checking.
+func checkDigest(ref, what string, x interface{ Digest() (v1.Hash, error) }, want v1.Hash) error {
+	got, err := x.Digest()
+	if err != nil {
+		return fmt.Errorf("from %s: %s %s: %w", ref, what, want, err)
+	}
+	if got != want {
+		return fmt.Errorf("base %s: %s %s: %w", ref, what, want, &DigestMismatch{"content", got, want, "index.json says"})
+	}
+	return nil
 }
 
 // ErrNotBuilt is returned by ResolveBase in offline mode for a bootstrap base
@@ -196,7 +272,7 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 	in := BootstrapKey(bs, o)
 	key := in.Key()
 	bs = withBootstrapDefaults(bs)
-	ref := fmt.Sprintf("bootstrap:%s/%s", bs.Distro, bs.Suite)
+	ref := bootstrapRef(bs)
 	e, err := c.Lookup(key)
 	if err != nil {
 		return nil, err
@@ -226,6 +302,11 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		return nil, err
 	}
 	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer}, nil
+}
+
+// bootstrapRef names a bootstrap base for people.
+func bootstrapRef(bs recipes.Bootstrap) string {
+	return fmt.Sprintf("bootstrap:%s/%s", bs.Distro, bs.Suite)
 }
 
 func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (Descriptor, error) {
@@ -262,9 +343,13 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		return Descriptor{}, err
 	}
 	defer f.Close()
-	return c.WriteLayer(o.Compression, func(w io.Writer) error {
+	desc, err := c.WriteLayer(o.Compression, func(w io.Writer) error {
 		return normalizeTar(f, w, time.Unix(o.Epoch, 0))
 	})
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("bootstrap: layer %s: %w", bootstrapRef(bs), err)
+	}
+	return desc, nil
 }
 
 // normalizeTar copies a tar with numeric owners only and mtimes clamped to
@@ -279,6 +364,12 @@ func normalizeTar(r io.Reader, w io.Writer, epoch time.Time) error {
 		}
 		if err != nil {
 			return err
+		}
+		// Refused here rather than written: tar would carry an owner that
+		// chown cannot give (4294967295 means "unchanged") or that is cut
+		// to 32 bits.
+		if err := rootfs.CheckOwner(hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 		mt := hdr.ModTime
 		if mt.After(epoch) {

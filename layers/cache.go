@@ -376,16 +376,20 @@ func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open 
 	defer os.RemoveAll(tmp)
 	rc, err := open()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("layer %s: %w", name, err)
 	}
 	defer rc.Close()
+	// Hashed here too, whatever open's reader checks: diffID is what the
+	// directory is named by, and so what later builds will trust.
 	h := sha256.New()
 	if err := rootfs.Apply(ctx, tmp, io.TeeReader(rc, h), rootfs.ApplyOptions{Layer: name, Overlay: true}); err != nil {
 		return "", err
 	}
-	io.Copy(h, rc) // tar padding after the end marker
+	if _, err := io.Copy(h, rc); err != nil { // tar padding after the end marker
+		return "", &rootfs.LayerError{Layer: name, Err: err}
+	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
-		return "", fmt.Errorf("layer %s: uncompressed content has digest sha256:%s, want %s", name, got, diffID)
+		return "", fmt.Errorf("layer %s: uncompressed content has digest sha256:%s, its diff_id is %s", name, got, diffID)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		if _, serr := os.Stat(dst); serr == nil {

@@ -109,6 +109,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad network", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    network: bridge\n", `recipe.yaml:5:14: steps[0].network must be host or none, not "bridge"`},
 		{"bad mode", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, mode: rwx}\n", `steps[0].copy.mode: "rwx" is not an octal mode`},
 		{"bad owner", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, owner: root}\n", `must be numeric UID:GID`},
+		{"owner out of range", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, owner: \"0:4294967295\"}\n", `"0:4294967295": ids go from 0 to 4294967294`},
 		{"relative dst", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: a}\n", `copy dst "a" must be an absolute path`},
 		{"absolute src", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: /etc/passwd, dst: /a}\n", `must be relative to the build context`},
 		{"run type", "name: x\nfrom: scratch\nsteps:\n  - run: {a: b}\n", `steps[0].run must be a shell script (string) or an argv`},

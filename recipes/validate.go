@@ -132,6 +132,9 @@ func ParseMode(s string) (uint32, error) {
 	return uint32(m), nil
 }
 
+// maxID is the largest uid or gid a file can have.
+const maxID = 1<<32 - 2
+
 // ParseOwner parses a numeric "UID:GID" or "UID" owner. Names are refused:
 // resolving them would depend on the image's /etc/passwd at build time.
 func ParseOwner(s string) (uid, gid int, err error) {
@@ -143,6 +146,10 @@ func ParseOwner(s string) (uid, gid int, err error) {
 	gid, err2 := strconv.Atoi(g)
 	if err1 != nil || err2 != nil || uid < 0 || gid < 0 {
 		return 0, 0, fmt.Errorf("%q must be numeric UID:GID such as 0:0 or 1000:1000", s)
+	}
+	// 2^32-1 is (uid_t)-1, "no owner" to chown: no file can have it.
+	if uid > maxID || gid > maxID {
+		return 0, 0, fmt.Errorf("%q: ids go from 0 to %d", s, maxID)
 	}
 	return uid, gid, nil
 }

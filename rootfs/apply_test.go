@@ -86,7 +86,8 @@ func TestHostileTars(t *testing.T) {
 		{"hardlink dotdot", []entry{{name: "hl", kind: "h", body: "../outside/secret"}}, "hl"},
 		{"hardlink absolute", []entry{{name: "hl", kind: "h", body: "/etc/passwd"}}, "hl"},
 		{"hardlink via symlink", []entry{{name: "d", kind: "l", body: "../outside"}, {name: "hl", kind: "h", body: "d/secret"}}, "hl"},
-		{"whiteout dotdot", []entry{{name: "a/.wh...", kind: "f"}, {name: "../.wh.outside", kind: "f"}}, "../.wh.outside"},
+		{"whiteout dotdot", []entry{{name: "../.wh.outside", kind: "f"}}, "../.wh.outside"},
+		{"whiteout of parent", []entry{{name: "a/.wh...", kind: "f"}, {name: "../.wh.outside", kind: "f"}}, "a/.wh..."},
 		{"overlay xattr", []entry{{name: "d", kind: "d", xattrs: map[string]string{"trusted.overlay.opaque": "y"}}}, "d"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,6 +41,16 @@ func cleanName(name string) (string, error) {
 	return c, nil
 }
 
+// checkVictim refuses a whiteout whose victim is not one name strictly below
+// its directory: ".wh." and ".wh.." would delete the directory itself (at the
+// top, the extraction root) and ".wh..." its parent.
+func checkVictim(name, victim string) error {
+	if victim == "" || victim == "." || victim == ".." || strings.Contains(victim, "/") {
+		return &ErrEscape{name, "whiteout of no entry strictly below its directory refused"}
+	}
+	return nil
+}
+
 // resolveIn resolves rel inside root as a chroot would, following symlinks in
 // every component but the last (and the last too when followLast is set).
 // Absolute symlink targets are taken relative to root; a symlink that climbs
