@@ -1,15 +1,18 @@
 package disk
 
 import (
+	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	diskfs "github.com/diskfs/go-diskfs"
+
+	"github.com/layerimg/layerimg/rootfs"
 )
 
 // Boot modes.
@@ -28,9 +31,27 @@ var (
 
 type file struct{ path, pkg string }
 
-func (f file) in(root string) bool {
-	_, err := os.Stat(filepath.Join(root, f.path))
-	return err == nil
+// in reports whether f is a regular file in the image at root, following
+// symlinks inside the image only; one that leads outside it is an error.
+func (f file) in(root string) (bool, error) {
+	fi, err := statImage(root, f.path)
+	if err != nil || fi == nil {
+		return false, err
+	}
+	return fi.Mode().IsRegular(), nil
+}
+
+// statImage stats p inside the image at root (nil, nil when it is not
+// there), with symlinks resolved inside the image.
+func statImage(root, p string) (fs.FileInfo, error) {
+	fi, err := rootfs.StatInRoot(root, p)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	return fi, nil
 }
 
 // MissingError names the files a boot mode needs and the packages that have
@@ -58,11 +79,18 @@ type Kernel struct {
 }
 
 // findKernel picks the newest /boot/vmlinuz-VERSION that has an initrd.
+// Every path is resolved inside the image: a kernel or initrd that is a
+// symlink leading outside it is an error, never a host file.
 func findKernel(root string) (*Kernel, error) {
-	matches, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	ents, err := rootfs.ReadDirInRoot(root, "boot")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
 	var versions []string
-	for _, m := range matches {
-		versions = append(versions, strings.TrimPrefix(filepath.Base(m), "vmlinuz-"))
+	for _, e := range ents {
+		if v, ok := strings.CutPrefix(e.Name(), "vmlinuz-"); ok {
+			versions = append(versions, v)
+		}
 	}
 	if len(versions) == 0 {
 		return nil, &MissingError{"a bootable disk", []file{{"boot/vmlinuz-*", "linux-image-cloud-amd64 (or another linux-image)"}}}
@@ -70,12 +98,25 @@ func findKernel(root string) (*Kernel, error) {
 	sort.Slice(versions, func(i, j int) bool { return versionLess(versions[i], versions[j]) })
 	v := versions[len(versions)-1]
 	k := &Kernel{Version: v, Vmlinuz: "boot/vmlinuz-" + v, Initrd: "boot/initrd.img-" + v}
-	if _, err := os.Stat(filepath.Join(root, k.Initrd)); err != nil {
-		return nil, &MissingError{"a bootable disk", []file{{k.Initrd, "initramfs-tools"}}}
+	for _, f := range []file{{k.Vmlinuz, "linux-image-cloud-amd64 (or another linux-image)"}, {k.Initrd, "initramfs-tools"}} {
+		ok, err := f.in(root)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, &MissingError{"a bootable disk", []file{f}}
+		}
 	}
-	_, e1 := os.Stat(filepath.Join(root, "vmlinuz"))
-	_, e2 := os.Stat(filepath.Join(root, "initrd.img"))
-	k.RootSymlinks = e1 == nil && e2 == nil
+	// GRUB's config names /vmlinuz and /initrd.img; the guest resolves them,
+	// but one that leads outside the image is refused here all the same.
+	k.RootSymlinks = true
+	for _, p := range []string{"vmlinuz", "initrd.img"} {
+		ok, err := file{path: p}.in(root)
+		if err != nil {
+			return nil, err
+		}
+		k.RootSymlinks = k.RootSymlinks && ok
+	}
 	return k, nil
 }
 
@@ -103,15 +144,28 @@ func versionLess(a, b string) bool {
 
 // DetectBoot chooses the boot mode from what the rootfs holds, when the
 // recipe does not say: grub when shim and signed GRUB are there (it works
-// with Secure Boot), else systemd-boot, else none (a data disk).
-func DetectBoot(root string) string {
-	switch {
-	case shimEFI.in(root) && grubEFI.in(root):
-		return BootGrub
-	case systemdBootEFI.in(root):
-		return BootSystemd
+// with Secure Boot), else systemd-boot, else none (a data disk). A loader
+// that is a symlink leading outside the image is an error.
+func DetectBoot(root string) (string, error) {
+	shim, err := shimEFI.in(root)
+	if err != nil {
+		return "", err
 	}
-	return BootNone
+	grub, err := grubEFI.in(root)
+	if err != nil {
+		return "", err
+	}
+	sdboot, err := systemdBootEFI.in(root)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case shim && grub:
+		return BootGrub, nil
+	case sdboot:
+		return BootSystemd, nil
+	}
+	return BootNone, nil
 }
 
 func checkLoader(root, mode string) error {
@@ -124,7 +178,11 @@ func checkLoader(root, mode string) error {
 	}
 	var missing []file
 	for _, f := range need {
-		if !f.in(root) {
+		ok, err := f.in(root)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			missing = append(missing, f)
 		}
 	}

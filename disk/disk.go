@@ -2,19 +2,23 @@ package disk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"golang.org/x/sys/unix"
 
 	"github.com/layerimg/layerimg/disk/sparse"
+	"github.com/layerimg/layerimg/rootfs"
 )
 
 const (
@@ -67,9 +71,17 @@ func Prepare(root, stage string, s Spec) (*Prepared, error) {
 	if len(s.Label) > 16 {
 		return nil, fmt.Errorf("label %q is longer than ext4's 16 bytes", s.Label)
 	}
+	// Refuse a symlinked ESP mount point now, before a layer is made for it.
+	if err := checkESPMount(root); err != nil {
+		return nil, err
+	}
 	p := &Prepared{Spec: s, Boot: s.Boot}
 	if p.Boot == "" {
-		p.Boot = DetectBoot(root)
+		b, err := DetectBoot(root)
+		if err != nil {
+			return nil, err
+		}
+		p.Boot = b
 	}
 	switch p.Boot {
 	case BootNone:
@@ -125,15 +137,7 @@ boot
 		}
 	}
 	for p, src := range copies {
-		if err := stageFile(stage, p, mtime, func(w io.Writer) error {
-			f, err := os.Open(filepath.Join(root, src))
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(w, f)
-			return err
-		}); err != nil {
+		if err := stageFile(stage, p, mtime, func(w io.Writer) error { return copyFromImage(w, root, src) }); err != nil {
 			return nil, err
 		}
 	}
@@ -145,6 +149,28 @@ boot
 		return os.Chtimes(p, mtime, mtime)
 	})
 	return p, err
+}
+
+// copyFromImage copies the regular file at src inside the image at root to
+// w. Symlinks are followed inside the image only (the kernel enforces it),
+// so a link to a host file can never put that file's bytes on the disk.
+func copyFromImage(w io.Writer, root, src string) error {
+	f, err := rootfs.OpenInRoot(root, src)
+	if err != nil {
+		return fmt.Errorf("boot: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("boot: /%s is not a regular file", src)
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		return fmt.Errorf("boot: reading /%s: %w", src, err)
+	}
+	return nil
 }
 
 func stageFile(stage, p string, mtime time.Time, fill func(io.Writer) error) error {
@@ -205,7 +231,8 @@ func PlanLayout(root string, s Spec) (Layout, error) {
 }
 
 // treeSize estimates what the tree takes on ext4: 4 KiB blocks plus an
-// inode's worth per entry.
+// inode's worth per entry. WalkDir lstats and never follows a symlink, so a
+// link to a host directory counts as the link it is.
 func treeSize(root string) (int64, error) {
 	var n int64
 	seen := map[uint64]bool{}
@@ -245,25 +272,10 @@ func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out strin
 	if err := os.Mkdir(espDir, 0o755); err != nil {
 		return err
 	}
-	mnt := filepath.Join(root, espMount)
-	if fi, err := os.Stat(mnt); err == nil {
-		ents, err := os.ReadDir(mnt)
-		if err != nil {
-			return err
-		}
-		// Moving entries changes the mount point's mtime: put it back, so
-		// the root filesystem stays reproducible.
-		mtime := fi.ModTime()
-		defer os.Chtimes(mnt, mtime, mtime)
-		for _, e := range ents {
-			if err := os.Rename(filepath.Join(mnt, e.Name()), filepath.Join(espDir, e.Name())); err != nil {
-				return err
-			}
-			defer os.Rename(filepath.Join(espDir, e.Name()), filepath.Join(mnt, e.Name()))
-		}
-		if err := os.Chtimes(mnt, mtime, mtime); err != nil {
-			return err
-		}
+	restore, err := moveESP(root, espDir)
+	defer restore() // also after a partial move
+	if err != nil {
+		return err
 	}
 	raw := filepath.Join(work, "disk.raw")
 	d, err := diskfs.Create(raw, l.Size, diskfs.SectorSizeDefault)
@@ -295,6 +307,138 @@ func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out strin
 		return err
 	}
 	return os.Rename(raw, out)
+}
+
+// checkESPMount checks that /boot and /boot/efi, where they exist, are real
+// directories of the image: the ESP's files are moved out of /boot/efi and
+// back, and through a symlink that would move some other directory's
+// entries (perhaps the host's).
+func checkESPMount(root string) error {
+	for _, p := range []string{"boot", espMount} {
+		fi, err := rootfs.LstatInRoot(root, p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("disk: the ESP mount point: %w", err)
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("disk: /%s is a symlink; the ESP mount point /%s must be a real directory", p, espMount)
+		case !fi.IsDir():
+			return fmt.Errorf("disk: /%s is not a directory; the ESP mount point /%s must be a real directory", p, espMount)
+		}
+	}
+	return nil
+}
+
+// moveESP moves the entries of root's /boot/efi into espDir, after checking
+// that every one of them can go on FAT, and returns the function that moves
+// them back. It works on descriptors of /boot and /boot/efi opened inside
+// the image (renameat), so no symlink, even one raced in, can make it touch
+// a directory outside root.
+func moveESP(root, espDir string) (restore func(), err error) {
+	restore = func() {}
+	if err := checkESPMount(root); err != nil {
+		return restore, err
+	}
+	boot, err := rootfs.OpenInRoot(root, "boot")
+	if errors.Is(err, fs.ErrNotExist) {
+		return restore, nil
+	}
+	if err != nil {
+		return restore, fmt.Errorf("disk: %w", err)
+	}
+	efi, err := rootfs.OpenInRoot(root, espMount)
+	if errors.Is(err, fs.ErrNotExist) {
+		boot.Close()
+		return restore, nil
+	}
+	if err != nil {
+		boot.Close()
+		return restore, fmt.Errorf("disk: %w", err)
+	}
+	dst, err := os.Open(espDir)
+	if err != nil {
+		boot.Close()
+		efi.Close()
+		return restore, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(efi.Fd()), &st); err != nil {
+		boot.Close()
+		efi.Close()
+		dst.Close()
+		return restore, err
+	}
+	// Moving entries changes the mount point's times: put them back, so the
+	// root filesystem stays reproducible.
+	setTimes := func() error {
+		return unix.UtimesNanoAt(int(boot.Fd()), "efi", []unix.Timespec{st.Mtim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	var moved []string
+	restore = func() {
+		for _, n := range moved {
+			unix.Renameat(int(dst.Fd()), n, int(efi.Fd()), n)
+		}
+		setTimes()
+		dst.Close()
+		efi.Close()
+		boot.Close()
+	}
+	names, err := efi.Readdirnames(-1)
+	if err != nil {
+		return restore, fmt.Errorf("disk: listing /%s: %w", espMount, err)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := checkFAT(int(efi.Fd()), n, "/"+espMount+"/"+n); err != nil {
+			return restore, err
+		}
+	}
+	for _, n := range names {
+		if err := unix.Renameat(int(efi.Fd()), n, int(dst.Fd()), n); err != nil {
+			return restore, fmt.Errorf("disk: moving /%s/%s out for the ESP: %w", espMount, n, err)
+		}
+		moved = append(moved, n)
+	}
+	return restore, setTimes()
+}
+
+// checkFAT refuses the entry name of the directory dirfd (p in errors), or
+// anything below it, that FAT cannot hold: symlinks (mcopy would follow them
+// on the host), devices, FIFOs and sockets.
+func checkFAT(dirfd int, name, p string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("disk: %s: %w", p, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return nil
+	case unix.S_IFLNK:
+		return fmt.Errorf("disk: %s is a symlink; the ESP is FAT, which holds only files and directories", p)
+	case unix.S_IFDIR:
+	default:
+		return fmt.Errorf("disk: %s is a device, FIFO or socket; the ESP is FAT, which holds only files and directories", p)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("disk: %s: %w", p, err)
+	}
+	d := os.NewFile(uintptr(fd), p)
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("disk: listing %s: %w", p, err)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := checkFAT(fd, n, p+"/"+n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func run(ctx context.Context, env []string, name string, args ...string) error {

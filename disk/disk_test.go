@@ -223,8 +223,11 @@ func TestMissingBootFiles(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "linux-image-cloud-amd64") {
 		t.Errorf("no kernel: %v", err)
 	}
-	if DetectBoot(t.TempDir()) != BootNone || DetectBoot(tree) != BootSystemd {
-		t.Error("detection")
+	if b, err := DetectBoot(t.TempDir()); b != BootNone || err != nil {
+		t.Errorf("detection in an empty tree: %q, %v", b, err)
+	}
+	if b, err := DetectBoot(tree); b != BootSystemd || err != nil {
+		t.Errorf("detection: %q, %v", b, err)
 	}
 	if _, err := Prepare(tree, stage, Spec{ESPSize: 100 << 20}); err == nil {
 		t.Error("a 100 MiB ESP was accepted")
