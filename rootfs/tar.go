@@ -111,7 +111,9 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, opts TarOptions) err
 			}
 		}
 		if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
-			f, err := os.Open(host)
+			// O_NOFOLLOW: a file swapped for a symlink since the Lstat
+			// above must not lead the tar to a host file.
+			f, err := os.OpenFile(host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 			if err != nil {
 				return err
 			}
@@ -151,7 +153,7 @@ func clamp(t time.Time, epoch *time.Time) time.Time {
 // children, siblings sorted by the name they will have in the tar (overlay
 // whiteouts become ".wh.NAME"). fn may return fs.SkipDir to leave one out.
 func walkSorted(dir, rel string, overlay bool, fn func(rel string, fi fs.FileInfo) error) error {
-	f, err := os.Open(filepath.Join(dir, rel))
+	f, err := os.OpenFile(filepath.Join(dir, rel), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}
