@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newCachePruneCmd(g *globalFlags) *cobra.Command {
+	var keepDays int
+	c := &cobra.Command{
+		Use:   "prune",
+		Short: "Drop entries unused for --keep-days, and every blob nothing needs",
+		Long:  "Prune waits for running builds to finish, then removes what they no longer need.",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keepDays < 0 {
+				return usageError{fmt.Errorf("--keep-days must be 0 or more")}
+			}
+			cache, err := openCache(g, true)
+			if err != nil {
+				return err
+			}
+			defer cache.Close()
+			n, freed, err := cache.Prune(keepDays, nil)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d entries, freed %s\n", n, humanBytes(freed))
+			return nil
+		},
+	}
+	c.Flags().IntVar(&keepDays, "keep-days", 7, "keep entries used within this many days (0 drops every entry)")
+	return c
+}
