@@ -32,19 +32,19 @@ time other than 1970-01-01 on what is made.`,
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := loadRecipe(g, args[0])
+			o, err := g.options(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			o, err := g.options(cmd.ErrOrStderr())
-			if err != nil {
+			if o.Formats, err = parseFormats(formats); err != nil {
 				return err
 			}
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
-			if o.Formats, err = parseFormats(formats); err != nil {
+			r, err := loadRecipe(g, args[0])
+			if err != nil {
 				return err
 			}
 			start := time.Now()

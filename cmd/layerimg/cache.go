@@ -9,14 +9,14 @@ import (
 )
 
 func newCacheCmd(g *globalFlags) *cobra.Command {
-	c := &cobra.Command{
+	c := group(&cobra.Command{
 		Use:   "cache",
 		Short: "Inspect and tidy the local layer cache",
 		Example: `  layerimg cache ls
   layerimg cache du
   layerimg cache prune --keep-days 14
   layerimg cache verify`,
-	}
+	})
 	c.AddCommand(newCacheLsCmd(g), newCacheDuCmd(g), newCachePruneCmd(g), newCacheVerifyCmd(g))
 	return c
 }

@@ -10,7 +10,7 @@ func newCacheDuCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "du",
 		Short: "Show how much disk the cache takes",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cache, err := openCache(g, false)
 			if err != nil {

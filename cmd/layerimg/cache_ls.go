@@ -12,7 +12,7 @@ func newCacheLsCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ls",
 		Short: "List cache entries, least recently used first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cache, err := openCache(g, false)
 			if err != nil {

@@ -12,7 +12,7 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 		Use:   "prune",
 		Short: "Drop entries unused for --keep-days, and every blob nothing needs",
 		Long:  "Prune waits for running builds to finish, then removes what they no longer need.",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if keepDays < 0 {
 				return usageError{fmt.Errorf("--keep-days must be 0 or more")}

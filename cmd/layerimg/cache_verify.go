@@ -10,7 +10,7 @@ func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "verify",
 		Short: "Check every cached layer against its digest; drop corrupt ones",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cache, err := openCache(g, false)
 			if err != nil {

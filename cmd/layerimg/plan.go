@@ -22,11 +22,11 @@ A MISS says why: which input changed since the last build of this recipe.`,
   layerimg plan recipe.yaml --json`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := loadRecipe(g, args[0])
+			o, err := g.options(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			o, err := g.options(cmd.ErrOrStderr())
+			r, err := loadRecipe(g, args[0])
 			if err != nil {
 				return err
 			}

@@ -5,10 +5,10 @@ import (
 )
 
 func newPublishCmd(g *globalFlags) *cobra.Command {
-	c := &cobra.Command{
+	c := group(&cobra.Command{
 		Use:   "publish",
 		Short: "Publish a finished disk to a cloud",
-	}
+	})
 	c.AddCommand(newPublishVSphereCmd(g), newPublishAWSCmd(g), newPublishAzureCmd(g))
 	return c
 }
