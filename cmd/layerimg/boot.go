@@ -38,7 +38,7 @@ or the timeout, printing the end of the console.`,
 			start := time.Now()
 			err = qemu.Boot(cmd.Context(), qemu.Options{Disk: args[0], NVMe: nvme, SecureBoot: secure, Expect: re, Timeout: timeout, Console: cmd.OutOrStdout()})
 			if err != nil {
-				return err
+				return fmt.Errorf("booting %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "\nlayerimg: booted: %q seen after %s\n", expect, time.Since(start).Round(time.Second))
 			return nil

@@ -50,7 +50,7 @@ time other than 1970-01-01 on what is made.`,
 			start := time.Now()
 			res, err := layerimg.Build(cmd.Context(), r, o)
 			if err != nil {
-				return err
+				return fmt.Errorf("building %s: %w", args[0], err)
 			}
 			o.Log.Info("built", "recipe", r.Name, "image", res.Image, "executed", res.Executed, "elapsed", time.Since(start).Round(time.Millisecond))
 			fmt.Fprintln(cmd.OutOrStdout(), res.Image)

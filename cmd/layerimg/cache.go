@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/layerimg/layerimg/layers"
 )
 
 func newCacheCmd(g *globalFlags) *cobra.Command {
@@ -19,16 +17,6 @@ func newCacheCmd(g *globalFlags) *cobra.Command {
 	})
 	c.AddCommand(newCacheLsCmd(g), newCacheDuCmd(g), newCachePruneCmd(g), newCacheVerifyCmd(g))
 	return c
-}
-
-// openCache opens --cache-dir, or the default cache directory. exclusive
-// waits for every other user to finish.
-func openCache(g *globalFlags, exclusive bool) (*layers.Cache, error) {
-	dir, err := g.cache()
-	if err != nil {
-		return nil, err
-	}
-	return layers.OpenCache(dir, exclusive, nil)
 }
 
 func humanBytes(n int64) string {

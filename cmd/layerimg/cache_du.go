@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/layers"
 )
 
 func newCacheDuCmd(g *globalFlags) *cobra.Command {
@@ -12,9 +14,13 @@ func newCacheDuCmd(g *globalFlags) *cobra.Command {
 		Short: "Show how much disk the cache takes",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cache, err := openCache(g, false)
+			dir, err := g.cache()
 			if err != nil {
-				return err
+				return fmt.Errorf("measuring the cache: %w", err)
+			}
+			cache, err := layers.OpenCache(dir, false, nil)
+			if err != nil {
+				return fmt.Errorf("opening cache %s: %w", dir, err)
 			}
 			defer cache.Close()
 			u := cache.Usage()

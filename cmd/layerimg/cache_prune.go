@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/layers"
 )
 
 func newCachePruneCmd(g *globalFlags) *cobra.Command {
@@ -17,14 +19,18 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 			if keepDays < 0 {
 				return usageError{fmt.Errorf("--keep-days must be 0 or more")}
 			}
-			cache, err := openCache(g, true)
+			dir, err := g.cache()
 			if err != nil {
-				return err
+				return fmt.Errorf("pruning the cache: %w", err)
+			}
+			cache, err := layers.OpenCache(dir, true, nil)
+			if err != nil {
+				return fmt.Errorf("opening cache %s: %w", dir, err)
 			}
 			defer cache.Close()
 			n, freed, err := cache.Prune(keepDays, nil)
 			if err != nil {
-				return err
+				return fmt.Errorf("pruning cache %s: %w", dir, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %d entries, freed %s\n", n, humanBytes(freed))
 			return nil

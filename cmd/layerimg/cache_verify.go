@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/layers"
 )
 
 func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
@@ -12,14 +14,18 @@ func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
 		Short: "Check every cached layer against its digest; drop corrupt ones",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cache, err := openCache(g, false)
+			dir, err := g.cache()
 			if err != nil {
-				return err
+				return fmt.Errorf("verifying the cache: %w", err)
+			}
+			cache, err := layers.OpenCache(dir, false, nil)
+			if err != nil {
+				return fmt.Errorf("opening cache %s: %w", dir, err)
 			}
 			defer cache.Close()
 			es, _, err := cache.Entries()
 			if err != nil {
-				return err
+				return fmt.Errorf("reading cache %s: %w", dir, err)
 			}
 			bad := 0
 			for _, e := range es {
@@ -30,7 +36,7 @@ func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d entries checked, %d corrupt\n", len(es), bad)
 			if bad > 0 {
-				return fmt.Errorf("%d corrupt cache entries were dropped", bad)
+				return fmt.Errorf("verifying cache %s: %d corrupt cache entries were dropped", dir, bad)
 			}
 			return nil
 		},

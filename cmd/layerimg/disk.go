@@ -42,7 +42,7 @@ docker-archive:FILE, or a flattened rootfs .tar. Needs root.`,
 			o.DiskDigests = digests
 			res, err := layerimg.DiskFromSource(cmd.Context(), args[0], d, fs, out, unique, o)
 			if err != nil {
-				return err
+				return fmt.Errorf("making disks from %s: %w", args[0], err)
 			}
 			for _, f := range fs {
 				if digests {

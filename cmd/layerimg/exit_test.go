@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,6 +50,37 @@ func TestExitCodes(t *testing.T) {
 			}
 			if code == 2 && out != "" {
 				t.Errorf("a usage error printed on stdout: %s", out)
+			}
+		})
+	}
+}
+
+// TestErrorsSayWhatFailed checks that a failing command says what it was
+// doing and on what, ahead of the cause.
+func TestErrorsSayWhatFailed(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, nil, 0o644)
+	// Nothing listens on port 1: resolving the base fails at once.
+	unreachable := writeRecipe(t, "name: x\nfrom: localhost:1/nothing:latest\nsteps:\n  - copy: {src: hello.txt, dst: /hello.txt}\n")
+	cache := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"cache ls", []string{"cache", "ls", "--cache-dir", notDir}, "opening cache " + notDir + ": "},
+		{"cache prune", []string{"cache", "prune", "--cache-dir", notDir}, "opening cache " + notDir + ": "},
+		{"plan", []string{"plan", "--cache-dir", cache, unreachable}, "planning " + unreachable + ": pulling base localhost:1/nothing:latest: "},
+		{"build", []string{"build", "--cache-dir", cache, unreachable}, "building " + unreachable + ": pulling base localhost:1/nothing:latest: "},
+		{"disk", []string{"disk", "--cache-dir", cache, "-o", dir, filepath.Join(dir, "missing.tar")}, "making disks from " + filepath.Join(dir, "missing.tar") + ": "},
+		{"boot", []string{"boot", filepath.Join(dir, "missing.raw")}, "booting " + filepath.Join(dir, "missing.raw") + ": "},
+		{"convert", []string{"convert", filepath.Join(dir, "missing.raw"), "--to", "vhd"}, "converting " + filepath.Join(dir, "missing.raw") + ": "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, code := cli(t, tc.args...)
+			if code != 1 || !strings.HasPrefix(errOut, "layerimg: "+tc.want) {
+				t.Errorf("layerimg %s: exit %d (want 1)\nstderr: %s\nwant it to start with %q", strings.Join(tc.args, " "), code, errOut, "layerimg: "+tc.want)
 			}
 		})
 	}

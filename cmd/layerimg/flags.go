@@ -51,7 +51,7 @@ func (g *globalFlags) argMap() (map[string]string, error) {
 func (g *globalFlags) options(stderr io.Writer) (layerimg.Options, error) {
 	comp, err := layers.ParseCompression(g.compression)
 	if err != nil {
-		return layerimg.Options{}, usageError{err}
+		return layerimg.Options{}, usageError{fmt.Errorf("--compression: %w", err)}
 	}
 	epoch, err := layerimg.EpochFromEnv()
 	if err != nil {

@@ -32,12 +32,15 @@ A MISS says why: which input changed since the last build of this recipe.`,
 			}
 			plan, err := layerimg.Plan(cmd.Context(), r, o)
 			if err != nil {
-				return err
+				return fmt.Errorf("planning %s: %w", args[0], err)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(plan)
+				if err := enc.Encode(plan); err != nil {
+					return fmt.Errorf("printing the plan: %w", err)
+				}
+				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tWHY")
@@ -48,7 +51,10 @@ A MISS says why: which input changed since the last build of this recipe.`,
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, s.Why)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return fmt.Errorf("printing the plan: %w", err)
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
