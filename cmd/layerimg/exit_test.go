@@ -24,6 +24,9 @@ func TestExitCodes(t *testing.T) {
 		{"unknown publish target", []string{"publish", "gcp"}, 2, `unknown command "gcp" for "layerimg publish"`},
 		{"cache without subcommand", []string{"cache"}, 2, "layerimg cache needs a subcommand: du, ls, prune, verify"},
 		{"publish without target", []string{"publish"}, 2, "layerimg publish needs a subcommand: aws, azure, vsphere"},
+		{"completion without shell", []string{"completion"}, 2, "layerimg completion needs a subcommand"},
+		{"unknown shell", []string{"completion", "fish2"}, 2, `unknown command "fish2" for "layerimg completion"`},
+		{"argument to completion bash", []string{"completion", "bash", "extra"}, 2, `unexpected argument "extra"`},
 		{"argument to cache ls", []string{"cache", "ls", "extra"}, 2, `unexpected argument "extra": layerimg cache ls takes none`},
 		{"no recipe", []string{"validate"}, 2, "expected one recipe file, got 0 arguments"},
 		{"two recipes", []string{"plan", good, good}, 2, "expected one recipe file, got 2 arguments"},
@@ -42,6 +45,7 @@ func TestExitCodes(t *testing.T) {
 		{"valid recipe", []string{"validate", good}, 0, ""},
 		{"cache du", []string{"cache", "du", "--cache-dir", cache}, 0, ""},
 		{"bare layerimg prints help", nil, 0, ""},
+		{"group help", []string{"publish", "--help"}, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := cli(t, tc.args...)
