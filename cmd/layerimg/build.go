@@ -73,6 +73,7 @@ time other than 1970-01-01 on what is made.`,
 	return c
 }
 
+// parseFormats checks --format; its error is a usage error naming the flag.
 func parseFormats(fs []string) ([]string, error) {
 	for _, f := range fs {
 		if !slices.Contains(recipes.OutputFormats, f) {
