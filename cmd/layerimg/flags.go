@@ -47,11 +47,12 @@ func (g *globalFlags) argMap() (map[string]string, error) {
 	return m, nil
 }
 
-// options turns the flags into build options.
+// options turns the flags into build options. Its errors are usage errors
+// naming the flag or SOURCE_DATE_EPOCH.
 func (g *globalFlags) options(stderr io.Writer) (layerimg.Options, error) {
 	comp, err := layers.ParseCompression(g.compression)
 	if err != nil {
-		return layerimg.Options{}, usageError{err}
+		return layerimg.Options{}, usageError{fmt.Errorf("--compression: %w", err)}
 	}
 	epoch, err := layerimg.EpochFromEnv()
 	if err != nil {

@@ -15,9 +15,6 @@ import (
 	"github.com/layerimg/layerimg/rootfs"
 )
 
-// usageError marks errors that exit with status 2.
-type usageError struct{ error }
-
 func main() {
 	rootfs.SandboxMain() // a re-executed sandbox child never returns
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -31,6 +28,11 @@ func run(ctx context.Context, args []string) int {
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if _, _, ferr := root.Find(args); ferr != nil {
+		// Cobra reports a first word that names no command while looking the
+		// command up, as a plain error: it is a usage error all the same.
+		err = usageError{err}
 	}
 	fmt.Fprintln(os.Stderr, "layerimg:", err)
 	var ue usageError
@@ -62,17 +64,23 @@ so a rebuild runs only the steps whose inputs changed.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	g.register(root)
 	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd(), newPublishCmd(g))
+	// Cobra adds its completion command when it executes; made now, its
+	// misuse (layerimg completion, completion bash extra) exits 2 as well.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			group(c)
+			for _, shell := range c.Commands() {
+				shell.Args = noArgs
+			}
+		}
+	}
 	return root
 }
 
-// exactlyOneRecipe is an Args validator that exits 2 when misused.
-func exactlyOneRecipe(_ *cobra.Command, args []string) error {
-	if len(args) != 1 {
-		return usageError{fmt.Errorf("expected one recipe file, got %d arguments", len(args))}
-	}
-	return nil
-}
-
+// loadRecipe reads the recipe at path with the --arg overrides. Commands
+// return its errors as they are: a usage error names --arg, and a recipe's
+// problems are file:line:column: message lines, as validate promises.
 func loadRecipe(g *globalFlags, path string) (*recipes.Recipe, error) {
 	args, err := g.argMap()
 	if err != nil {

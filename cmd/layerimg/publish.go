@@ -17,15 +17,6 @@ import (
 	"github.com/layerimg/layerimg/export/vsphere"
 )
 
-func newPublishCmd(g *globalFlags) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "publish",
-		Short: "Publish a finished disk to a cloud",
-	}
-	c.AddCommand(newPublishVSphereCmd(g), newPublishAWSCmd(g), newPublishAzureCmd(g))
-	return c
-}
-
 func newPublishAWSCmd(g *globalFlags) *cobra.Command {
 	var cfg ami.Config
 	var manifest string

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/recipes"
+)
+
+func newBuildCmd(g *globalFlags) *cobra.Command {
+	var ociLayout, rootfsTar, manifest, diskDir string
+	var formats []string
+	var uniqueIDs, digests bool
+	var cacheTo, push, pushDisk, diskArtifact string
+	var publish []string
+	c := &cobra.Command{
+		Use:   "build RECIPE",
+		Short: "Build a recipe into cached layers and write the outputs",
+		Long: `Build a recipe: resolve its base, reuse every cached step, run the others in a
+sandbox (run steps need root), run the recipe's tests, and write the outputs.
+Step output is prefixed with the step's name. Set SOURCE_DATE_EPOCH to stamp a
+time other than 1970-01-01 on what is made.`,
+		Example: `  layerimg build recipe.yaml -o out/          # disks as the recipe's outputs say
+  layerimg build recipe.yaml -o out/ --cache-from ghcr.io/org/cache:main --cache-to ghcr.io/org/cache:pr-12 \
+      --push ghcr.io/org/golden:1.4 --push-disk ghcr.io/org/golden-disk:1.4
+  layerimg build recipe.yaml --oci-layout out/image --rootfs-tar out/rootfs.tar
+  layerimg build recipe.yaml --arg SUITE=trixie --manifest out/build.json
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
+		Args: exactlyOneRecipe,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := g.options(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if o.Formats, err = parseFormats(formats); err != nil {
+				return err
+			}
+			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
+			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
+			o.DiskDigests = manifest != "" || digests
+			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
+			r, err := loadRecipe(g, args[0])
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := layerimg.Build(cmd.Context(), r, o)
+			if err != nil {
+				return fmt.Errorf("building %s: %w", args[0], err)
+			}
+			o.Log.Info("built", "recipe", r.Name, "image", res.Image, "executed", res.Executed, "elapsed", time.Since(start).Round(time.Millisecond))
+			fmt.Fprintln(cmd.OutOrStdout(), res.Image)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&ociLayout, "oci-layout", "", "write the image as an OCI layout to `DIR`")
+	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` (needs root)")
+	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
+	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
+	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
+	f.StringVar(&cacheTo, "cache-to", "", "write every step's layer (and the finished disks) to this registry cache `REF`")
+	f.StringVar(&push, "push", "", "push the image to `REF` (runnable as a container)")
+	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
+	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
+	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
+	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
+	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
+	return c
+}
+
+// parseFormats checks --format; its error is a usage error naming the flag.
+func parseFormats(fs []string) ([]string, error) {
+	for _, f := range fs {
+		if !slices.Contains(recipes.OutputFormats, f) {
+			return nil, usageError{fmt.Errorf("--format %q: expected raw, vmdk, vhd or qcow2", f)}
+		}
+	}
+	return fs, nil
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg"
+)
+
+func newPlanCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "plan RECIPE",
+		Short: "Show each step's cache key and whether it will run",
+		Long: `Compute every step's cache key and look it up, without running anything.
+A MISS says why: which input changed since the last build of this recipe.`,
+		Example: `  layerimg plan recipe.yaml
+  layerimg plan recipe.yaml --cache-from ghcr.io/org/cache:main
+  layerimg plan recipe.yaml --json`,
+		Args: exactlyOneRecipe,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := g.options(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			r, err := loadRecipe(g, args[0])
+			if err != nil {
+				return err
+			}
+			plan, err := layerimg.Plan(cmd.Context(), r, o)
+			if err != nil {
+				return fmt.Errorf("planning %s: %w", args[0], err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(plan); err != nil {
+					return fmt.Errorf("printing the plan: %w", err)
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tWHY")
+			for _, s := range plan {
+				key := "-"
+				if s.Key != "" {
+					key = s.Key[7:19]
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, s.Why)
+			}
+			if err := tw.Flush(); err != nil {
+				return fmt.Errorf("printing the plan: %w", err)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	return c
+}
