@@ -21,7 +21,11 @@ import (
 // TestMain lets the test binary serve as the sandbox's re-executed child.
 func TestMain(m *testing.M) {
 	SandboxMain()
-	os.Exit(m.Run())
+	code := m.Run()
+	if probe.path != "" {
+		os.RemoveAll(filepath.Dir(probe.path))
+	}
+	os.Exit(code)
 }
 
 var probe struct {
