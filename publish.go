@@ -93,7 +93,7 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		}
 		var titles []string
 		for _, f := range sortedFormats(res.Disk.Files) {
-			titles = append(titles, "disk."+diskExt[f]+".zst")
+			titles = append(titles, "disk."+diskExt(f)+".zst")
 		}
 		d, err := registry.PushArtifact(ctx, o.DiskArtifact, blobs, titles, p.reg)
 		if err != nil {

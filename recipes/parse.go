@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/layerimg/layerimg/disk/format"
 )
 
 // Error is a problem at one place in a recipe file.
@@ -255,8 +257,8 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 		case "outputs":
 			p.strList(v, "outputs", &r.Outputs)
 			for i, o := range r.Outputs {
-				if !contains(OutputFormats, o) {
-					p.errorf(v.Content[i], "outputs: unknown format %q (valid: %s)", o, strings.Join(OutputFormats, ", "))
+				if _, err := format.Parse(o); err != nil {
+					p.errorf(v.Content[i], "outputs: %v", err)
 				}
 			}
 		case "tests":
@@ -289,9 +291,6 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 		}
 	})
 }
-
-// OutputFormats are the disk formats a recipe may ask for.
-var OutputFormats = []string{"raw", "vmdk", "vhd", "qcow2"}
 
 func (p *parser) disk(n *yaml.Node) *Disk {
 	d := &Disk{}

@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/layers"
-	"github.com/layerimg/layerimg/recipes"
 )
 
 func newValidateCmd(g *globalFlags) *cobra.Command {
@@ -143,7 +143,7 @@ time other than 1970-01-01 on what is made.`,
 
 func parseFormats(fs []string) ([]string, error) {
 	for _, f := range fs {
-		if !slices.Contains(recipes.OutputFormats, f) {
+		if !slices.Contains(format.Names(), f) {
 			return nil, usageError{fmt.Errorf("--format %q: expected raw, vmdk, vhd or qcow2", f)}
 		}
 	}

@@ -6,7 +6,6 @@ package ami
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/disk/vmdk"
 )
@@ -519,19 +519,20 @@ func openDisk(path, method string) (*diskFile, error) {
 }
 
 // sniff tells a raw disk from a fixed VHD (raw plus a 512-byte footer) and
-// refuses the formats whose bytes are not the disk's.
+// a streamOptimized VMDK, and refuses the formats whose bytes are not the
+// disk's.
 func sniff(f *os.File, path string) (*diskFile, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	d := &diskFile{File: f, path: path, size: fi.Size(), format: "raw"}
-	head := make([]byte, 4)
-	if _, err := f.ReadAt(head, 0); err != nil {
-		return nil, fmt.Errorf("aws: %s: %w", path, err)
+	kind, err := format.Sniff(path)
+	if err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
 	}
-	switch {
-	case string(head) == "KDMV":
+	switch kind {
+	case format.VMDK:
 		capacity, stream, err := vmdk.Info(path)
 		if err != nil {
 			return nil, fmt.Errorf("aws: %w", err)
@@ -541,23 +542,13 @@ func sniff(f *os.File, path string) (*diskFile, error) {
 		}
 		d.format, d.virtual = "vmdk", capacity
 		return d, nil
-	case string(head) == "QFI\xfb":
+	case format.QCOW2:
 		return nil, fmt.Errorf("aws: %s is qcow2; publish the raw disk", path)
-	}
-	if fi.Size() >= 512 {
-		foot := make([]byte, 512)
-		if _, err := f.ReadAt(foot, fi.Size()-512); err != nil {
-			return nil, err
+	case format.VHD:
+		if err := vhd.Check(path); err != nil {
+			return nil, fmt.Errorf("aws: %w; publish the raw disk or a fixed VHD", err)
 		}
-		if string(foot[:8]) == "conectix" {
-			if binary.BigEndian.Uint32(foot[60:64]) != 2 {
-				return nil, fmt.Errorf("aws: %s is a dynamic or differencing VHD; publish the raw disk or a fixed VHD", path)
-			}
-			if err := vhd.Check(path); err != nil {
-				return nil, fmt.Errorf("aws: %w", err)
-			}
-			d.format, d.size = "vhd", fi.Size()-512
-		}
+		d.format, d.size = "vhd", fi.Size()-vhd.FooterSize
 	}
 	if d.size%512 != 0 || d.size == 0 {
 		return nil, fmt.Errorf("aws: %s: %d bytes is not a whole number of 512-byte sectors", path, d.size)
