@@ -11,7 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/registry"
 	"github.com/layerimg/layerimg/export/vsphere"
@@ -194,10 +194,10 @@ func diskFile(res *Result, formats ...string) string {
 
 // publishAWS publishes the raw disk (or the fixed VHD) as an AMI with the
 // recipe's publish.aws section; import-snapshot takes the VMDK.
-func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, error) {
+func (p *planner) publishAWS(ctx context.Context, res *Result) (*aws.Result, error) {
 	cfg := AWSConfig(p.r.Publish, p.r.Platform)
 	path := diskFile(res, "raw", "vhd")
-	if cfg.Method == ami.ImportSnapshot {
+	if cfg.Method == aws.ImportSnapshot {
 		if path = diskFile(res, "vmdk"); path == "" {
 			return nil, fmt.Errorf("method import-snapshot needs the vmdk output")
 		}
@@ -210,7 +210,7 @@ func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, err
 	}
 	cfg.Digest, cfg.Recipe, cfg.Args, cfg.Log = digest, p.r.Name, p.r.Args, p.o.Log
 	cfg.StateDir = filepath.Join(p.c.Dir(), "publish") // block hashes for the next upload
-	return ami.Publish(ctx, path, cfg)
+	return aws.Publish(ctx, path, cfg)
 }
 
 // publishAzure uploads the fixed VHD (or the raw disk, streamed as one)
@@ -264,8 +264,8 @@ func (p *planner) diskDigest(res *Result, path string) (string, error) {
 
 // AWSConfig is the recipe's publish.aws section as publisher config; the
 // architecture follows the recipe's platform unless the section says.
-func AWSConfig(pub *recipes.Publish, platform string) ami.Config {
-	var c ami.Config
+func AWSConfig(pub *recipes.Publish, platform string) aws.Config {
+	var c aws.Config
 	if strings.HasSuffix(platform, "/arm64") {
 		c.Architecture = "arm64"
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk"
-	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/vsphere"
 )
@@ -27,7 +27,7 @@ func newPublishCmd(g *globalFlags) *cobra.Command {
 }
 
 func newPublishAWSCmd(g *globalFlags) *cobra.Command {
-	var cfg ami.Config
+	var cfg aws.Config
 	var manifest string
 	var full bool
 	ena := true
@@ -75,7 +75,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 				cfg.StateDir = filepath.Join(dir, "publish")
 			}
 			cfg.Log = log
-			res, err := ami.Publish(cmd.Context(), args[0], cfg)
+			res, err := aws.Publish(cmd.Context(), args[0], cfg)
 			if res != nil {
 				if werr := writeJSON(cmd.OutOrStdout(), manifest, res); werr != nil && err == nil {
 					err = werr
