@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -20,6 +18,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
+
+	"github.com/layerimg/layerimg/export/undo"
 )
 
 // DefaultMergeGap is Config.MergeGap's default: 4 KiB less one sector.
@@ -175,8 +175,7 @@ type publisher struct {
 	cfg Config
 	c   clients
 
-	mu   sync.Mutex
-	undo []func(context.Context) error
+	undo undo.Stack
 }
 
 // Publish uploads the disk (a fixed VHD, or a raw disk that is streamed as
@@ -192,13 +191,13 @@ func Publish(ctx context.Context, path string, cfg Config) (res *Result, err err
 		return nil, err
 	}
 	defer src.Close()
-	p := &publisher{cfg: cfg}
+	p := &publisher{cfg: cfg, undo: undo.Stack{Cloud: "Azure", Log: cfg.Log, Redact: redactErr}}
 	if p.c, err = cfg.clients(); err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			p.rollback(ctx)
+			p.undo.Rollback(ctx)
 			err = redactErr(err)
 		}
 	}()
@@ -226,7 +225,7 @@ func Publish(ctx context.Context, path string, cfg Config) (res *Result, err err
 			return nil, err
 		}
 	}
-	p.commit()
+	p.undo.Commit()
 	if cfg.KeepDisk {
 		res.DiskID = diskID
 		return res, nil
@@ -264,38 +263,6 @@ func (c *Config) clients() (clients, error) {
 	}
 	return clients{disks: f.NewDisksClient(), images: f.NewImagesClient(), defs: f.NewGalleryImagesClient(),
 		versions: f.NewGalleryImageVersionsClient()}, nil
-}
-
-func (p *publisher) onFailure(what string, fn func(context.Context) error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.undo = append(p.undo, func(ctx context.Context) error {
-		if err := fn(ctx); err != nil {
-			return fmt.Errorf("cleanup: %s: %w", what, err)
-		}
-		p.cfg.Log.Info("cleaned up", "what", what)
-		return nil
-	})
-}
-
-func (p *publisher) commit() {
-	p.mu.Lock()
-	p.undo = nil
-	p.mu.Unlock()
-}
-
-// rollback undoes, newest first, on a context an interrupt did not cancel.
-func (p *publisher) rollback(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-	defer cancel()
-	p.mu.Lock()
-	undo := slices.Clone(p.undo)
-	p.mu.Unlock()
-	for i := len(undo) - 1; i >= 0; i-- {
-		if err := undo[i](cctx); err != nil {
-			p.cfg.Log.Error("leaked an Azure resource; delete it by hand", "err", redactErr(err))
-		}
-	}
 }
 
 func (p *publisher) poll() *runtime.PollUntilDoneOptions {
@@ -415,7 +382,7 @@ func (p *publisher) image(ctx context.Context, disk string) (string, error) {
 	if err != nil {
 		return "", azErr("create image", id, err)
 	}
-	p.onFailure("delete image "+id, func(ctx context.Context) error {
+	p.undo.Push("delete image "+id, func(ctx context.Context) error {
 		poller, err := p.c.images.BeginDelete(ctx, cfg.ResourceGroup, cfg.ImageName, nil)
 		if err == nil {
 			_, err = poller.PollUntilDone(ctx, p.poll())
@@ -486,7 +453,7 @@ func (p *publisher) version(ctx context.Context, disk string) (string, error) {
 	if err != nil {
 		return "", azErr("create gallery image version", id, err)
 	}
-	p.onFailure("delete gallery image version "+id, func(ctx context.Context) error {
+	p.undo.Push("delete gallery image version "+id, func(ctx context.Context) error {
 		poller, err := p.c.versions.BeginDelete(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, g.Version, nil)
 		if err == nil {
 			_, err = poller.PollUntilDone(ctx, p.poll())

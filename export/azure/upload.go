@@ -121,7 +121,7 @@ func (p *publisher) upload(ctx context.Context, src *source, res *Result) (strin
 	if err != nil {
 		return "", "", azErr("create disk", id, err)
 	}
-	p.onFailure("delete disk "+id, func(ctx context.Context) error { return p.deleteDisk(ctx, name) })
+	p.undo.Push("delete disk "+id, func(ctx context.Context) error { return p.deleteDisk(ctx, name) })
 	if _, err := poller.PollUntilDone(ctx, p.poll()); err != nil {
 		return "", "", azErr("create disk", id, err)
 	}
@@ -134,7 +134,7 @@ func (p *publisher) upload(ctx context.Context, src *source, res *Result) (strin
 		return "", "", azErr("grant access to disk", id, err)
 	}
 	// Revoking is also the undo: a disk with an active SAS cannot be deleted.
-	p.onFailure("revoke access to disk "+id, func(ctx context.Context) error { return p.revoke(ctx, name) })
+	p.undo.Push("revoke access to disk "+id, func(ctx context.Context) error { return p.revoke(ctx, name) })
 	grant, err := gp.PollUntilDone(ctx, p.poll())
 	if err != nil {
 		return "", "", azErr("grant access to disk", id, err)
