@@ -58,9 +58,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 			if err != nil {
 				return err
 			}
-			if cfg.Region == "" {
-				cfg.Region = os.Getenv("AWS_REGION")
-			}
+			cfg = cfg.FromEnv()
 			if cfg.Digest, err = layerimg.DigestFile(args[0]); err != nil {
 				return err
 			}
@@ -146,9 +144,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 			if err != nil {
 				return err
 			}
-			if cfg.SubscriptionID == "" {
-				cfg.SubscriptionID = os.Getenv("AZURE_SUBSCRIPTION_ID")
-			}
+			cfg = cfg.FromEnv()
 			if gal.Name != "" || gal.ImageDefinition != "" || gal.Version != "" {
 				cfg.Gallery = &gal
 			}

@@ -8,18 +8,19 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
 
 	"github.com/layerimg/layerimg/export/undo"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 // DefaultMergeGap is Config.MergeGap's default: 4 KiB less one sector.
@@ -64,10 +65,16 @@ type Config struct {
 	// the disk's boot layout (TrustedLaunch needs grub).
 	Digest, Recipe, BootMode string
 
-	// Credential defaults to azidentity's DefaultAzureCredential. Endpoint
-	// (ARM) and HTTPClient point the SDK elsewhere (tests).
+	// Cloud is the Azure cloud: AzurePublic (default), AzureChina or
+	// AzureUSGovernment. Endpoint (ARM) and AuthorityHost (Entra ID)
+	// override the cloud's, for Azure Stack or a test's fake; FromEnv reads
+	// them from AZURE_RESOURCE_MANAGER_ENDPOINT and AZURE_AUTHORITY_HOST.
+	Cloud                   string
+	Endpoint, AuthorityHost string
+
+	// Credential defaults to azidentity's DefaultAzureCredential in the
+	// cloud above. HTTPClient points the SDK elsewhere (tests).
 	Credential azcore.TokenCredential
-	Endpoint   string
 	HTTPClient *http.Client
 	Log        *slog.Logger
 }
@@ -87,6 +94,7 @@ func (c *Config) defaults() error {
 			*dst = v
 		}
 	}
+	def(&c.Cloud, recipes.AzurePublic)
 	def(&c.HyperVGeneration, "V2")
 	def(&c.SecurityType, "Standard")
 	def(&c.OSType, "Linux")
@@ -123,9 +131,11 @@ func (c *Config) defaults() error {
 		return errors.New("azure: no location (such as westeurope)")
 	case c.ImageName == "" && c.Gallery == nil:
 		return errors.New("azure: nothing to make: set image_name, gallery, or both")
-	case c.HyperVGeneration != "V1" && c.HyperVGeneration != "V2":
+	case !slices.Contains(recipes.AzureClouds(), c.Cloud):
+		return fmt.Errorf("azure: cloud %q: expected %s", c.Cloud, strings.Join(recipes.AzureClouds(), ", "))
+	case !slices.Contains(recipes.AzureHyperVGenerations(), c.HyperVGeneration):
 		return fmt.Errorf("azure: hyper_v_generation %q: expected V2 or V1", c.HyperVGeneration)
-	case c.SecurityType != "Standard" && c.SecurityType != "TrustedLaunch":
+	case !slices.Contains(recipes.AzureSecurityTypes(), c.SecurityType):
 		return fmt.Errorf("azure: security_type %q: expected Standard or TrustedLaunch", c.SecurityType)
 	case c.SecurityType == "TrustedLaunch" && c.BootMode != "grub":
 		return fmt.Errorf("azure: security_type TrustedLaunch boots with Secure Boot, which needs the disk's boot: grub layout (shim and signed GRUB); this disk uses %q", c.BootMode)
@@ -237,22 +247,21 @@ func Publish(ctx context.Context, path string, cfg Config) (res *Result, err err
 }
 
 func (c *Config) clients() (clients, error) {
+	cc, err := c.cloudConfig()
+	if err != nil {
+		return clients{}, err
+	}
 	cred := c.Credential
 	if cred == nil {
-		var err error
-		if cred, err = azidentity.NewDefaultAzureCredential(nil); err != nil {
+		o := &azidentity.DefaultAzureCredentialOptions{ClientOptions: azcore.ClientOptions{Cloud: cc}}
+		// Microsoft's instance discovery knows only its own authorities:
+		// an overridden one (Azure Stack, a fake) is taken as given.
+		o.DisableInstanceDiscovery = c.AuthorityHost != ""
+		if cred, err = azidentity.NewDefaultAzureCredential(o); err != nil {
 			return clients{}, fmt.Errorf("azure: credentials: %w", err)
 		}
 	}
-	opts := &arm.ClientOptions{}
-	if c.Endpoint != "" {
-		opts.Cloud = cloud.Configuration{
-			ActiveDirectoryAuthorityHost: "https://login.microsoftonline.com/",
-			Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
-				cloud.ResourceManager: {Audience: "https://management.core.windows.net/", Endpoint: c.Endpoint},
-			},
-		}
-	}
+	opts := &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Cloud: cc}}
 	if c.HTTPClient != nil {
 		opts.Transport = c.HTTPClient
 	}
