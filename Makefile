@@ -43,7 +43,7 @@ bench: test-deps
 	# and LAYERIMG_BENCH_DISK to measure a real image (see BENCHMARKS.md).
 	$(GO) test -run XXX -bench 'Convert|DiskAssembly' -benchtime 3x ./cmd/layerimg
 	# Cloud uploads against the stand-ins (fake EC2/EBS with 50 ms per call).
-	$(GO) test -run XXX -bench 'EBSDirect|EBSIncremental' -benchtime 3x ./export/ami
+	$(GO) test -run XXX -bench 'EBSDirect|EBSIncremental' -benchtime 3x ./export/aws
 	$(GO) test -run XXX -bench AzureUpload -benchtime 3x ./export/azure
 
 lint:

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/layerimg/layerimg/export/ami"
-	"github.com/layerimg/layerimg/export/ami/awsfake"
+	"github.com/layerimg/layerimg/export/aws"
+	"github.com/layerimg/layerimg/export/aws/awsfake"
 )
 
 // TestBuildPublishAWS runs build --publish aws against the EC2/EBS fake,
@@ -40,7 +40,7 @@ func TestBuildPublishAWS(t *testing.T) {
 	manifest := filepath.Join(t.TempDir(), "build.json")
 	o := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"aws"}, Manifest: manifest}
 	res := build(t, load(t, dir, nil), o)
-	r, ok := res.Published["aws"].(*ami.Result)
+	r, ok := res.Published["aws"].(*aws.Result)
 	if !ok || len(r.Images) != 1 || r.Images[0].Region != "eu-central-1" || r.Images[0].Existing {
 		t.Fatalf("published %+v", res.Published)
 	}
@@ -53,12 +53,12 @@ func TestBuildPublishAWS(t *testing.T) {
 		t.Fatal("the snapshot is not disk.raw")
 	}
 	im := s.Images()[0]
-	if im.Tags[ami.RecipeTag] != "story" || im.Tags[ami.DigestTag] != res.Disk.key || im.Tags["team"] != "platform" {
+	if im.Tags[aws.RecipeTag] != "story" || im.Tags[aws.DigestTag] != res.Disk.key || im.Tags["team"] != "platform" {
 		t.Fatalf("image tags %v", im.Tags)
 	}
 	var m struct {
 		Published struct {
-			AWS ami.Result `json:"aws"`
+			AWS aws.Result `json:"aws"`
 		} `json:"published"`
 	}
 	b, _ := os.ReadFile(manifest)
@@ -67,7 +67,7 @@ func TestBuildPublishAWS(t *testing.T) {
 	}
 
 	res = build(t, load(t, dir, nil), o)
-	if r2 := res.Published["aws"].(*ami.Result); !r2.Images[0].Existing || r2.Images[0].ImageID != im.ID || len(s.Snapshots()) != 1 {
+	if r2 := res.Published["aws"].(*aws.Result); !r2.Images[0].Existing || r2.Images[0].ImageID != im.ID || len(s.Snapshots()) != 1 {
 		t.Errorf("second publish %+v", r2)
 	}
 }

@@ -23,11 +23,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/layerimg/layerimg/disk"
-	"github.com/layerimg/layerimg/disk/qcow2"
+	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/qemu"
 	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/disk/vhd"
-	"github.com/layerimg/layerimg/disk/vmdk"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
@@ -64,7 +63,7 @@ type DiskResult struct {
 }
 
 // diskExt maps an output format to its file extension.
-var diskExt = map[string]string{"raw": "raw", "vmdk": "vmdk", "vhd": "vhd", "qcow2": "qcow2"}
+func diskExt(f string) string { return disk.Format(f).Ext() }
 
 // diskSpec is what the disk stage's cache key covers.
 type diskSpec struct {
@@ -149,11 +148,11 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 		return nil, nil, err
 	}
 	for _, f := range formats {
-		src := filepath.Join(cacheDir, "disk."+diskExt[f])
+		src := filepath.Join(cacheDir, "disk."+diskExt(f))
 		if unique {
-			src = filepath.Join(meta.dir, "disk."+diskExt[f])
+			src = filepath.Join(meta.dir, "disk."+diskExt(f))
 		}
-		dst := filepath.Join(outDir, "disk."+diskExt[f])
+		dst := filepath.Join(outDir, "disk."+diskExt(f))
 		if err := copyOut(src, dst); err != nil {
 			return nil, nil, fmt.Errorf("writing %s: %w", dst, err)
 		}
@@ -198,7 +197,7 @@ func hasFormats(m diskMeta, formats []string) bool {
 		if _, ok := m.Files[f]; !ok {
 			return false
 		}
-		if _, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt[f])); err != nil {
+		if _, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt(f))); err != nil {
 			return false
 		}
 	}
@@ -276,7 +275,7 @@ func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Di
 	}
 	o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))
 	for _, f := range formats {
-		dst := filepath.Join(out, "disk."+diskExt[f])
+		dst := filepath.Join(out, "disk."+diskExt(f))
 		start := time.Now()
 		if err := convert(ctx, raw, dst, f, ids, o.Epoch); err != nil {
 			return nil, meta, fmt.Errorf("converting to %s: %w", f, err)
@@ -286,7 +285,7 @@ func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Di
 		}
 	}
 	for _, f := range formats {
-		df, err := describe(filepath.Join(out, "disk."+diskExt[f]))
+		df, err := describe(filepath.Join(out, "disk."+diskExt(f)))
 		if err != nil {
 			return nil, meta, err
 		}
@@ -319,17 +318,10 @@ func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Di
 
 // convert writes raw as format f at dst.
 func convert(ctx context.Context, raw, dst, f string, ids disk.IDs, epoch int64) error {
-	switch f {
-	case "raw":
+	if f == string(disk.Raw) {
 		return nil // dst is raw itself
-	case "vmdk":
-		return vmdk.Convert(ctx, raw, dst, vmdk.Options{CID: ids.VMDKCID})
-	case "vhd":
-		return vhd.Convert(raw, dst, ids.VHD, time.Unix(epoch, 0))
-	case "qcow2":
-		return qcow2.Convert(ctx, raw, dst)
 	}
-	return fmt.Errorf("unknown disk format %q", f)
+	return disk.Convert(ctx, raw, dst, disk.Format(f), ids, time.Unix(epoch, 0))
 }
 
 func describe(p string) (DiskFile, error) {
@@ -389,7 +381,7 @@ func DigestFile(p string) (string, error) {
 // changed the cached copy too; such a set is made again.
 func verifyDisks(m diskMeta, formats []string, o *Options) bool {
 	for _, f := range formats {
-		fi, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt[f]))
+		fi, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt(f)))
 		if err != nil || stamp(fi) != m.Files[f].Stamp {
 			o.Log.Warn("a cached disk changed since it was made (written to through a link?); making it again", "format", f)
 			return false
@@ -475,8 +467,8 @@ func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o *Opti
 
 // bootable picks the disk file to boot: raw when there is one.
 func bootable(d *DiskResult) string {
-	for _, f := range []string{"raw", "qcow2", "vmdk", "vhd"} {
-		if df, ok := d.Files[f]; ok {
+	for _, f := range format.BootOrder() {
+		if df, ok := d.Files[string(f)]; ok {
 			return df.Path
 		}
 	}
@@ -566,7 +558,7 @@ func headSeed(p string) (string, error) {
 // diskMediaType is the media type of a disk file in a registry: the file,
 // zstd-compressed, so a sparse raw disk travels as about its data.
 func diskMediaType(format string) types.MediaType {
-	return types.MediaType("application/vnd.layerimg.disk." + format + ".v1+zstd")
+	return types.MediaType(disk.Format(format).MediaType())
 }
 
 func remoteHasFormats(rd *layers.RemoteDisk, formats []string) bool {
@@ -593,7 +585,7 @@ func pullDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, rd 
 	g, _ := errgroup.WithContext(ctx)
 	for _, f := range formats {
 		g.Go(func() error {
-			p := filepath.Join(work, "disk."+diskExt[f])
+			p := filepath.Join(work, "disk."+diskExt(f))
 			out, err := os.Create(p)
 			if err != nil {
 				return err
@@ -647,7 +639,7 @@ func diskExport(res *DiskResult) (*layers.RemoteDisk, []v1.Layer, error) {
 	rd := &layers.RemoteDisk{Key: res.key, Boot: res.Boot, Files: map[string]layers.DiskBlob{}}
 	var blobs []v1.Layer
 	for _, f := range sortedFormats(res.Files) {
-		src := filepath.Join(res.cacheDir, "disk."+diskExt[f])
+		src := filepath.Join(res.cacheDir, "disk."+diskExt(f))
 		zst := src + ".zst"
 		if _, err := os.Stat(zst); err != nil {
 			if err := layers.CompressFile(src, zst+".tmp"); err != nil {
@@ -673,7 +665,7 @@ func diskExport(res *DiskResult) (*layers.RemoteDisk, []v1.Layer, error) {
 
 func sortedFormats(m map[string]DiskFile) []string {
 	var out []string
-	for _, f := range recipes.OutputFormats {
+	for _, f := range format.Names() {
 		if _, ok := m[f]; ok {
 			out = append(out, f)
 		}

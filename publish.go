@@ -11,7 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/registry"
 	"github.com/layerimg/layerimg/export/vsphere"
@@ -93,7 +93,7 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		}
 		var titles []string
 		for _, f := range sortedFormats(res.Disk.Files) {
-			titles = append(titles, "disk."+diskExt[f]+".zst")
+			titles = append(titles, "disk."+diskExt(f)+".zst")
 		}
 		d, err := registry.PushArtifact(ctx, o.DiskArtifact, blobs, titles, p.reg)
 		if err != nil {
@@ -194,10 +194,10 @@ func diskFile(res *Result, formats ...string) string {
 
 // publishAWS publishes the raw disk (or the fixed VHD) as an AMI with the
 // recipe's publish.aws section; import-snapshot takes the VMDK.
-func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, error) {
+func (p *planner) publishAWS(ctx context.Context, res *Result) (*aws.Result, error) {
 	cfg := AWSConfig(p.r.Publish, p.r.Platform)
 	path := diskFile(res, "raw", "vhd")
-	if cfg.Method == ami.ImportSnapshot {
+	if cfg.Method == aws.ImportSnapshot {
 		if path = diskFile(res, "vmdk"); path == "" {
 			return nil, fmt.Errorf("method import-snapshot needs the vmdk output")
 		}
@@ -210,7 +210,7 @@ func (p *planner) publishAWS(ctx context.Context, res *Result) (*ami.Result, err
 	}
 	cfg.Digest, cfg.Recipe, cfg.Args, cfg.Log = digest, p.r.Name, p.r.Args, p.o.Log
 	cfg.StateDir = filepath.Join(p.c.Dir(), "publish") // block hashes for the next upload
-	return ami.Publish(ctx, path, cfg)
+	return aws.Publish(ctx, path, cfg)
 }
 
 // publishAzure uploads the fixed VHD (or the raw disk, streamed as one)
@@ -232,24 +232,14 @@ func (p *planner) publishAzure(ctx context.Context, res *Result) (*azure.Result,
 	return azure.Publish(ctx, path, cfg)
 }
 
-// AzureConfig is the recipe's publish.azure section as publisher config;
-// the subscription falls back to AZURE_SUBSCRIPTION_ID.
+// AzureConfig is the recipe's publish.azure section as publisher config,
+// with the subscription and endpoints the environment sets.
 func AzureConfig(pub *recipes.Publish) azure.Config {
-	c := azure.Config{SubscriptionID: os.Getenv("AZURE_SUBSCRIPTION_ID")}
-	if pub == nil || pub.Azure == nil {
-		return c
+	var a *recipes.Azure
+	if pub != nil {
+		a = pub.Azure
 	}
-	a := pub.Azure
-	if a.SubscriptionID != "" {
-		c.SubscriptionID = a.SubscriptionID
-	}
-	c.ResourceGroup, c.Location, c.ImageName = a.ResourceGroup, a.Location, a.ImageName
-	c.HyperVGeneration, c.SecurityType, c.OSType, c.Tags, c.KeepDisk = a.HyperVGeneration, a.SecurityType, a.OSType, a.Tags, a.KeepDisk
-	if g := a.Gallery; g != nil {
-		c.Gallery = &azure.Gallery{Name: g.Name, ImageDefinition: g.ImageDefinition, Version: g.Version, ReplicaRegions: g.ReplicaRegions,
-			ExcludeFromLatest: g.ExcludeFromLatest, Publisher: g.Publisher, Offer: g.Offer, SKU: g.SKU}
-	}
-	return c
+	return azure.FromRecipe(a).FromEnv()
 }
 
 // diskDigest is what cloud resources are tagged with to find this disk
@@ -264,44 +254,23 @@ func (p *planner) diskDigest(res *Result, path string) (string, error) {
 
 // AWSConfig is the recipe's publish.aws section as publisher config; the
 // architecture follows the recipe's platform unless the section says.
-func AWSConfig(pub *recipes.Publish, platform string) ami.Config {
-	var c ami.Config
-	if strings.HasSuffix(platform, "/arm64") {
+func AWSConfig(pub *recipes.Publish, platform string) aws.Config {
+	var a *recipes.AWS
+	if pub != nil {
+		a = pub.AWS
+	}
+	c := aws.FromRecipe(a).FromEnv()
+	if c.Architecture == "" && strings.HasSuffix(platform, "/arm64") {
 		c.Architecture = "arm64"
 	}
-	if pub == nil || pub.AWS == nil {
-		c.Region = os.Getenv("AWS_REGION")
-		return c
-	}
-	a := pub.AWS
-	c.Region, c.Name, c.Description, c.Tags = a.Region, a.Name, a.Description, a.Tags
-	if c.Region == "" {
-		c.Region = os.Getenv("AWS_REGION")
-	}
-	if a.Architecture != "" {
-		c.Architecture = a.Architecture
-	}
-	c.BootMode, c.ENASupport, c.IMDSSupport, c.TPMSupport = a.BootMode, a.ENASupport, a.IMDSSupport, a.TPMSupport
-	c.RootDeviceName, c.VolumeType, c.VolumeSize = a.RootDeviceName, a.VolumeType, int64(a.VolumeSize)
-	c.Encrypted, c.KMSKeyID, c.CopyTo = a.Encrypted, a.KMSKeyID, a.CopyTo
-	if lp := a.LaunchPermissions; lp != nil {
-		c.ShareAccounts, c.ShareOrganizations, c.ShareOrganizational = lp.Accounts, lp.Organizations, lp.OrganizationalUnits
-	}
-	c.Method, c.S3Bucket, c.RoleName = a.Method, a.S3Bucket, a.RoleName
 	return c
 }
 
 // VSphereConfig is the recipe's publish.vsphere section as publisher config.
 func VSphereConfig(pub *recipes.Publish) vsphere.Config {
-	if pub == nil || pub.VSphere == nil {
-		return vsphere.Config{}
+	var v *recipes.VSphere
+	if pub != nil {
+		v = pub.VSphere
 	}
-	v := pub.VSphere
-	return vsphere.Config{
-		URL: v.URL, Username: v.Username, Password: v.Password, Insecure: v.Insecure, Thumbprint: v.Thumbprint,
-		Datacenter: v.Datacenter, Datastore: v.Datastore, Cluster: v.Cluster, Host: v.Host, ResourcePool: v.ResourcePool,
-		Folder: v.Folder, Network: v.Network, TemplateName: v.TemplateName, CPUs: v.CPUs, MemoryMB: v.MemoryMB,
-		HardwareVersion: v.HardwareVersion, GuestID: v.GuestID, Firmware: v.Firmware, SecureBoot: v.SecureBoot,
-		DiskController: v.DiskController, Annotation: v.Annotation, ReplaceExisting: v.ReplaceExisting, ContentLibrary: v.ContentLibrary,
-	}
+	return vsphere.FromRecipe(v)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/layerimg/layerimg/disk/format"
 )
 
 // Error is a problem at one place in a recipe file.
@@ -202,7 +204,7 @@ var (
 		"tpm_support", "root_device_name", "volume_type", "volume_size", "encrypted", "kms_key_id", "copy_to",
 		"launch_permissions", "method", "s3_bucket", "role_name"}
 	launchPermissionKeys = []string{"accounts", "organizations", "organizational_units"}
-	azureKeys            = []string{"subscription_id", "resource_group", "location", "image_name", "gallery", "hyper_v_generation",
+	azureKeys            = []string{"subscription_id", "resource_group", "location", "cloud", "image_name", "gallery", "hyper_v_generation",
 		"security_type", "os_type", "tags", "keep_disk"}
 	galleryKeys = []string{"name", "image_definition", "version", "replica_regions", "exclude_from_latest", "publisher", "offer", "sku"}
 	vsphereKeys = []string{"url", "username", "password", "insecure", "thumbprint", "datacenter", "datastore", "cluster", "host",
@@ -255,8 +257,8 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 		case "outputs":
 			p.strList(v, "outputs", &r.Outputs)
 			for i, o := range r.Outputs {
-				if !contains(OutputFormats, o) {
-					p.errorf(v.Content[i], "outputs: unknown format %q (valid: %s)", o, strings.Join(OutputFormats, ", "))
+				if _, err := format.Parse(o); err != nil {
+					p.errorf(v.Content[i], "outputs: %v", err)
 				}
 			}
 		case "tests":
@@ -289,9 +291,6 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 		}
 	})
 }
-
-// OutputFormats are the disk formats a recipe may ask for.
-var OutputFormats = []string{"raw", "vmdk", "vhd", "qcow2"}
 
 func (p *parser) disk(n *yaml.Node) *Disk {
 	d := &Disk{}
@@ -429,17 +428,17 @@ func (p *parser) aws(n *yaml.Node) *AWS {
 		}
 		switch k {
 		case "boot_mode":
-			p.oneOf(v, what, a.BootMode, "uefi", "uefi-preferred", "legacy-bios")
+			p.oneOf(v, what, a.BootMode, AWSBootModes()...)
 		case "architecture":
-			p.oneOf(v, what, a.Architecture, "x86_64", "arm64")
+			p.oneOf(v, what, a.Architecture, AWSArchitectures()...)
 		case "imds_support":
-			p.oneOf(v, what, a.IMDSSupport, "v2.0", "none")
+			p.oneOf(v, what, a.IMDSSupport, AWSIMDSSupport()...)
 		case "tpm_support":
-			p.oneOf(v, what, a.TPMSupport, "v2.0")
+			p.oneOf(v, what, a.TPMSupport, AWSTPMSupport()...)
 		case "volume_type":
-			p.oneOf(v, what, a.VolumeType, "gp3", "gp2", "io1", "io2", "standard")
+			p.oneOf(v, what, a.VolumeType, AWSVolumeTypes()...)
 		case "method":
-			p.oneOf(v, what, a.Method, "ebs-direct", "import-snapshot")
+			p.oneOf(v, what, a.Method, AWSMethods()...)
 		}
 	})
 	return a
@@ -448,7 +447,7 @@ func (p *parser) aws(n *yaml.Node) *AWS {
 func (p *parser) azure(n *yaml.Node) *Azure {
 	a := &Azure{}
 	strs := map[string]*string{
-		"subscription_id": &a.SubscriptionID, "resource_group": &a.ResourceGroup, "location": &a.Location,
+		"subscription_id": &a.SubscriptionID, "resource_group": &a.ResourceGroup, "location": &a.Location, "cloud": &a.Cloud,
 		"image_name": &a.ImageName, "hyper_v_generation": &a.HyperVGeneration, "security_type": &a.SecurityType, "os_type": &a.OSType,
 	}
 	p.fields(n, "publish.azure", azureKeys, func(k string, v *yaml.Node) {
@@ -480,12 +479,14 @@ func (p *parser) azure(n *yaml.Node) *Azure {
 			p.str(v, what, strs[k])
 		}
 		switch k {
+		case "cloud":
+			p.oneOf(v, what, a.Cloud, AzureClouds()...)
 		case "hyper_v_generation":
-			p.oneOf(v, what, a.HyperVGeneration, "V2", "V1")
+			p.oneOf(v, what, a.HyperVGeneration, AzureHyperVGenerations()...)
 		case "security_type":
-			p.oneOf(v, what, a.SecurityType, "Standard", "TrustedLaunch")
+			p.oneOf(v, what, a.SecurityType, AzureSecurityTypes()...)
 		case "os_type":
-			p.oneOf(v, what, a.OSType, "Linux")
+			p.oneOf(v, what, a.OSType, AzureOSTypes()...)
 		}
 	})
 	return a

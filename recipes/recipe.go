@@ -177,6 +177,7 @@ type Azure struct {
 	SubscriptionID   string            `yaml:"subscription_id" json:"subscription_id,omitempty"`
 	ResourceGroup    string            `yaml:"resource_group" json:"resource_group,omitempty"`
 	Location         string            `yaml:"location" json:"location,omitempty"`
+	Cloud            string            `yaml:"cloud" json:"cloud,omitempty"`
 	ImageName        string            `yaml:"image_name" json:"image_name,omitempty"`
 	Gallery          *Gallery          `yaml:"gallery" json:"gallery,omitempty"`
 	HyperVGeneration string            `yaml:"hyper_v_generation" json:"hyper_v_generation,omitempty"`

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/layerimg/layerimg"
-	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/disk/format"
 )
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
@@ -76,7 +76,7 @@ time other than 1970-01-01 on what is made.`,
 // parseFormats checks --format; its error is a usage error naming the flag.
 func parseFormats(fs []string) ([]string, error) {
 	for _, f := range fs {
-		if !slices.Contains(recipes.OutputFormats, f) {
+		if !slices.Contains(format.Names(), f) {
 			return nil, usageError{fmt.Errorf("--format %q: expected raw, vmdk, vhd or qcow2", f)}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/disk/format"
 )
 
 func newConvertCmd() *cobra.Command {
@@ -26,12 +27,12 @@ func newConvertCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ext := map[string]string{"vmdk": ".vmdk", "vhd": ".vhd", "qcow2": ".qcow2"}[to]
-			if ext == "" {
+			f, err := format.Parse(to)
+			if err != nil || f == format.Raw {
 				return usageError{fmt.Errorf("--to %q: expected vmdk, vhd or qcow2", to)}
 			}
 			if out == "" {
-				out = strings.TrimSuffix(args[0], filepath.Ext(args[0])) + ext
+				out = strings.TrimSuffix(args[0], filepath.Ext(args[0])) + "." + f.Ext()
 			}
 			start := time.Now()
 			if err := layerimg.Convert(cmd.Context(), args[0], to, out, inPlace); err != nil {

@@ -12,13 +12,13 @@ import (
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk"
-	"github.com/layerimg/layerimg/export/ami"
+	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/vsphere"
 )
 
 func newPublishAWSCmd(g *globalFlags) *cobra.Command {
-	var cfg ami.Config
+	var cfg aws.Config
 	var manifest string
 	var full bool
 	ena := true
@@ -49,9 +49,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 			if err != nil {
 				return err
 			}
-			if cfg.Region == "" {
-				cfg.Region = os.Getenv("AWS_REGION")
-			}
+			cfg = cfg.FromEnv()
 			if cfg.Digest, err = layerimg.DigestFile(args[0]); err != nil {
 				return err
 			}
@@ -66,7 +64,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 				cfg.StateDir = filepath.Join(dir, "publish")
 			}
 			cfg.Log = log
-			res, err := ami.Publish(cmd.Context(), args[0], cfg)
+			res, err := aws.Publish(cmd.Context(), args[0], cfg)
 			if res != nil {
 				if werr := writeJSON(cmd.OutOrStdout(), manifest, res); werr != nil && err == nil {
 					err = werr
@@ -137,9 +135,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 			if err != nil {
 				return err
 			}
-			if cfg.SubscriptionID == "" {
-				cfg.SubscriptionID = os.Getenv("AZURE_SUBSCRIPTION_ID")
-			}
+			cfg = cfg.FromEnv()
 			if gal.Name != "" || gal.ImageDefinition != "" || gal.Version != "" {
 				cfg.Gallery = &gal
 			}

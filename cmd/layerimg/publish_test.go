@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/layerimg/layerimg/export/ami"
-	"github.com/layerimg/layerimg/export/ami/awsfake"
+	"github.com/layerimg/layerimg/export/aws"
+	"github.com/layerimg/layerimg/export/aws/awsfake"
 )
 
 // awsEnv points a child layerimg at the fake through the variables a user
@@ -46,7 +46,7 @@ func TestPublishAWSCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	var res ami.Result
+	var res aws.Result
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("stdout is not the result: %v\n%s", err, out)
 	}
@@ -59,7 +59,7 @@ func TestPublishAWSCommand(t *testing.T) {
 	if strings.Contains(out+errOut, "sekrit") {
 		t.Fatal("the secret key reached the output")
 	}
-	if im := s.Images()[0]; im.Tags["team"] != "platform" || im.Tags[ami.DigestTag] == "" {
+	if im := s.Images()[0]; im.Tags["team"] != "platform" || im.Tags[aws.DigestTag] == "" {
 		t.Fatalf("tags: %v", im.Tags)
 	}
 	if st, _ := filepath.Glob(filepath.Join(cache, "publish", "ebs-eu-west-1-*.json")); len(st) != 1 {

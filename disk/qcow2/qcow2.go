@@ -20,19 +20,19 @@ const (
 	copied      = uint64(1) << 63
 )
 
-// Convert writes the raw disk src as a qcow2 image at dst, renamed into place
-// only when complete.
-func Convert(ctx context.Context, src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	return sparse.WriteAtomic(dst, func(out *os.File) error { return write(ctx, out, in, fi.Size()) })
+// Magic starts every qcow2 file.
+const Magic = "QFI\xfb"
+
+// Is reports whether a file starting with head is qcow2.
+func Is(head, _ []byte) bool { return len(head) >= 4 && string(head[:4]) == Magic }
+
+// Writer writes qcow2 images. qcow2 records no ids or times, so it has no
+// settings.
+type Writer struct{}
+
+// Write writes the qcow2 image of the first size bytes of src to dst.
+func (Writer) Write(ctx context.Context, dst, src *os.File, size int64) error {
+	return write(ctx, dst, src, size)
 }
 
 func write(ctx context.Context, out, in *os.File, size int64) error {
@@ -133,7 +133,7 @@ func write(ctx context.Context, out, in *os.File, size int64) error {
 	}
 
 	h := make([]byte, 112)
-	copy(h[0:4], "QFI\xfb")
+	copy(h[0:4], Magic)
 	binary.BigEndian.PutUint32(h[4:], 3)
 	binary.BigEndian.PutUint32(h[20:], clusterBits)
 	binary.BigEndian.PutUint64(h[24:], uint64(size))

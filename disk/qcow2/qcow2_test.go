@@ -27,7 +27,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
 			out := filepath.Join(t.TempDir(), "disk.qcow2")
-			if err := Convert(context.Background(), raw, out); err != nil {
+			if err := disktest.Convert(context.Background(), raw, out, Writer{}); err != nil {
 				t.Fatal(err)
 			}
 			info := disktest.QemuImg(t, "info", out)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/layerimg/layerimg/disk/format"
 )
 
 // Failure patterns: the boot is over and it did not work.
@@ -24,9 +26,9 @@ var failRE = regexp.MustCompile(`Kernel panic|ALERT!|Access Denied|Security Viol
 // Options describe one boot.
 type Options struct {
 	Disk       string
-	Format     string // raw, qcow2, vmdk, vpc; "" guesses from the name
-	NVMe       bool   // attach as NVMe instead of virtio-blk
-	SecureBoot bool   // OVMF with Microsoft's keys enrolled, Secure Boot on
+	Format     format.Format // "" tells it from the file's bytes
+	NVMe       bool          // attach as NVMe instead of virtio-blk
+	SecureBoot bool          // OVMF with Microsoft's keys enrolled, Secure Boot on
 	Expect     *regexp.Regexp
 	Timeout    time.Duration
 	Console    io.Writer // receives the serial console as it comes
@@ -43,19 +45,6 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("boot failed: %s; console ends with:\n%s", e.Reason, e.Tail)
 }
 
-// FormatOf guesses qemu's format name from a file name.
-func FormatOf(p string) string {
-	switch strings.ToLower(filepath.Ext(p)) {
-	case ".qcow2":
-		return "qcow2"
-	case ".vmdk":
-		return "vmdk"
-	case ".vhd":
-		return "vpc"
-	}
-	return "raw"
-}
-
 // Boot starts qemu (KVM when it works, TCG otherwise) on a snapshot of the
 // disk, so the image is never written to, and returns nil when Expect shows
 // up on the serial console.
@@ -69,11 +58,15 @@ func Boot(ctx context.Context, o Options) error {
 	if o.OVMFDir == "" {
 		o.OVMFDir = "/usr/share/OVMF"
 	}
-	if o.Format == "" {
-		o.Format = FormatOf(o.Disk)
-	}
 	if _, err := os.Stat(o.Disk); err != nil {
 		return err
+	}
+	if o.Format == "" {
+		f, err := format.Sniff(o.Disk)
+		if err != nil {
+			return err
+		}
+		o.Format = f
 	}
 	code, vars := "OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"
 	machine := "q35"
@@ -109,7 +102,7 @@ func Boot(ctx context.Context, o Options) error {
 	if o.SecureBoot {
 		args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
 	}
-	drive := fmt.Sprintf("file=%s,format=%s,snapshot=on", o.Disk, o.Format)
+	drive := fmt.Sprintf("file=%s,format=%s,snapshot=on", o.Disk, o.Format.Qemu())
 	if o.NVMe {
 		args = append(args, "-drive", "if=none,id=disk0,"+drive, "-device", "nvme,drive=disk0,serial=layerimg")
 	} else {

@@ -48,11 +48,3 @@ func TestTimeoutAndMissingDisk(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
-
-func TestFormatOf(t *testing.T) {
-	for in, want := range map[string]string{"a.raw": "raw", "a.QCOW2": "qcow2", "b.vmdk": "vmdk", "c.vhd": "vpc", "d": "raw"} {
-		if got := FormatOf(in); got != want {
-			t.Errorf("FormatOf(%s) = %s", in, got)
-		}
-	}
-}

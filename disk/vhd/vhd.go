@@ -4,6 +4,7 @@ package vhd
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ var vhdEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // footer). id is its unique id; stamp its creation time.
 func Footer(size int64, id [16]byte, stamp time.Time) []byte {
 	f := make([]byte, FooterSize)
-	copy(f[0:8], "conectix")
+	copy(f[0:8], Cookie)
 	binary.BigEndian.PutUint32(f[8:], 2)                   // features: reserved bit
 	binary.BigEndian.PutUint32(f[12:], 0x00010000)         // format version 1.0
 	binary.BigEndian.PutUint64(f[16:], 0xFFFFFFFFFFFFFFFF) // data offset: none, fixed disk
@@ -104,32 +105,36 @@ func checkSize(n int64) error {
 	return nil
 }
 
-// Convert writes src (a raw disk) to dst as a fixed VHD, keeping holes.
-// dst is written beside its final name and renamed when complete.
-func Convert(src, dst string, id [16]byte, stamp time.Time) error {
-	in, err := os.Open(src)
-	if err != nil {
+// Cookie starts a VHD footer (and a dynamic VHD's copy of it at the head).
+const Cookie = "conectix"
+
+// Is reports whether a file whose first and last 512 bytes are head and
+// tail is a VHD: fixed ones end with the footer, dynamic ones also start
+// with a copy of it.
+func Is(head, tail []byte) bool {
+	return bytes.HasPrefix(tail, []byte(Cookie)) || bytes.HasPrefix(head, []byte(Cookie))
+}
+
+// Writer writes fixed VHDs, keeping holes.
+type Writer struct {
+	ID      [16]byte  // the footer's unique id
+	Created time.Time // the footer's timestamp
+}
+
+// Write writes the fixed VHD of the first size bytes of src to dst.
+func (w Writer) Write(_ context.Context, dst, src *os.File, size int64) error {
+	if err := checkSize(size); err != nil {
 		return err
 	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
+	vsize := Size(size)
+	if err := dst.Truncate(vsize); err != nil {
 		return err
 	}
-	if err := checkSize(fi.Size()); err != nil {
+	if err := sparse.Copy(dst, 0, src, size); err != nil {
 		return err
 	}
-	size := Size(fi.Size())
-	return sparse.WriteAtomic(dst, func(out *os.File) error {
-		if err := out.Truncate(size); err != nil {
-			return err
-		}
-		if err := sparse.Copy(out, 0, in, fi.Size()); err != nil {
-			return err
-		}
-		_, err := out.WriteAt(Footer(size, id, stamp), size)
-		return err
-	})
+	_, err := dst.WriteAt(Footer(vsize, w.ID, w.Created), vsize)
+	return err
 }
 
 // AppendInPlace turns a raw disk into a fixed VHD by padding it to a whole
@@ -168,7 +173,7 @@ func hasFooter(f io.ReaderAt, size int64) (bool, error) {
 	if _, err := f.ReadAt(b, size-FooterSize); err != nil {
 		return false, err
 	}
-	return bytes.Equal(b, []byte("conectix")), nil
+	return string(b) == Cookie, nil
 }
 
 // Check validates a fixed VHD the way Azure does: a footer with the right
@@ -192,7 +197,7 @@ func Check(path string) error {
 		return err
 	}
 	switch {
-	case !bytes.Equal(ft[:8], []byte("conectix")):
+	case string(ft[:8]) != Cookie:
 		return fmt.Errorf("%s: no VHD footer", path)
 	case binary.BigEndian.Uint32(ft[60:]) != 2:
 		return fmt.Errorf("%s: not a fixed VHD (disk type %d)", path, binary.BigEndian.Uint32(ft[60:]))

@@ -2,6 +2,7 @@ package vhd
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +30,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
 			out := filepath.Join(t.TempDir(), "disk.vhd")
-			if err := Convert(raw, out, id, stamp); err != nil {
+			if err := disktest.Convert(context.Background(), raw, out, Writer{ID: id, Created: stamp}); err != nil {
 				t.Fatal(err)
 			}
 			if err := Check(out); err != nil {
@@ -93,7 +94,7 @@ func TestInPlaceAndCheck(t *testing.T) {
 
 func TestTooLarge(t *testing.T) {
 	raw := disktest.MakeRaw(t, MaxSize+1)
-	if err := Convert(raw, raw+".vhd", [16]byte{}, time.Unix(0, 0)); err == nil || !strings.Contains(err.Error(), "2040 GiB") {
+	if err := disktest.Convert(context.Background(), raw, raw+".vhd", Writer{Created: time.Unix(0, 0)}); err == nil || !strings.Contains(err.Error(), "2040 GiB") {
 		t.Errorf("err = %v", err)
 	}
 }

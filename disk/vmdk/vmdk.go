@@ -40,7 +40,7 @@ const (
 // header is the SparseExtentHeader, little-endian, one sector.
 func header(capacity, gdOffset uint64) []byte {
 	h := make([]byte, sector)
-	copy(h[0:4], "KDMV")
+	copy(h[0:4], Magic)
 	binary.LittleEndian.PutUint32(h[4:], 3) // version 3: streamOptimized
 	binary.LittleEndian.PutUint32(h[8:], flagNLCheck|flagComp|flagMarkers)
 	binary.LittleEndian.PutUint64(h[12:], capacity)
@@ -93,37 +93,34 @@ func metaMarker(sectors uint64, typ uint32) []byte {
 	return m
 }
 
-// Options tune a conversion.
-type Options struct {
+// Magic starts every VMDK sparse extent.
+const Magic = "KDMV"
+
+// Is reports whether a file starting with head is a VMDK sparse extent.
+func Is(head, _ []byte) bool { return len(head) >= 4 && string(head[:4]) == Magic }
+
+// Writer writes streamOptimized VMDKs.
+type Writer struct {
 	// CID is the content id in the descriptor; derive it from the image.
 	CID uint32
+	// Name is the file's base name, which the descriptor records.
+	Name string
 	// Workers compress grains in parallel; 0 means every core.
 	Workers int
 }
 
-// Convert writes the raw disk src as a streamOptimized VMDK at dst. dst is
-// written beside its final name and renamed only when complete.
-func Convert(ctx context.Context, src, dst string, o Options) error {
-	in, err := os.Open(src)
-	if err != nil {
+// Write writes the VMDK of the first size bytes of src to dst.
+func (w Writer) Write(ctx context.Context, dst, src *os.File, size int64) error {
+	bw := bufio.NewWriterSize(dst, 4<<20)
+	if err := w.stream(ctx, bw, src, size); err != nil {
 		return err
 	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	return sparse.WriteAtomic(dst, func(out *os.File) error {
-		bw := bufio.NewWriterSize(out, 4<<20)
-		if err := Write(ctx, bw, in, fi.Size(), baseName(dst), o); err != nil {
-			return err
-		}
-		return bw.Flush()
-	})
+	return bw.Flush()
 }
 
-// Write streams the VMDK of the first size bytes of src to w.
-func Write(ctx context.Context, w io.Writer, src *os.File, size int64, name string, o Options) error {
+// stream writes the VMDK of the first size bytes of src to w, in one pass:
+// the grain directory goes at the end, as streamOptimized allows.
+func (o Writer) stream(ctx context.Context, w io.Writer, src *os.File, size int64) error {
 	capacity := uint64((size + sector - 1) / sector)
 	numGrains := (capacity + grainSecs - 1) / grainSecs
 	numGTs := (numGrains + gtes - 1) / gtes
@@ -143,7 +140,7 @@ func Write(ctx context.Context, w io.Writer, src *os.File, size int64, name stri
 	if err := put(header(capacity, gdAtEnd)); err != nil {
 		return err
 	}
-	if err := put(descriptor(capacity, o.CID, name)); err != nil {
+	if err := put(descriptor(capacity, o.CID, o.Name)); err != nil {
 		return err
 	}
 	if err := put(make([]byte, (overhead-1-descSecs)*sector)); err != nil {
@@ -296,15 +293,6 @@ func compressGrains(ctx context.Context, src *os.File, size int64, workers int, 
 	return emitErr
 }
 
-func baseName(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return p[i+1:]
-		}
-	}
-	return p
-}
-
 // Info reads a VMDK's header: its virtual size in bytes, and whether it is
 // streamOptimized (version 3, compressed grains with markers), the only kind
 // vSphere's OVF import and AWS take.
@@ -318,7 +306,7 @@ func Info(path string) (capacity int64, streamOptimized bool, err error) {
 	if _, err := io.ReadFull(f, h); err != nil {
 		return 0, false, fmt.Errorf("%s: reading VMDK header: %w", path, err)
 	}
-	if string(h[0:4]) != "KDMV" {
+	if !Is(h, nil) {
 		return 0, false, fmt.Errorf("%s is not a VMDK sparse extent", path)
 	}
 	flags := binary.LittleEndian.Uint32(h[8:])

@@ -27,7 +27,7 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
 			out := filepath.Join(t.TempDir(), "disk.vmdk")
-			if err := Convert(context.Background(), raw, out, Options{CID: 0x1234}); err != nil {
+			if err := disktest.Convert(context.Background(), raw, out, Writer{CID: 0x1234, Name: "disk.vmdk"}); err != nil {
 				t.Fatal(err)
 			}
 			info := disktest.QemuImg(t, "info", out)
@@ -59,7 +59,7 @@ func TestConvertDeterministicAcrossWorkers(t *testing.T) {
 	var sums []string
 	for _, w := range []int{1, 2, 7} {
 		out := filepath.Join(t.TempDir(), "d.vmdk")
-		if err := Convert(context.Background(), raw, out, Options{Workers: w}); err != nil {
+		if err := disktest.Convert(context.Background(), raw, out, Writer{Workers: w, Name: "d.vmdk"}); err != nil {
 			t.Fatal(err)
 		}
 		b, _ := os.ReadFile(out)
@@ -75,7 +75,7 @@ func TestConvertCancelLeavesNothing(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "d.vmdk")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Convert(ctx, raw, out, Options{}); err == nil {
+	if err := disktest.Convert(ctx, raw, out, Writer{Name: "d.vmdk"}); err == nil {
 		t.Fatal("cancelled conversion succeeded")
 	}
 	ents, _ := os.ReadDir(filepath.Dir(out))

@@ -1,7 +1,3 @@
-// Package azure publishes a disk to Azure without a storage account: the
-// fixed VHD is uploaded straight into a managed disk through the SAS URL
-// that grantAccess hands out, and a managed image and/or an Azure Compute
-// Gallery image version is made from the disk.
 package azure
 
 import (
@@ -14,16 +10,17 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
+
+	"github.com/layerimg/layerimg/export/undo"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 // DefaultMergeGap is Config.MergeGap's default: 4 KiB less one sector.
@@ -68,10 +65,16 @@ type Config struct {
 	// the disk's boot layout (TrustedLaunch needs grub).
 	Digest, Recipe, BootMode string
 
-	// Credential defaults to azidentity's DefaultAzureCredential. Endpoint
-	// (ARM) and HTTPClient point the SDK elsewhere (tests).
+	// Cloud is the Azure cloud: AzurePublic (default), AzureChina or
+	// AzureUSGovernment. Endpoint (ARM) and AuthorityHost (Entra ID)
+	// override the cloud's, for Azure Stack or a test's fake; FromEnv reads
+	// them from AZURE_RESOURCE_MANAGER_ENDPOINT and AZURE_AUTHORITY_HOST.
+	Cloud                   string
+	Endpoint, AuthorityHost string
+
+	// Credential defaults to azidentity's DefaultAzureCredential in the
+	// cloud above. HTTPClient points the SDK elsewhere (tests).
 	Credential azcore.TokenCredential
-	Endpoint   string
 	HTTPClient *http.Client
 	Log        *slog.Logger
 }
@@ -91,6 +94,7 @@ func (c *Config) defaults() error {
 			*dst = v
 		}
 	}
+	def(&c.Cloud, recipes.AzurePublic)
 	def(&c.HyperVGeneration, "V2")
 	def(&c.SecurityType, "Standard")
 	def(&c.OSType, "Linux")
@@ -127,9 +131,11 @@ func (c *Config) defaults() error {
 		return errors.New("azure: no location (such as westeurope)")
 	case c.ImageName == "" && c.Gallery == nil:
 		return errors.New("azure: nothing to make: set image_name, gallery, or both")
-	case c.HyperVGeneration != "V1" && c.HyperVGeneration != "V2":
+	case !slices.Contains(recipes.AzureClouds(), c.Cloud):
+		return fmt.Errorf("azure: cloud %q: expected %s", c.Cloud, strings.Join(recipes.AzureClouds(), ", "))
+	case !slices.Contains(recipes.AzureHyperVGenerations(), c.HyperVGeneration):
 		return fmt.Errorf("azure: hyper_v_generation %q: expected V2 or V1", c.HyperVGeneration)
-	case c.SecurityType != "Standard" && c.SecurityType != "TrustedLaunch":
+	case !slices.Contains(recipes.AzureSecurityTypes(), c.SecurityType):
 		return fmt.Errorf("azure: security_type %q: expected Standard or TrustedLaunch", c.SecurityType)
 	case c.SecurityType == "TrustedLaunch" && c.BootMode != "grub":
 		return fmt.Errorf("azure: security_type TrustedLaunch boots with Secure Boot, which needs the disk's boot: grub layout (shim and signed GRUB); this disk uses %q", c.BootMode)
@@ -179,8 +185,7 @@ type publisher struct {
 	cfg Config
 	c   clients
 
-	mu   sync.Mutex
-	undo []func(context.Context) error
+	undo undo.Stack
 }
 
 // Publish uploads the disk (a fixed VHD, or a raw disk that is streamed as
@@ -196,13 +201,13 @@ func Publish(ctx context.Context, path string, cfg Config) (res *Result, err err
 		return nil, err
 	}
 	defer src.Close()
-	p := &publisher{cfg: cfg}
+	p := &publisher{cfg: cfg, undo: undo.Stack{Cloud: "Azure", Log: cfg.Log, Redact: redactErr}}
 	if p.c, err = cfg.clients(); err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			p.rollback(ctx)
+			p.undo.Rollback(ctx)
 			err = redactErr(err)
 		}
 	}()
@@ -230,7 +235,7 @@ func Publish(ctx context.Context, path string, cfg Config) (res *Result, err err
 			return nil, err
 		}
 	}
-	p.commit()
+	p.undo.Commit()
 	if cfg.KeepDisk {
 		res.DiskID = diskID
 		return res, nil
@@ -242,22 +247,21 @@ func Publish(ctx context.Context, path string, cfg Config) (res *Result, err err
 }
 
 func (c *Config) clients() (clients, error) {
+	cc, err := c.cloudConfig()
+	if err != nil {
+		return clients{}, err
+	}
 	cred := c.Credential
 	if cred == nil {
-		var err error
-		if cred, err = azidentity.NewDefaultAzureCredential(nil); err != nil {
+		o := &azidentity.DefaultAzureCredentialOptions{ClientOptions: azcore.ClientOptions{Cloud: cc}}
+		// Microsoft's instance discovery knows only its own authorities:
+		// an overridden one (Azure Stack, a fake) is taken as given.
+		o.DisableInstanceDiscovery = c.AuthorityHost != ""
+		if cred, err = azidentity.NewDefaultAzureCredential(o); err != nil {
 			return clients{}, fmt.Errorf("azure: credentials: %w", err)
 		}
 	}
-	opts := &arm.ClientOptions{}
-	if c.Endpoint != "" {
-		opts.Cloud = cloud.Configuration{
-			ActiveDirectoryAuthorityHost: "https://login.microsoftonline.com/",
-			Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
-				cloud.ResourceManager: {Audience: "https://management.core.windows.net/", Endpoint: c.Endpoint},
-			},
-		}
-	}
+	opts := &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Cloud: cc}}
 	if c.HTTPClient != nil {
 		opts.Transport = c.HTTPClient
 	}
@@ -268,38 +272,6 @@ func (c *Config) clients() (clients, error) {
 	}
 	return clients{disks: f.NewDisksClient(), images: f.NewImagesClient(), defs: f.NewGalleryImagesClient(),
 		versions: f.NewGalleryImageVersionsClient()}, nil
-}
-
-func (p *publisher) onFailure(what string, fn func(context.Context) error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.undo = append(p.undo, func(ctx context.Context) error {
-		if err := fn(ctx); err != nil {
-			return fmt.Errorf("cleanup: %s: %w", what, err)
-		}
-		p.cfg.Log.Info("cleaned up", "what", what)
-		return nil
-	})
-}
-
-func (p *publisher) commit() {
-	p.mu.Lock()
-	p.undo = nil
-	p.mu.Unlock()
-}
-
-// rollback undoes, newest first, on a context an interrupt did not cancel.
-func (p *publisher) rollback(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-	defer cancel()
-	p.mu.Lock()
-	undo := slices.Clone(p.undo)
-	p.mu.Unlock()
-	for i := len(undo) - 1; i >= 0; i-- {
-		if err := undo[i](cctx); err != nil {
-			p.cfg.Log.Error("leaked an Azure resource; delete it by hand", "err", redactErr(err))
-		}
-	}
 }
 
 func (p *publisher) poll() *runtime.PollUntilDoneOptions {
@@ -419,7 +391,7 @@ func (p *publisher) image(ctx context.Context, disk string) (string, error) {
 	if err != nil {
 		return "", azErr("create image", id, err)
 	}
-	p.onFailure("delete image "+id, func(ctx context.Context) error {
+	p.undo.Push("delete image "+id, func(ctx context.Context) error {
 		poller, err := p.c.images.BeginDelete(ctx, cfg.ResourceGroup, cfg.ImageName, nil)
 		if err == nil {
 			_, err = poller.PollUntilDone(ctx, p.poll())
@@ -490,7 +462,7 @@ func (p *publisher) version(ctx context.Context, disk string) (string, error) {
 	if err != nil {
 		return "", azErr("create gallery image version", id, err)
 	}
-	p.onFailure("delete gallery image version "+id, func(ctx context.Context) error {
+	p.undo.Push("delete gallery image version "+id, func(ctx context.Context) error {
 		poller, err := p.c.versions.BeginDelete(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, g.Version, nil)
 		if err == nil {
 			_, err = poller.PollUntilDone(ctx, p.poll())

@@ -18,6 +18,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
 
+	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/export/azure/armfake"
 	"github.com/layerimg/layerimg/export/azure/azurite"
@@ -433,7 +434,7 @@ func TestFixedVHDAndTrustedLaunch(t *testing.T) {
 	raw := rawDisk(t)
 	// A fixed VHD as layerimg writes it.
 	vhdPath := filepath.Join(t.TempDir(), "disk.vhd")
-	if err := vhd.Convert(raw, vhdPath, [16]byte{1}, time.Unix(0, 0)); err != nil {
+	if err := format.Convert(context.Background(), raw, vhdPath, format.VHD, format.Stamp{VHDID: [16]byte{1}, Created: time.Unix(0, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(s, io.Discard)

@@ -24,6 +24,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/export/progress"
@@ -56,19 +57,23 @@ func openSource(path, digest string) (*source, error) {
 		f.Close()
 		return nil, err
 	}
-	head := make([]byte, 8)
-	f.ReadAt(head, 0)
-	foot := make([]byte, vhd.FooterSize)
-	if fi.Size() >= vhd.FooterSize {
-		f.ReadAt(foot, fi.Size()-vhd.FooterSize)
+	kind, err := format.Sniff(path)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("azure: %w", err)
 	}
 	src := &source{File: f}
 	switch {
-	case string(head[:4]) == "KDMV" || string(head[:4]) == "QFI\xfb" || string(head) == "conectix":
+	case kind == format.VMDK || kind == format.QCOW2:
 		err = fmt.Errorf("azure: %s is a VMDK, qcow2 or dynamic VHD; publish the fixed VHD or the raw disk", path)
-	case string(foot[:8]) == "conectix":
-		if err = vhd.Check(path); err == nil {
-			src.data, src.size, src.footer = fi.Size()-vhd.FooterSize, fi.Size()-vhd.FooterSize, foot
+	case kind == format.VHD:
+		if err = vhd.Check(path); err != nil {
+			err = fmt.Errorf("azure: %w; publish the fixed VHD or the raw disk", err)
+		} else {
+			foot := make([]byte, vhd.FooterSize)
+			if _, err = f.ReadAt(foot, fi.Size()-vhd.FooterSize); err == nil {
+				src.data, src.size, src.footer = fi.Size()-vhd.FooterSize, fi.Size()-vhd.FooterSize, foot
+			}
 		}
 	case fi.Size()%sector != 0 || fi.Size() == 0:
 		err = fmt.Errorf("azure: %s: %d bytes is not a whole number of 512-byte sectors", path, fi.Size())
@@ -116,7 +121,7 @@ func (p *publisher) upload(ctx context.Context, src *source, res *Result) (strin
 	if err != nil {
 		return "", "", azErr("create disk", id, err)
 	}
-	p.onFailure("delete disk "+id, func(ctx context.Context) error { return p.deleteDisk(ctx, name) })
+	p.undo.Push("delete disk "+id, func(ctx context.Context) error { return p.deleteDisk(ctx, name) })
 	if _, err := poller.PollUntilDone(ctx, p.poll()); err != nil {
 		return "", "", azErr("create disk", id, err)
 	}
@@ -129,7 +134,7 @@ func (p *publisher) upload(ctx context.Context, src *source, res *Result) (strin
 		return "", "", azErr("grant access to disk", id, err)
 	}
 	// Revoking is also the undo: a disk with an active SAS cannot be deleted.
-	p.onFailure("revoke access to disk "+id, func(ctx context.Context) error { return p.revoke(ctx, name) })
+	p.undo.Push("revoke access to disk "+id, func(ctx context.Context) error { return p.revoke(ctx, name) })
 	grant, err := gp.PollUntilDone(ctx, p.poll())
 	if err != nil {
 		return "", "", azErr("grant access to disk", id, err)

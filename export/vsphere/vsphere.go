@@ -1,5 +1,3 @@
-// Package vsphere publishes a streamOptimized VMDK to vSphere as a VM
-// template: an OVF import over an NFC lease, then MarkAsTemplate.
 package vsphere
 
 import (
@@ -29,6 +27,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/export/undo"
 )
 
 // DigestKey is the extraConfig key that carries the disk's content digest.
@@ -213,7 +212,7 @@ func fetchThumbprint(host string) string {
 // interrupt aborts the lease and destroys the half-imported VM; with
 // ReplaceExisting the old template is renamed aside first and only deleted
 // once the new one is in place, so the name is never left empty.
-func Publish(ctx context.Context, vmdkPath string, cfg Config) (*Result, error) {
+func Publish(ctx context.Context, vmdkPath string, cfg Config) (res *Result, err error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -278,20 +277,27 @@ func Publish(ctx context.Context, vmdkPath string, cfg Config) (*Result, error) 
 	// template is complete: a failure at any point before leaves the old
 	// template, name and all, as it was.
 	staging := fmt.Sprintf("%s-layerimg-%d", cfg.TemplateName, time.Now().UnixNano())
-	vm, err := importVM(ctx, c, cfg, staging, vmdkPath, fi.Size(), capacity, pool, ds, folder, host, netw)
+	u := &undo.Stack{Cloud: "vSphere", Log: cfg.Log}
+	defer func() {
+		if err != nil {
+			u.Rollback(ctx)
+		}
+	}()
+	vm, err := importVM(ctx, c, cfg, u, staging, vmdkPath, fi.Size(), capacity, pool, ds, folder, host, netw)
 	if err != nil {
 		return nil, err
 	}
 	if err := finish(ctx, vm, cfg); err != nil {
-		destroy(vm, cfg)
 		return nil, err
 	}
 	if err := swapIn(ctx, vm, old, cfg); err != nil {
-		destroy(vm, cfg)
 		return nil, err
 	}
+	// The template is complete under its name: a failure from here on
+	// (the content library) keeps it.
+	u.Commit()
 	cfg.Log.Info("published vSphere template", "name", cfg.TemplateName, "moref", vm.Reference().Value)
-	res := &Result{Template: cfg.TemplateName, MoRef: vm.Reference().Value}
+	res = &Result{Template: cfg.TemplateName, MoRef: vm.Reference().Value}
 	if cfg.ContentLibrary != "" {
 		desc, err := descriptor(templateParams(cfg, cfg.TemplateName, vmdkPath, fi.Size(), capacity))
 		if err != nil {
@@ -378,7 +384,7 @@ func templateParams(cfg Config, name, vmdkPath string, size, capacity int64) ovf
 }
 
 // importVM creates the VM from the OVF and uploads the VMDK over the lease.
-func importVM(ctx context.Context, c *vim25.Client, cfg Config, name, vmdkPath string, size, capacity int64,
+func importVM(ctx context.Context, c *vim25.Client, cfg Config, u *undo.Stack, name, vmdkPath string, size, capacity int64,
 	pool *object.ResourcePool, ds *object.Datastore, folder *object.Folder, host *object.HostSystem, netw object.NetworkReference) (*object.VirtualMachine, error) {
 	p := templateParams(cfg, name, vmdkPath, size, capacity)
 	// The disk goes in on PVSCSI; finish moves it to NVMe when asked, as not
@@ -413,11 +419,17 @@ func importVM(ctx context.Context, c *vim25.Client, cfg Config, name, vmdkPath s
 		return nil, fmt.Errorf("vsphere: waiting for the NFC lease: %w", err)
 	}
 	vm := object.NewVirtualMachine(c, info.Entity)
+	// On failure, newest first: abort the lease (telling vCenter why), then
+	// delete the VM it made.
+	u.Push("delete half-imported VM "+vm.Reference().Value, func(ctx context.Context) error {
+		return waitTask(ctx, "Destroy_Task", vm.Reference(), func() (*object.Task, error) { return vm.Destroy(ctx) })
+	})
+	reason := "the import failed"
+	forgetLease := u.Push("abort the NFC lease", func(ctx context.Context) error {
+		return lease.Abort(ctx, &types.LocalizedMethodFault{LocalizedMessage: reason})
+	})
 	fail := func(err error) (*object.VirtualMachine, error) {
-		bg, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		lease.Abort(bg, &types.LocalizedMethodFault{LocalizedMessage: err.Error()})
-		destroy(vm, cfg)
+		reason = err.Error()
 		return nil, err
 	}
 	// The updater reports progress and keeps the lease alive while a long
@@ -444,6 +456,7 @@ func importVM(ctx context.Context, c *vim25.Client, cfg Config, name, vmdkPath s
 	if err := lease.Complete(ctx); err != nil {
 		return fail(fmt.Errorf("vsphere: HttpNfcLeaseComplete: %w", err))
 	}
+	forgetLease()
 	return vm, nil
 }
 
@@ -503,14 +516,6 @@ func toNVMe(ctx context.Context, vm *object.VirtualMachine) ([]types.BaseVirtual
 		changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationRemove, Device: d})
 	}
 	return changes, nil
-}
-
-func destroy(vm *object.VirtualMachine, cfg Config) {
-	bg, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := waitTask(bg, "Destroy_Task", vm.Reference(), func() (*object.Task, error) { return vm.Destroy(bg) }); err != nil {
-		cfg.Log.Error("could not delete the half-imported VM; delete it by hand", "vm", vm.Reference().Value, "err", err)
-	}
 }
 
 // waitTask runs a task and names it, its object and its fault on failure.

@@ -28,7 +28,7 @@ import (
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/disk/format"
 )
 
 // sim starts govmomi's in-process vCenter and returns it with its URL
@@ -56,7 +56,7 @@ func streamVMDK(t *testing.T) string {
 	f.WriteAt([]byte(strings.Repeat("layerimg", 5000)), 1<<20)
 	f.Close()
 	out := filepath.Join(dir, "disk.vmdk")
-	if err := vmdk.Convert(context.Background(), raw, out, vmdk.Options{}); err != nil {
+	if err := format.Convert(context.Background(), raw, out, format.VMDK, format.Stamp{}); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -1,4 +1,4 @@
-package ami
+package aws
 
 import (
 	"bytes"
@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/layerimg/layerimg/recipes"
 )
 
 // Tag keys the publisher sets on snapshots and images. An image carrying
@@ -22,9 +25,13 @@ const (
 
 // Method is how the disk reaches EBS.
 const (
-	EBSDirect      = "ebs-direct"
-	ImportSnapshot = "import-snapshot"
+	EBSDirect      = recipes.MethodEBSDirect
+	ImportSnapshot = recipes.MethodImportSnapshot
 )
+
+// EnvRegion is the region variable the AWS SDK and CLI read; FromEnv is
+// the only place layerimg reads it.
+const EnvRegion = "AWS_REGION"
 
 // Config is where and how to publish. Zero fields take the defaults the
 // issue and AWS documentation recommend.
@@ -34,7 +41,7 @@ type Config struct {
 	Description string
 	Tags        map[string]string
 
-	BootMode       string // uefi (default), uefi-preferred, legacy-bios
+	BootMode       string // recipes.AWSBootModes(); uefi by default
 	Architecture   string // x86_64 (default) or arm64
 	ENASupport     *bool  // default true
 	IMDSSupport    string // v2.0 (default); "none" registers without
@@ -97,11 +104,11 @@ func (c *Config) defaults() error {
 			*dst = v
 		}
 	}
-	def(&c.BootMode, "uefi")
-	def(&c.Architecture, "x86_64")
-	def(&c.IMDSSupport, "v2.0")
+	def(&c.BootMode, recipes.AWSBootModes()[0])
+	def(&c.Architecture, recipes.AWSArchitectures()[0])
+	def(&c.IMDSSupport, recipes.AWSIMDSSupport()[0])
 	def(&c.RootDeviceName, "/dev/xvda")
-	def(&c.VolumeType, "gp3")
+	def(&c.VolumeType, recipes.AWSVolumeTypes()[0])
 	def(&c.Method, EBSDirect)
 	def(&c.Name, "{{.Name}}-{{.Digest}}")
 	if c.ENASupport == nil {
@@ -129,19 +136,19 @@ func (c *Config) defaults() error {
 		return errors.New("aws: no region (set publish.aws.region, --region or AWS_REGION)")
 	case !regionRE.MatchString(c.Region):
 		return fmt.Errorf("aws: region %q is not a region name such as eu-west-1", c.Region)
-	case !slices.Contains([]string{"uefi", "uefi-preferred", "legacy-bios"}, c.BootMode):
-		return fmt.Errorf("aws: boot_mode %q: expected uefi, uefi-preferred or legacy-bios", c.BootMode)
-	case c.Architecture != "x86_64" && c.Architecture != "arm64":
-		return fmt.Errorf("aws: architecture %q: expected x86_64 or arm64", c.Architecture)
-	case c.Architecture == "arm64" && c.BootMode != "uefi":
+	case !slices.Contains(recipes.AWSBootModes(), c.BootMode):
+		return fmt.Errorf("aws: boot_mode %q: expected %s", c.BootMode, oneOf(recipes.AWSBootModes()))
+	case !slices.Contains(recipes.AWSArchitectures(), c.Architecture):
+		return fmt.Errorf("aws: architecture %q: expected %s", c.Architecture, oneOf(recipes.AWSArchitectures()))
+	case c.Architecture == "arm64" && c.BootMode != recipes.BootModeUEFI:
 		return errors.New("aws: arm64 images boot only with boot_mode uefi")
-	case c.IMDSSupport != "v2.0" && c.IMDSSupport != "none":
-		return fmt.Errorf("aws: imds_support %q: expected v2.0 or none", c.IMDSSupport)
-	case c.TPMSupport != "" && c.TPMSupport != "v2.0":
-		return fmt.Errorf("aws: tpm_support %q: expected v2.0", c.TPMSupport)
-	case c.TPMSupport != "" && c.BootMode != "uefi":
+	case !slices.Contains(recipes.AWSIMDSSupport(), c.IMDSSupport):
+		return fmt.Errorf("aws: imds_support %q: expected %s", c.IMDSSupport, oneOf(recipes.AWSIMDSSupport()))
+	case c.TPMSupport != "" && !slices.Contains(recipes.AWSTPMSupport(), c.TPMSupport):
+		return fmt.Errorf("aws: tpm_support %q: expected %s", c.TPMSupport, oneOf(recipes.AWSTPMSupport()))
+	case c.TPMSupport != "" && c.BootMode != recipes.BootModeUEFI:
 		return errors.New("aws: tpm_support needs boot_mode uefi")
-	case !slices.Contains([]string{"gp2", "gp3", "io1", "io2", "standard"}, c.VolumeType):
+	case !slices.Contains(recipes.AWSVolumeTypes(), c.VolumeType):
 		return fmt.Errorf("aws: volume_type %q cannot be a boot volume; use gp3, gp2, io1, io2 or standard", c.VolumeType)
 	case c.KMSKeyID != "" && !c.Encrypted:
 		return errors.New("aws: kms_key_id needs encrypted: true")
@@ -193,4 +200,40 @@ func (c *Config) ImageName() (string, error) {
 		return "", fmt.Errorf("aws: image name %q: AMI names are 3 to 128 letters, digits and ()[] ./-'@_", name)
 	}
 	return name, nil
+}
+
+// oneOf words a list of allowed values: "a, b or c".
+func oneOf(vs []string) string {
+	if len(vs) < 2 {
+		return strings.Join(vs, "")
+	}
+	return strings.Join(vs[:len(vs)-1], ", ") + " or " + vs[len(vs)-1]
+}
+
+// FromRecipe is the recipe's publish.aws section as publisher config. The
+// recipe holds no credentials; FromEnv adds the region from the environment.
+func FromRecipe(a *recipes.AWS) Config {
+	if a == nil {
+		return Config{}
+	}
+	c := Config{
+		Region: a.Region, Name: a.Name, Description: a.Description, Tags: a.Tags,
+		BootMode: a.BootMode, Architecture: a.Architecture, ENASupport: a.ENASupport, IMDSSupport: a.IMDSSupport, TPMSupport: a.TPMSupport,
+		RootDeviceName: a.RootDeviceName, VolumeType: a.VolumeType, VolumeSize: int64(a.VolumeSize),
+		Encrypted: a.Encrypted, KMSKeyID: a.KMSKeyID, CopyTo: a.CopyTo,
+		Method: a.Method, S3Bucket: a.S3Bucket, RoleName: a.RoleName,
+	}
+	if lp := a.LaunchPermissions; lp != nil {
+		c.ShareAccounts, c.ShareOrganizations, c.ShareOrganizational = lp.Accounts, lp.Organizations, lp.OrganizationalUnits
+	}
+	return c
+}
+
+// FromEnv fills an empty region from AWS_REGION. Everything else the SDK
+// reads itself (credentials, profile, AWS_ENDPOINT_URL, AWS_CA_BUNDLE).
+func (c Config) FromEnv() Config {
+	if c.Region == "" {
+		c.Region = os.Getenv(EnvRegion)
+	}
+	return c
 }

@@ -1,4 +1,4 @@
-package ami
+package aws
 
 import (
 	"context"
@@ -63,7 +63,7 @@ func (p *publisher) importSnapshot(ctx context.Context, src *diskFile) (string, 
 		return "", fmt.Errorf("aws %s: ImportSnapshot from %s: %w", cfg.Region, where, err)
 	}
 	task := aws.ToString(out.ImportTaskId)
-	forget := p.onFailure("cancel import task "+task, func(ctx context.Context) error {
+	forget := p.undo.Push("cancel import task "+task, func(ctx context.Context) error {
 		_, err := c.CancelImportTask(ctx, &ec2.CancelImportTaskInput{ImportTaskId: aws.String(task)})
 		return err
 	})
@@ -82,7 +82,7 @@ func (p *publisher) importSnapshot(ctx context.Context, src *diskFile) (string, 
 		case "completed":
 			forget()
 			id := aws.ToString(det.SnapshotId)
-			p.onFailure("delete snapshot "+id, p.deleteSnapshot(c, id))
+			p.undo.Push("delete snapshot "+id, p.deleteSnapshot(c, id))
 			return id, nil
 		case "deleting", "deleted":
 			forget()

@@ -1,18 +1,11 @@
-// Package ami publishes a disk as an Amazon Machine Image without S3: the
-// disk's non-zero 512 KiB blocks go straight into an EBS snapshot through
-// the EBS direct APIs, and the snapshot is registered as an AMI, then
-// copied and shared. ImportSnapshot through S3 remains as an option.
-package ami
+package aws
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -24,8 +17,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/export/undo"
 )
 
 // Image is one region's AMI.
@@ -53,8 +48,7 @@ type publisher struct {
 	name  string
 	state *blockState // the upload's block hashes, kept for the next one
 
-	mu   sync.Mutex
-	undo []func(context.Context) error
+	undo undo.Stack
 }
 
 // Publish uploads the disk (raw, or a fixed VHD; a streamOptimized VMDK for
@@ -82,10 +76,10 @@ func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err
 	if err != nil {
 		return nil, err
 	}
-	p := &publisher{cfg: cfg, aws: ac, name: name}
+	p := &publisher{cfg: cfg, aws: ac, name: name, undo: undo.Stack{Cloud: "AWS", Log: cfg.Log}}
 	defer func() {
 		if err != nil {
-			p.rollback(ctx)
+			p.undo.Rollback(ctx)
 		}
 	}()
 
@@ -105,7 +99,7 @@ func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err
 		}
 		// The tagged image is complete: a failure from here on keeps it,
 		// and the next publish finds it by digest.
-		p.commit()
+		p.undo.Commit()
 		p.saveState()
 	}
 	res.Images = append(res.Images, *img)
@@ -160,51 +154,6 @@ func (c *Config) load(ctx context.Context) (aws.Config, error) {
 
 func (p *publisher) ec2(region string) *ec2.Client {
 	return ec2.NewFromConfig(p.aws, func(o *ec2.Options) { o.Region = region })
-}
-
-// onFailure registers an undo step; steps run newest first.
-func (p *publisher) onFailure(what string, fn func(context.Context) error) func() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	i := len(p.undo)
-	p.undo = append(p.undo, func(ctx context.Context) error {
-		if err := fn(ctx); err != nil {
-			return fmt.Errorf("cleanup: %s: %w", what, err)
-		}
-		p.cfg.Log.Info("cleaned up", "what", what)
-		return nil
-	})
-	// The returned func forgets the step once what it guards is complete.
-	return func() {
-		p.mu.Lock()
-		p.undo[i] = nil
-		p.mu.Unlock()
-	}
-}
-
-// commit forgets the undo steps so far.
-func (p *publisher) commit() {
-	p.mu.Lock()
-	clear(p.undo)
-	p.mu.Unlock()
-}
-
-// rollback runs the undo steps on a context of its own: an interrupt that
-// cancelled ctx must still be able to delete what it left behind.
-func (p *publisher) rollback(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-	defer cancel()
-	p.mu.Lock()
-	undo := slices.Clone(p.undo)
-	p.mu.Unlock()
-	for i := len(undo) - 1; i >= 0; i-- {
-		if undo[i] == nil {
-			continue
-		}
-		if err := undo[i](cctx); err != nil {
-			p.cfg.Log.Error("leaked an AWS resource; delete it by hand", "err", err)
-		}
-	}
 }
 
 // existing finds an image of this disk's digest in region.
@@ -363,7 +312,7 @@ func (p *publisher) register(ctx context.Context, c *ec2.Client, snap string, si
 		return nil, fmt.Errorf("aws %s: RegisterImage %q from snapshot %s: %w", cfg.Region, p.name, snap, err)
 	}
 	id := aws.ToString(out.ImageId)
-	p.onFailure("deregister image "+id, func(ctx context.Context) error {
+	p.undo.Push("deregister image "+id, func(ctx context.Context) error {
 		_, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})
 		return err
 	})
@@ -404,7 +353,7 @@ func (p *publisher) copies(ctx context.Context, src Image) ([]Image, error) {
 				return fmt.Errorf("aws %s: CopyImage of %s from %s: %w", region, src.ImageID, src.Region, err)
 			}
 			img := Image{Region: region, ImageID: aws.ToString(r.ImageId), Name: src.Name}
-			forget := p.onFailure("deregister copy "+img.ImageID+" in "+region, func(ctx context.Context) error {
+			forget := p.undo.Push("deregister copy "+img.ImageID+" in "+region, func(ctx context.Context) error {
 				_, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(img.ImageID)})
 				if err == nil && img.SnapshotID != "" {
 					_, err = c.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(img.SnapshotID)})
@@ -519,19 +468,20 @@ func openDisk(path, method string) (*diskFile, error) {
 }
 
 // sniff tells a raw disk from a fixed VHD (raw plus a 512-byte footer) and
-// refuses the formats whose bytes are not the disk's.
+// a streamOptimized VMDK, and refuses the formats whose bytes are not the
+// disk's.
 func sniff(f *os.File, path string) (*diskFile, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	d := &diskFile{File: f, path: path, size: fi.Size(), format: "raw"}
-	head := make([]byte, 4)
-	if _, err := f.ReadAt(head, 0); err != nil {
-		return nil, fmt.Errorf("aws: %s: %w", path, err)
+	kind, err := format.Sniff(path)
+	if err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
 	}
-	switch {
-	case string(head) == "KDMV":
+	switch kind {
+	case format.VMDK:
 		capacity, stream, err := vmdk.Info(path)
 		if err != nil {
 			return nil, fmt.Errorf("aws: %w", err)
@@ -541,23 +491,13 @@ func sniff(f *os.File, path string) (*diskFile, error) {
 		}
 		d.format, d.virtual = "vmdk", capacity
 		return d, nil
-	case string(head) == "QFI\xfb":
+	case format.QCOW2:
 		return nil, fmt.Errorf("aws: %s is qcow2; publish the raw disk", path)
-	}
-	if fi.Size() >= 512 {
-		foot := make([]byte, 512)
-		if _, err := f.ReadAt(foot, fi.Size()-512); err != nil {
-			return nil, err
+	case format.VHD:
+		if err := vhd.Check(path); err != nil {
+			return nil, fmt.Errorf("aws: %w; publish the raw disk or a fixed VHD", err)
 		}
-		if string(foot[:8]) == "conectix" {
-			if binary.BigEndian.Uint32(foot[60:64]) != 2 {
-				return nil, fmt.Errorf("aws: %s is a dynamic or differencing VHD; publish the raw disk or a fixed VHD", path)
-			}
-			if err := vhd.Check(path); err != nil {
-				return nil, fmt.Errorf("aws: %w", err)
-			}
-			d.format, d.size = "vhd", fi.Size()-512
-		}
+		d.format, d.size = "vhd", fi.Size()-vhd.FooterSize
 	}
 	if d.size%512 != 0 || d.size == 0 {
 		return nil, fmt.Errorf("aws: %s: %d bytes is not a whole number of 512-byte sectors", path, d.size)

@@ -1,4 +1,4 @@
-package ami
+package aws
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
-	"github.com/layerimg/layerimg/disk/vmdk"
-	"github.com/layerimg/layerimg/export/ami/awsfake"
+	"github.com/layerimg/layerimg/disk/format"
+	"github.com/layerimg/layerimg/export/aws/awsfake"
 )
 
 // s3 starts gofakes3 in-process with one bucket and wires the fake EC2's
@@ -60,7 +60,7 @@ func TestPublishImportSnapshot(t *testing.T) {
 	s.PendingPolls = 2
 	raw := sparseDisk(t)
 	vmdkPath := filepath.Join(t.TempDir(), "disk.vmdk")
-	if err := vmdk.Convert(context.Background(), raw, vmdkPath, vmdk.Options{}); err != nil {
+	if err := format.Convert(context.Background(), raw, vmdkPath, format.VMDK, format.Stamp{}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(s, io.Discard)
@@ -92,7 +92,7 @@ func TestImportSnapshotFailureCleansUp(t *testing.T) {
 	dir := t.TempDir()
 	raw := sparseDisk(t)
 	vmdkPath := filepath.Join(dir, "disk.vmdk")
-	if err := vmdk.Convert(context.Background(), raw, vmdkPath, vmdk.Options{}); err != nil {
+	if err := format.Convert(context.Background(), raw, vmdkPath, format.VMDK, format.Stamp{}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig(s, io.Discard)

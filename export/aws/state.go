@@ -1,4 +1,4 @@
-package ami
+package aws
 
 import (
 	"context"

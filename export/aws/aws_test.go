@@ -1,4 +1,4 @@
-package ami
+package aws
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/layerimg/layerimg/export/ami/awsfake"
+	"github.com/layerimg/layerimg/export/aws/awsfake"
 )
 
 // env points the SDK's credential chain at fixed keys and nothing else.

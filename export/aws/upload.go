@@ -1,4 +1,4 @@
-package ami
+package aws
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func (p *publisher) ebsDirect(ctx context.Context, src *diskFile, res *Result) (
 		return "", fmt.Errorf("aws %s: StartSnapshot of %d GiB: %w", cfg.Region, gib, err)
 	}
 	id := aws.ToString(start.SnapshotId)
-	p.onFailure("delete snapshot "+id, p.deleteSnapshot(p.ec2(cfg.Region), id))
+	p.undo.Push("delete snapshot "+id, p.deleteSnapshot(p.ec2(cfg.Region), id))
 	if bs := aws.ToInt32(start.BlockSize); bs != 0 && bs != BlockSize {
 		return "", fmt.Errorf("aws %s: snapshot %s has blocks of %d bytes; layerimg sends %d", cfg.Region, id, bs, BlockSize)
 	}

@@ -1,0 +1,35 @@
+package azure
+
+import (
+	"context"
+
+	"github.com/layerimg/layerimg/disk/format"
+	"github.com/layerimg/layerimg/export"
+)
+
+// Target names this publisher in recipes, the CLI and manifests.
+const Target = "azure"
+
+// Target implements export.Result.
+func (*Result) Target() string { return Target }
+
+// Publisher uploads disks to managed disks and makes images with one Config.
+type Publisher struct{ cfg Config }
+
+// New returns a Publisher for cfg. cfg.Digest and cfg.BootMode are set per
+// disk.
+func New(cfg Config) *Publisher { return &Publisher{cfg: cfg} }
+
+// Formats: Azure takes fixed VHDs; a raw disk is streamed as one.
+func (p *Publisher) Formats() []format.Format { return []format.Format{format.VHD, format.Raw} }
+
+// Publish publishes d.
+func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
+	cfg := p.cfg
+	cfg.Digest, cfg.BootMode = d.Digest, d.Boot
+	res, err := Publish(ctx, d.Path, cfg)
+	if res == nil {
+		return nil, err // no typed nil in the interface
+	}
+	return res, err
+}
