@@ -16,6 +16,7 @@ import (
 	"github.com/layerimg/layerimg/disk/qemu"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
 )
 
 // TestDebianCloud builds recipes/examples/debian-cloud.yaml into all four
@@ -85,7 +86,7 @@ func TestDebianCloud(t *testing.T) {
 			t.Errorf("the image's last layer is %s, the disk's generated layer %s", last, res.Disk.Layer)
 		}
 		tree := t.TempDir()
-		if err := Flatten(ctx, img, tree); err != nil {
+		if err := rootfs.Flatten(ctx, img, tree); err != nil {
 			t.Fatal(err)
 		}
 		_, p2 := partitions(t, raw)

@@ -2,7 +2,6 @@ package layerimg
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -159,7 +158,7 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 		}
 		df := meta.Files[f]
 		if o.DiskDigests && df.SHA256 == "" {
-			if df.SHA256, err = DigestFile(src); err != nil {
+			if df.SHA256, err = sparse.DigestFile(src); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -231,7 +230,7 @@ func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Di
 	}
 	o.Log.Info("flattening the image for the disk")
 	phase := time.Now()
-	if err := Flatten(ctx, img, tree); err != nil {
+	if err := rootfs.Flatten(ctx, img, tree); err != nil {
 		return nil, meta, err
 	}
 	o.Log.Debug("flattened", "elapsed", time.Since(phase).Round(time.Millisecond))
@@ -345,43 +344,6 @@ func describe(p string) (DiskFile, error) {
 func stamp(fi os.FileInfo) string {
 	st := fi.Sys().(*syscall.Stat_t)
 	return fmt.Sprintf("%d/%d/%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
-}
-
-// DigestFile is the sha256 of a (sparse) file. Holes are hashed from memory,
-// not read: reading gigabytes of holes costs more than hashing them.
-func DigestFile(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	ranges, err := sparse.DataRanges(f, fi.Size(), 4096)
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	zeros := make([]byte, 1<<20)
-	hashZeros := func(n int64) {
-		for n > 0 {
-			k := min(n, int64(len(zeros)))
-			h.Write(zeros[:k])
-			n -= k
-		}
-	}
-	off := int64(0)
-	for _, r := range ranges {
-		hashZeros(r.Off - off)
-		if _, err := io.Copy(h, io.NewSectionReader(f, r.Off, r.Len)); err != nil {
-			return "", err
-		}
-		off = r.Off + r.Len
-	}
-	hashZeros(fi.Size() - off)
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
 // verifyDisks checks that cached disks are as they were made. Outputs are
@@ -529,11 +491,10 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 // Convert writes the raw disk src in format to dst. With inPlace, a VHD is
 // made by appending the footer to src itself.
 func Convert(ctx context.Context, src, format, dst string, inPlace bool) error {
-	seed, err := headSeed(src)
+	ids, err := disk.RawIDs(src)
 	if err != nil {
 		return err
 	}
-	ids := disk.DeriveIDs(seed, false)
 	if inPlace {
 		if format != "vhd" {
 			return fmt.Errorf("--in-place works only for vhd (a footer appended to the raw disk)")
@@ -541,26 +502,6 @@ func Convert(ctx context.Context, src, format, dst string, inPlace bool) error {
 		return vhd.AppendInPlace(src, ids.VHD, time.Unix(0, 0))
 	}
 	return convert(ctx, src, dst, format, ids, 0)
-}
-
-// headSeed derives ids for a converted disk from its first MiB (the GPT and
-// so the image-derived disk GUID): the same raw disk converts to the same
-// bytes.
-func headSeed(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyN(h, f, 1<<20); err != nil && err != io.EOF {
-		return "", err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%x/%d", h.Sum(nil), fi.Size()), nil
 }
 
 // diskMediaType is the media type of a disk file in a registry: the file,
@@ -680,3 +621,8 @@ func sortedFormats(m map[string]DiskFile) []string {
 	}
 	return out
 }
+
+// DigestFile is the sha256 of a (sparse) file.
+//
+// Deprecated: use sparse.DigestFile; this stays until cmd/layerimg calls it.
+func DigestFile(p string) (string, error) { return sparse.DigestFile(p) }

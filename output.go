@@ -143,7 +143,7 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 		return err
 	}
 	defer os.RemoveAll(tree)
-	if err := Flatten(ctx, img, tree); err != nil {
+	if err := rootfs.Flatten(ctx, img, tree); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
@@ -157,30 +157,6 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 		}
 		return bw.Flush()
 	})
-}
-
-// Flatten applies every layer of img, in order, onto dir.
-func Flatten(ctx context.Context, img v1.Image, dir string) error {
-	ls, err := img.Layers()
-	if err != nil {
-		return err
-	}
-	for _, l := range ls {
-		d, err := l.Digest()
-		if err != nil {
-			return err
-		}
-		rc, err := l.Uncompressed()
-		if err != nil {
-			return fmt.Errorf("layer %s: %w", d, err)
-		}
-		err = rootfs.Apply(ctx, dir, rc, rootfs.ApplyOptions{Layer: d.String()})
-		rc.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // prefixWriter prefixes each line written to w with "[name] ", however the

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/export/ami"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/registry"
@@ -259,7 +260,7 @@ func (p *planner) diskDigest(res *Result, path string) (string, error) {
 	if res.Disk.key != "" {
 		return res.Disk.key, nil
 	}
-	return DigestFile(path)
+	return sparse.DigestFile(path)
 }
 
 // AWSConfig is the recipe's publish.aws section as publisher config; the
