@@ -491,7 +491,8 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		if len(formats) == 0 {
 			formats = []string{"raw"}
 		}
-		img, res.Disk, err = makeDisks(ctx, c, p.remote, img, spec, formats, o.DiskDir, o.UniqueIDs, &o)
+		img, res.Disk, err = makeDisks(ctx, c, p.remote, img, diskOptions{Spec: spec, Formats: formats, OutDir: o.DiskDir, Unique: o.UniqueIDs,
+			Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log})
 		if err != nil {
 			return nil, fmt.Errorf("disk: %w", err)
 		}

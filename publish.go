@@ -27,12 +27,14 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 	o := p.o
 	if o.CacheTo != "" {
 		exp := layers.CacheExport{Recipe: p.r.Name, Entries: entries, Layers: ls}
-		rd, blobs, err := diskExport(res.Disk)
+		pk, err := diskExport(res.Disk)
 		if err != nil {
 			return fmt.Errorf("--cache-to: packing disks: %w", err)
 		}
-		if rd != nil {
-			exp.Disks, exp.Blobs = []layers.RemoteDisk{*rd}, blobs
+		if pk != nil {
+			if err := pk.AddTo(&exp); err != nil {
+				return fmt.Errorf("--cache-to: packing disks: %w", err)
+			}
 		}
 		if err := layers.PushCache(ctx, o.CacheTo, exp, p.reg); err != nil {
 			return fmt.Errorf("--cache-to: %w", err)
@@ -88,15 +90,11 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		if res.Disk == nil {
 			return fmt.Errorf("--disk-artifact needs disks: add -o DIR")
 		}
-		rd, blobs, err := diskExport(res.Disk)
-		if err != nil || rd == nil {
+		pk, err := diskExport(res.Disk)
+		if err != nil || pk == nil {
 			return fmt.Errorf("--disk-artifact: packing disks: %v", err)
 		}
-		var titles []string
-		for _, f := range sortedFormats(res.Disk.Files) {
-			titles = append(titles, "disk."+diskExt[f]+".zst")
-		}
-		d, err := registry.PushArtifact(ctx, o.DiskArtifact, blobs, titles, p.reg)
+		d, err := registry.PushArtifact(ctx, o.DiskArtifact, pk.Blobs, pk.Titles, p.reg)
 		if err != nil {
 			return fmt.Errorf("--disk-artifact: %w", err)
 		}
