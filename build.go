@@ -369,185 +369,250 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := p.c
-	defer c.Close()
-	res := &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}
+	defer p.c.Close()
+	b, err := newBuild(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.runSteps(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.runTests(ctx); err != nil {
+		return nil, err
+	}
+	img, err := assembleImage(p.base.Image, b.stack[b.nBase:], r, p.env, b.workdir, b.epoch)
+	if err != nil {
+		return nil, err
+	}
+	if img, err = b.makeDisks(ctx, img); err != nil {
+		return nil, err
+	}
+	if err := b.writeOutputs(ctx, img); err != nil {
+		return nil, err
+	}
+	if err := p.publish(ctx, img, b.res, b.exported, b.exportedLayers); err != nil {
+		return nil, err
+	}
+	b.res.Pulled = p.remote.Pulled()
+	if err := writeManifest(o.Manifest, b.res); err != nil {
+		return nil, err
+	}
+	return b.res, nil
+}
+
+// buildRun is one run of Build: what each stage hands to the next.
+type buildRun struct {
+	*planner
+	res    *Result
+	epoch  time.Time
+	stack  []v1.Layer // the base's layers, then each step's
+	nBase  int        // how many of stack are the base's
+	names  []string   // what errors call each layer of stack
+	lowers []string   // unpacked dirs of stack, filled on demand
+	// record is every step's key input, for plan's explanations.
+	record  map[string]layers.KeyInput
+	workdir string
+	// What --cache-to exports: every entry this build used or made.
+	exported       []layers.Entry
+	exportedLayers []v1.Layer
+}
+
+func newBuild(p *planner) (*buildRun, error) {
+	r, o := p.r, p.o
+	b := &buildRun{planner: p, epoch: time.Unix(o.Epoch, 0).UTC(), record: map[string]layers.KeyInput{},
+		res: &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}}
 	if r.From.Bootstrap != nil {
-		res.Base.Key = p.base.ID
+		b.res.Base.Key = p.base.ID
 		status := Hit
 		if p.base.Bootstrapped {
 			status = Miss
-			res.Executed++
+			b.res.Executed++
 		}
 		o.Log.Info("base", "step", "bootstrap", "status", status, "key", short(p.base.ID))
+		b.record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
 	}
 	baseLayers, err := p.base.Image.Layers()
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.base.Ref, err)
 	}
-	stack := append([]v1.Layer(nil), baseLayers...)
-	// What errors call each layer of stack: its step, or its place in the base.
-	var names []string
+	b.stack, b.nBase = append(b.stack, baseLayers...), len(baseLayers)
 	for i := range baseLayers {
-		names = append(names, fmt.Sprintf("base %s layer %d of %d", p.base.Ref, i+1, len(baseLayers)))
+		b.names = append(b.names, fmt.Sprintf("base %s layer %d of %d", p.base.Ref, i+1, len(baseLayers)))
 	}
-	var lowers []string // unpacked dirs of stack, filled on demand
-	unpack := func() ([]string, error) {
-		for i := len(lowers); i < len(stack); i++ {
-			l := stack[i]
-			diffID, err := l.DiffID()
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", names[i], err)
-			}
-			dir, err := c.Unpacked(ctx, diffID, names[i]+" ("+short(diffID.String())+")", l.Uncompressed)
-			if err != nil {
-				return nil, err
-			}
-			lowers = append(lowers, dir)
-		}
-		return lowers, nil
-	}
-	record := map[string]layers.KeyInput{}
-	if r.From.Bootstrap != nil {
-		record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
-	}
-	epoch := time.Unix(o.Epoch, 0).UTC()
-	parent := p.base.ID
-	workdir := ""
-	// What --cache-to exports: every entry this build used or made.
-	var exported []layers.Entry
-	var exportedLayers []v1.Layer
 	if p.base.Entry != nil {
-		exported, exportedLayers = append(exported, *p.base.Entry), append(exportedLayers, p.base.Layer)
+		b.exported, b.exportedLayers = append(b.exported, *p.base.Entry), append(b.exportedLayers, p.base.Layer)
 	}
-	for i := range r.Steps {
-		st := &r.Steps[i]
-		began := time.Now()
-		sp, in, e, layer, err := p.step(i, parent)
+	return b, nil
+}
+
+// unpack unpacks the layers of the stack not unpacked yet and returns the
+// dirs of all of them, for a sandbox's overlayfs.
+func (b *buildRun) unpack(ctx context.Context) ([]string, error) {
+	for i := len(b.lowers); i < len(b.stack); i++ {
+		l := b.stack[i]
+		diffID, err := l.DiffID()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.names[i], err)
+		}
+		dir, err := b.c.Unpacked(ctx, diffID, b.names[i]+" ("+short(diffID.String())+")", l.Uncompressed)
 		if err != nil {
 			return nil, err
 		}
-		if sp.Key == "" { // env
-			res.Steps = append(res.Steps, sp)
+		b.lowers = append(b.lowers, dir)
+	}
+	return b.lowers, nil
+}
+
+// runSteps runs or reuses every step, in order, and records their inputs.
+func (b *buildRun) runSteps(ctx context.Context) error {
+	parent := b.base.ID
+	for i := range b.r.Steps {
+		sp, err := b.runStep(ctx, i, parent)
+		if err != nil {
+			return err
+		}
+		if sp.Key != "" {
+			parent = sp.Key
+		}
+		b.res.Steps = append(b.res.Steps, sp)
+	}
+	if err := writeRecord(b.c, b.r.Name, b.record); err != nil {
+		b.o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
+	}
+	return nil
+}
+
+// runStep looks step i up and runs it on a miss; its layer joins the stack.
+func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan, error) {
+	st := &b.r.Steps[i]
+	began := time.Now()
+	sp, in, e, layer, err := b.step(i, parent)
+	if err != nil || sp.Key == "" { // an error, or an env step
+		return sp, err
+	}
+	if st.Workdir != "" {
+		b.workdir = st.Workdir
+	}
+	b.record[st.Name] = in
+	if e == nil {
+		b.o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
+		desc, err := b.execute(ctx, st)
+		if err != nil {
+			return sp, stepErr(i, st, err)
+		}
+		e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
+		if err := b.c.Store(*e); err != nil {
+			return sp, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
+		}
+		b.res.Executed++
+		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
+		layer = b.c.Layer(e.Layer)
+	}
+	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
+	sp.Duration = time.Since(began)
+	b.o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
+	b.stack = append(b.stack, layer)
+	b.names = append(b.names, fmt.Sprintf("step %d (%s)", i+1, st.Name))
+	return sp, nil
+}
+
+// runTests runs the recipe's command tests against the built layers; boot
+// tests run once the disk is made.
+func (b *buildRun) runTests(ctx context.Context) error {
+	for i, t := range b.r.Tests {
+		if t.Boot != nil {
 			continue
 		}
-		if st.Workdir != "" {
-			workdir = st.Workdir
-		}
-		record[st.Name] = in
-		if e == nil {
-			o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
-			desc, err := p.execute(ctx, st, unpack, epoch)
-			if err != nil {
-				return nil, stepErr(i, st, err)
-			}
-			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
-			if err := c.Store(*e); err != nil {
-				return nil, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
-			}
-			res.Executed++
-			sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
-			layer = c.Layer(e.Layer)
-		}
-		exported = append(exported, *e)
-		exportedLayers = append(exportedLayers, layer)
-		sp.Duration = time.Since(began)
-		o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
-		stack = append(stack, layer)
-		names = append(names, fmt.Sprintf("step %d (%s)", i+1, st.Name))
-		parent = sp.Key
-		res.Steps = append(res.Steps, sp)
-	}
-	if err := writeRecord(c, r.Name, record); err != nil {
-		o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
-	}
-	for i, t := range r.Tests {
-		if t.Boot != nil {
-			continue // after the disk is made
-		}
-		lw, err := unpack()
+		lw, err := b.unpack(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		o.Log.Info("testing", "test", t.Name)
-		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
+		b.o.Log.Info("testing", "test", t.Name)
+		err = layers.RunTest(ctx, b.c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: b.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: b.epoch, Out: prefixWriter(b.o.Output, "test "+t.Name)})
 		if err != nil {
-			return nil, fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
+			return fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
 		}
 	}
-	img, err := assembleImage(p.base.Image, stack[len(baseLayers):], r, p.env, workdir, epoch)
+	return nil
+}
+
+// makeDisks makes the disks (with -o DIR) and boots them for the boot
+// tests; it returns the image with the disk's generated layer.
+func (b *buildRun) makeDisks(ctx context.Context, img v1.Image) (v1.Image, error) {
+	o, r := b.o, b.r
+	if o.DiskDir == "" {
+		if hasBootTests(r) {
+			o.Log.Warn("the recipe has boot tests, but no disk was asked for (-o DIR): they did not run")
+		}
+		return img, nil
+	}
+	img, res, err := makeDisks(ctx, b.c, b.remote, img, o.diskOptions(r))
 	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	b.res.Disk = res
+	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: o.Output, Log: o.Log}); err != nil {
 		return nil, err
 	}
-	if o.DiskDir != "" {
-		spec := recipes.Disk{}
-		if r.Disk != nil {
-			spec = *r.Disk
-		}
-		formats := o.Formats
-		if len(formats) == 0 {
-			formats = r.Outputs
-		}
-		if len(formats) == 0 {
-			formats = []string{"raw"}
-		}
-		img, res.Disk, err = makeDisks(ctx, c, p.remote, img, diskOptions{Spec: spec, Formats: formats, OutDir: o.DiskDir, Unique: o.UniqueIDs,
-			Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log})
-		if err != nil {
-			return nil, fmt.Errorf("disk: %w", err)
-		}
-		if err := bootTests(ctx, r, bootable(res.Disk), res.Disk.Boot, &o); err != nil {
-			return nil, err
-		}
-	} else if hasBootTests(r) {
-		o.Log.Warn("the recipe has boot tests, but no disk was asked for (-o DIR): they did not run")
+	if res.key != "" {
+		b.exported, b.exportedLayers = append(b.exported, res.entry), append(b.exportedLayers, res.layer)
 	}
+	return img, nil
+}
+
+// diskOptions is what the disk stage takes of o and the recipe: the
+// formats asked for, else the recipe's outputs, else raw.
+func (o *Options) diskOptions(r *recipes.Recipe) diskOptions {
+	d := diskOptions{Formats: o.Formats, OutDir: o.DiskDir, Unique: o.UniqueIDs, Digests: o.DiskDigests,
+		Epoch: o.Epoch, Compression: o.Compression, Log: o.Log}
+	if r.Disk != nil {
+		d.Spec = *r.Disk
+	}
+	if len(d.Formats) == 0 {
+		d.Formats = r.Outputs
+	}
+	if len(d.Formats) == 0 {
+		d.Formats = []string{"raw"}
+	}
+	return d
+}
+
+// writeOutputs records the image's digests and writes --oci-layout and
+// --rootfs-tar.
+func (b *buildRun) writeOutputs(ctx context.Context, img v1.Image) error {
 	d, err := img.Digest()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cd, err := img.ConfigName()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	res.Image, res.Config = d.String(), cd.String()
-	if err := writeOutputs(ctx, c, img, r, &o, res); err != nil {
-		return nil, err
-	}
-	if res.Disk != nil && res.Disk.key != "" {
-		exported, exportedLayers = append(exported, res.Disk.entry), append(exportedLayers, res.Disk.layer)
-	}
-	if err := p.publish(ctx, img, res, exported, exportedLayers); err != nil {
-		return nil, err
-	}
-	res.Pulled = p.remote.Pulled()
-	if err := writeManifest(&o, res); err != nil {
-		return nil, err
-	}
-	return res, nil
+	b.res.Image, b.res.Config = d.String(), cd.String()
+	return writeOutputs(ctx, b.c, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Epoch: b.o.Epoch, Log: b.o.Log})
 }
 
-func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() ([]string, error), epoch time.Time) (layers.Descriptor, error) {
+func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descriptor, error) {
 	switch st.Kind() {
 	case "copy":
-		return layers.CopyStep(p.c, p.r.Dir, st.Copy, p.o.Compression, epoch)
+		return layers.CopyStep(b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
 	case "run":
-		lw, err := unpack()
+		lw, err := b.unpack(ctx)
 		if err != nil {
 			return layers.Descriptor{}, err
 		}
 		ro := layers.RunOptions{
-			Argv: st.Run.Args(), Env: p.runEnv(st.Run.ArgEnv, st.Env), Workdir: st.Workdir,
-			Network: st.Network, Epoch: epoch, Out: prefixWriter(p.o.Output, st.Name),
+			Argv: st.Run.Args(), Env: b.runEnv(st.Run.ArgEnv, st.Env), Workdir: st.Workdir,
+			Network: st.Network, Epoch: b.epoch, Out: prefixWriter(b.o.Output, st.Name),
 		}
 		for _, s := range st.Secrets {
 			src := s.Src
 			if !filepath.IsAbs(src) {
-				src = filepath.Join(p.r.Dir, src)
+				src = filepath.Join(b.r.Dir, src)
 			}
 			ro.Secrets = append(ro.Secrets, layers.Secret{ID: s.ID, Src: src, Target: secretTarget(s)})
 		}
-		return layers.RunStep(ctx, p.c, lw, p.o.Compression, ro)
+		return layers.RunStep(ctx, b.c, lw, b.o.Compression, ro)
 	}
 	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
 }

@@ -304,8 +304,14 @@ func convert(ctx context.Context, raw, dst, f string, ids disk.IDs, epoch int64)
 	return fmt.Errorf("unknown disk format %q", f)
 }
 
+// bootOptions are where boot tests report.
+type bootOptions struct {
+	Out io.Writer // the guests' consoles, each line prefixed
+	Log *slog.Logger
+}
+
 // bootTests boots the raw disk for each boot test and controller.
-func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o *Options) error {
+func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o bootOptions) error {
 	for i, t := range r.Tests {
 		if t.Boot == nil {
 			continue
@@ -314,7 +320,7 @@ func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o *Opti
 		if b.SecureBoot && boot != disk.BootGrub {
 			return fmt.Errorf("test %d (%s): secure_boot needs the grub boot mode (shim and signed GRUB); this disk uses %s", i+1, t.Name, boot)
 		}
-		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Output, "boot "+t.Name)}
+		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Out, "boot "+t.Name)}
 		if b.Expect != "" {
 			opts.Expect = regexp.MustCompile(b.Expect) // checked by the parser
 		}

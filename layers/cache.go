@@ -516,7 +516,7 @@ func duSize(p string) int64 {
 	var n int64
 	filepath.Walk(p, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil {
-			// Blocks in use, not apparent size: disks are sparse.
+			// Blocks in use, not apparent size: files may be sparse.
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 				n += st.Blocks * 512
 			} else {
