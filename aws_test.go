@@ -30,7 +30,7 @@ func TestBuildPublishAWS(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	recipe := storyRecipe + `publish:
+	recipe := fixture(t, "story.yaml") + `publish:
   aws:
     region: eu-central-1
     name: "{{.Name}}-{{.Args.LAST}}-{{.Digest}}"

@@ -37,7 +37,7 @@ func TestBuildPublishAzure(t *testing.T) {
 	s := armfake.New(sub, st.URL, azurite.Account, azurite.Key)
 	defer s.Close()
 	t.Setenv("AZURE_SUBSCRIPTION_ID", sub) // the subscription stays out of the recipe
-	recipe := storyRecipe + `publish:
+	recipe := fixture(t, "story.yaml") + `publish:
   azure:
     resource_group: images
     location: westeurope

@@ -1,88 +1,20 @@
 package layerimg
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"math/rand"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"golang.org/x/crypto/bcrypt"
 )
-
-// startRegistry runs Debian's docker-registry (distribution 2.8) on a free
-// loopback port with its storage in a temp dir, optionally with htpasswd
-// auth, and returns its host:port. It stops with the test.
-func startRegistry(t *testing.T, user, pass string) string {
-	t.Helper()
-	if _, err := exec.LookPath("docker-registry"); err != nil {
-		t.Fatal("docker-registry not found: apt-get install docker-registry (.ci/run does)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	auth := ""
-	if user != "" {
-		hash, _ := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
-		os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"), 0o600)
-		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s/htpasswd\n", dir)
-	}
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/data\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n%s", dir, addr, auth)
-	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600)
-	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
-	var logBuf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 100; i++ {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			return addr
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("docker-registry did not start: %s", logBuf.String())
-	return ""
-}
-
-const storyRecipe = `name: story
-from: scratch
-steps:
-  - name: busybox
-    copy: {src: bin, dst: /bin}
-  - name: motd
-    copy: {src: conf/motd, dst: /etc/motd}
-  - name: data
-    run: mkdir -p /data && echo data > /data/x
-  - name: last
-    run: echo ${LAST} > /data/last
-args: {LAST: one}
-disk: {boot: none, size: 1GiB}
-outputs: [raw, qcow2]
-`
 
 // TestRegistryCIStory is the issue's CI story: runner A builds and writes
 // the cache; runner B, with an empty cache dir, executes nothing, pulls only
@@ -92,7 +24,7 @@ func TestRegistryCIStory(t *testing.T) {
 	needRoot(t)
 	reg := startRegistry(t, "", "")
 	ref := reg + "/cache:main"
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	opts := func(cache, out string) Options {
 		return Options{CacheDir: cache, DiskDir: out, InsecureRegistries: []string{reg}, DiskDigests: true}
 	}
@@ -150,45 +82,11 @@ func TestRegistryCIStory(t *testing.T) {
 	}
 }
 
-// flakyProxy sits in front of a registry and fails about one request in
-// four: a 500, or a connection dropped mid-flight. It stops failing after
-// max failures, so a test always ends.
-func flakyProxy(t *testing.T, target string, max int32) (string, *int32) {
-	t.Helper()
-	u, _ := url.Parse("http://" + target)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	var failures int32
-	var mu sync.Mutex
-	rng := rand.New(rand.NewSource(7))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		roll := rng.Intn(8)
-		mu.Unlock()
-		if r.URL.Path != "/v2/" && atomic.LoadInt32(&failures) < max && roll < 2 {
-			atomic.AddInt32(&failures, 1)
-			if roll == 0 {
-				w.WriteHeader(http.StatusInternalServerError)
-				return
-			}
-			if hj, ok := w.(http.Hijacker); ok {
-				conn, _, err := hj.Hijack()
-				if err == nil {
-					conn.Close() // reset mid-request
-					return
-				}
-			}
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), &failures
-}
-
 func TestRegistryFaults(t *testing.T) {
 	needRoot(t)
 	reg := startRegistry(t, "", "")
 	proxy, failures := flakyProxy(t, reg, 12)
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	var logA, logB bytes.Buffer
 	a := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheTo: proxy + "/cache:flaky", Log: newTestLogger(&logA)}
 	resA := build(t, load(t, dir, nil), a)
@@ -215,7 +113,7 @@ func TestRegistryAuthAndPushes(t *testing.T) {
 	os.WriteFile(filepath.Join(cfgDir, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg, authB64)), 0o600)
 	t.Setenv("DOCKER_CONFIG", cfgDir)
 
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	var logBuf, outBuf bytes.Buffer
 	out := t.TempDir()
 	o := Options{CacheDir: t.TempDir(), DiskDir: out, InsecureRegistries: []string{reg}, Log: newTestLogger(&logBuf), Output: &outBuf,
@@ -290,7 +188,7 @@ func TestRegistryDown(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	down := l.Addr().String()
 	l.Close() // nothing listens there now
-	dir := busyboxContext(t, bbHeader, nil)
+	dir := busyboxContext(t, fixture(t, "bb-header.yaml"), nil)
 	var logBuf bytes.Buffer
 	res := build(t, load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{down + "/cache:x"}, InsecureRegistries: []string{down}, Log: newTestLogger(&logBuf)})
 	if res.Executed != 1 || !strings.Contains(logBuf.String(), "cannot read the registry cache") {
@@ -307,63 +205,13 @@ func TestRegistryDown(t *testing.T) {
 	}
 }
 
-type basicAuth struct{ user, pass string }
-
-func (b basicAuth) Authorization() (*authConfig, error) {
-	return &authConfig{Username: b.user, Password: b.pass}, nil
-}
-
-type tarEntry struct {
-	uid, gid int
-	body     []byte
-}
-
-func tarEntries(t *testing.T, rc io.ReadCloser) map[string]tarEntry {
-	t.Helper()
-	defer rc.Close()
-	out := map[string]tarEntry{}
-	tr := newTarReader(bufio.NewReader(rc))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		out[h.Name] = tarEntry{h.Uid, h.Gid, body}
-	}
-}
-
-// countingProxy forwards to target, counts blob uploads started, and after
-// breakAfter of them (if > 0) answers everything else with 503.
-func countingProxy(t *testing.T, target string, breakAfter int32) (string, *int32) {
-	t.Helper()
-	u, _ := url.Parse("http://" + target)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	var uploads int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if breakAfter > 0 && atomic.LoadInt32(&uploads) >= breakAfter {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
-			atomic.AddInt32(&uploads, 1)
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), &uploads
-}
-
 // TestRegistryPushResumes breaks a --cache-to halfway: the build fails with
 // the reference named, the local cache stays whole, and the next push
 // uploads only the blobs that did not make it.
 func TestRegistryPushResumes(t *testing.T) {
 	needRoot(t)
 	reg := startRegistry(t, "", "")
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	cache := t.TempDir()
 	broken, _ := countingProxy(t, reg, 2)
 	o := Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{broken}, CacheTo: broken + "/cache:resume"}

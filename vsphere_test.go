@@ -25,7 +25,7 @@ func TestBuildPublishVSphere(t *testing.T) {
 	s := model.Service.NewServer()
 	defer func() { s.Close(); model.Remove() }()
 	pass, _ := s.URL.User.Password()
-	recipe := storyRecipe + fmt.Sprintf(`publish:
+	recipe := fixture(t, "story.yaml") + fmt.Sprintf(`publish:
   vsphere:
     url: %s
     username: %s
