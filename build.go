@@ -554,7 +554,7 @@ func (b *buildRun) makeDisks(ctx context.Context, img v1.Image) (v1.Image, error
 	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: o.Output, Log: o.Log}); err != nil {
 		return nil, err
 	}
-	if res.key != "" {
+	if res.Key != "" {
 		b.exported, b.exportedLayers = append(b.exported, res.entry), append(b.exportedLayers, res.layer)
 	}
 	return img, nil

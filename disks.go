@@ -40,11 +40,14 @@ type DiskResult struct {
 	Files     map[string]DiskFile `json:"files"`
 	Cached    bool                `json:"cached"`
 
-	// For --cache-to: the generated layer's entry, and the disk set's key
-	// and cache dir.
+	// Key is the disk set's cache key: what cloud resources made from the
+	// disks are tagged with. Not in the manifest.
+	Key string `json:"-"`
+
+	// For --cache-to: the generated layer's entry, and the disk set's
+	// cache dir.
 	entry    layers.Entry
 	layer    v1.Layer
-	key      string
 	cacheDir string
 }
 
@@ -103,7 +106,7 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &DiskResult{ContentID: digest.String(), key: key, cacheDir: ds.Dir(key)}
+	res := &DiskResult{ContentID: digest.String(), Key: key, cacheDir: ds.Dir(key)}
 	var set *diskset.Set
 	if !o.Unique && entry != nil {
 		set = cachedSet(ctx, ds, diskset.NewRemote(rc, o.Log), key, o)
@@ -416,11 +419,11 @@ func Convert(ctx context.Context, src, format, dst string, inPlace bool) error {
 
 // diskExport packs a cached disk set for --cache-to and --disk-artifact.
 func diskExport(res *DiskResult) (*diskset.Packed, error) {
-	if res == nil || res.key == "" {
+	if res == nil || res.Key == "" {
 		return nil, nil
 	}
 	set := diskset.Set{Boot: res.Boot, Files: res.Files, Dir: res.cacheDir}
-	return set.Pack(res.key)
+	return set.Pack(res.Key)
 }
 
 // DigestFile is the sha256 of a (sparse) file.

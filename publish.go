@@ -166,7 +166,7 @@ func (p *planner) publishVSphere(ctx context.Context, res *Result) (*vsphere.Res
 		return nil, fmt.Errorf("needs the raw or vmdk output")
 	}
 	cfg := VSphereConfig(p.r.Publish)
-	cfg.Digest, cfg.BootMode, cfg.Log = res.Disk.key, res.Disk.Boot, p.o.Log
+	cfg.Digest, cfg.BootMode, cfg.Log = res.Disk.Key, res.Disk.Boot, p.o.Log
 	if cfg.TemplateName == "" {
 		cfg.TemplateName = p.r.Name
 	}
@@ -255,8 +255,8 @@ func AzureConfig(pub *recipes.Publish) azure.Config {
 // again: the disk set's cache key, or with --unique-ids (no key) the file's
 // sha256.
 func (p *planner) diskDigest(res *Result, path string) (string, error) {
-	if res.Disk.key != "" {
-		return res.Disk.key, nil
+	if res.Disk.Key != "" {
+		return res.Disk.Key, nil
 	}
 	return sparse.DigestFile(path)
 }

@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/layerimg/layerimg"
 )
 
 // TestRegistryCIStory is the CI story: runner A builds and writes
@@ -25,8 +27,8 @@ func TestRegistryCIStory(t *testing.T) {
 	reg := startRegistry(t, "", "")
 	ref := reg + "/cache:main"
 	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
-	opts := func(cache, out string) Options {
-		return Options{CacheDir: cache, DiskDir: out, InsecureRegistries: []string{reg}, DiskDigests: true}
+	opts := func(cache, out string) layerimg.Options {
+		return layerimg.Options{CacheDir: cache, DiskDir: out, InsecureRegistries: []string{reg}, DiskDigests: true}
 	}
 	a := opts(t.TempDir(), t.TempDir())
 	a.CacheTo = ref
@@ -46,7 +48,7 @@ func TestRegistryCIStory(t *testing.T) {
 	// What B pulled: the manifest, the index and the compressed disks.
 	var disks int64
 	for _, f := range []string{"raw", "qcow2"} {
-		fi, err := os.Stat(filepath.Join(a.CacheDir, "disks", strings.TrimPrefix(resA.Disk.key, "sha256:"), "disk."+f+".zst"))
+		fi, err := os.Stat(filepath.Join(a.CacheDir, "disks", strings.TrimPrefix(resA.Disk.Key, "sha256:"), "disk."+f+".zst"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +75,7 @@ func TestRegistryCIStory(t *testing.T) {
 	}
 	// plan sees the remote hits before anything runs.
 	os.WriteFile(filepath.Join(dir, "conf/motd"), []byte("hello\n"), 0o644)
-	plan, err := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{ref}, InsecureRegistries: []string{reg}})
+	plan, err := layerimg.Plan(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), CacheFrom: []string{ref}, InsecureRegistries: []string{reg}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +90,9 @@ func TestRegistryFaults(t *testing.T) {
 	proxy, failures := flakyProxy(t, reg, 12)
 	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	var logA, logB bytes.Buffer
-	a := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheTo: proxy + "/cache:flaky", Log: newTestLogger(&logA)}
+	a := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheTo: proxy + "/cache:flaky", Log: newTestLogger(&logA)}
 	resA := build(t, load(t, dir, nil), a)
-	b := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheFrom: []string{proxy + "/cache:flaky"}, Log: newTestLogger(&logB)}
+	b := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheFrom: []string{proxy + "/cache:flaky"}, Log: newTestLogger(&logB)}
 	resB := build(t, load(t, dir, nil), b)
 	if resB.Executed != 0 || resB.Disk.Files["raw"].SHA256 != resA.Disk.Files["raw"].SHA256 {
 		t.Errorf("through the flaky proxy: executed %d, raw %s vs %s", resB.Executed, resB.Disk.Files["raw"].SHA256, resA.Disk.Files["raw"].SHA256)
@@ -116,7 +118,7 @@ func TestRegistryAuthAndPushes(t *testing.T) {
 	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	var logBuf, outBuf bytes.Buffer
 	out := t.TempDir()
-	o := Options{CacheDir: t.TempDir(), DiskDir: out, InsecureRegistries: []string{reg}, Log: newTestLogger(&logBuf), Output: &outBuf,
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: out, InsecureRegistries: []string{reg}, Log: newTestLogger(&logBuf), Output: &outBuf,
 		CacheTo: reg + "/cache:auth", Push: reg + "/golden:1.0", PushDisk: reg + "/golden-disk:1.0", DiskArtifact: reg + "/golden-files:1.0",
 		Manifest: filepath.Join(out, "build.json")}
 	res := build(t, load(t, dir, nil), o)
@@ -176,8 +178,8 @@ func TestRegistryAuthAndPushes(t *testing.T) {
 
 	// Without credentials the push fails, naming the registry.
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	o2 := Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: reg + "/golden:2.0"}
-	_, err = Build(context.Background(), load(t, dir, nil), o2)
+	o2 := layerimg.Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: reg + "/golden:2.0"}
+	_, err = layerimg.Build(context.Background(), load(t, dir, nil), o2)
 	if err == nil || !strings.Contains(err.Error(), "--push") || !strings.Contains(err.Error(), reg) {
 		t.Errorf("push without credentials: %v", err)
 	}
@@ -190,16 +192,16 @@ func TestRegistryDown(t *testing.T) {
 	l.Close() // nothing listens there now
 	dir := busyboxContext(t, fixture(t, "bb-header.yaml"), nil)
 	var logBuf bytes.Buffer
-	res := build(t, load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{down + "/cache:x"}, InsecureRegistries: []string{down}, Log: newTestLogger(&logBuf)})
+	res := build(t, load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), CacheFrom: []string{down + "/cache:x"}, InsecureRegistries: []string{down}, Log: newTestLogger(&logBuf)})
 	if res.Executed != 1 || !strings.Contains(logBuf.String(), "cannot read the registry cache") {
 		t.Errorf("cache-from a dead registry: executed %d, log %s", res.Executed, logBuf.String())
 	}
-	_, err := Build(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), Push: down + "/img:1", InsecureRegistries: []string{down}})
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), Push: down + "/img:1", InsecureRegistries: []string{down}})
 	if err == nil || !strings.Contains(err.Error(), "pushing image to "+down+"/img:1") {
 		t.Errorf("push to a dead registry: %v", err)
 	}
 	// Plain HTTP without --insecure-registry is refused.
-	_, err = Build(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), Push: down + "/img:1"})
+	_, err = layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), Push: down + "/img:1"})
 	if err == nil {
 		t.Error("push over plain HTTP to an unlisted registry succeeded")
 	}
@@ -214,19 +216,19 @@ func TestRegistryPushResumes(t *testing.T) {
 	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	cache := t.TempDir()
 	broken, _ := countingProxy(t, reg, 2)
-	o := Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{broken}, CacheTo: broken + "/cache:resume"}
-	_, err := Build(context.Background(), load(t, dir, nil), o)
+	o := layerimg.Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{broken}, CacheTo: broken + "/cache:resume"}
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), o)
 	if err == nil || !strings.Contains(err.Error(), "--cache-to") || !strings.Contains(err.Error(), broken+"/cache") {
 		t.Fatalf("broken push: %v", err)
 	}
 	// The local cache is whole: every entry verifies, and a rebuild runs nothing.
-	res := build(t, load(t, dir, nil), Options{CacheDir: cache, DiskDir: t.TempDir()})
+	res := build(t, load(t, dir, nil), layerimg.Options{CacheDir: cache, DiskDir: t.TempDir()})
 	if res.Executed != 0 {
 		t.Errorf("after the broken push the rebuild executed %d steps", res.Executed)
 	}
 	// Resume against the registry itself, counting uploads.
 	good, uploads := countingProxy(t, reg, 0)
-	o = Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{good}, CacheTo: good + "/cache:resume"}
+	o = layerimg.Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{good}, CacheTo: good + "/cache:resume"}
 	build(t, load(t, dir, nil), o)
 	// 4 step layers + the disk's generated layer + 2 disk blobs + the index
 	// = 8 blobs. The first upload finished before the break, the second was

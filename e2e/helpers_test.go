@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"archive/tar"
@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -89,16 +90,16 @@ func load(t *testing.T, dir string, args map[string]string) *recipes.Recipe {
 	return r
 }
 
-func build(t *testing.T, r *recipes.Recipe, o Options) *Result {
+func build(t *testing.T, r *recipes.Recipe, o layerimg.Options) *layerimg.Result {
 	t.Helper()
-	res, err := Build(context.Background(), r, o)
+	res, err := layerimg.Build(context.Background(), r, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
 }
 
-func statuses(steps []StepPlan) string {
+func statuses(steps []layerimg.StepPlan) string {
 	var s []string
 	for _, st := range steps {
 		s = append(s, st.Name+"="+st.Status)

@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -39,7 +40,7 @@ func TestCacheHitsAndMisses(t *testing.T) {
 	raw, _ := os.ReadFile(filepath.Join(dir, "recipe.yaml"))
 	fixed := strings.Replace(string(raw), "args: {WORD: one, OTHER: x}\n", "", 1)
 	os.WriteFile(filepath.Join(dir, "recipe.yaml"), []byte("args: {WORD: one, OTHER: x}\n"+fixed), 0o644)
-	o := Options{CacheDir: t.TempDir()}
+	o := layerimg.Options{CacheDir: t.TempDir()}
 	ctx := context.Background()
 
 	res := build(t, load(t, dir, nil), o)
@@ -51,7 +52,7 @@ func TestCacheHitsAndMisses(t *testing.T) {
 		t.Fatalf("rebuild: %s", got)
 	}
 	// An arg used only by the last step rebuilds only that step.
-	plan, err := Plan(ctx, load(t, dir, map[string]string{"WORD": "two"}), o)
+	plan, err := layerimg.Plan(ctx, load(t, dir, map[string]string{"WORD": "two"}), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func TestCacheHitsAndMisses(t *testing.T) {
 		t.Errorf("mtime-only change rebuilt %d steps", res.Executed)
 	}
 	os.WriteFile(filepath.Join(dir, "conf/a"), []byte("A2"), 0o644)
-	plan, err = Plan(ctx, load(t, dir, nil), o)
+	plan, err = layerimg.Plan(ctx, load(t, dir, nil), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,9 +97,9 @@ func TestDeterministicColdBuilds(t *testing.T) {
 	needRoot(t)
 	dir := busyboxContext(t, fixture(t, "tree.yaml"), nil)
 	out := t.TempDir()
-	var results []*Result
+	var results []*layerimg.Result
 	for i := 0; i < 2; i++ {
-		o := Options{CacheDir: t.TempDir(), OCILayout: filepath.Join(out, "img"+string(rune('0'+i))), RootfsTar: filepath.Join(out, "root"+string(rune('0'+i))+".tar"), Manifest: filepath.Join(out, "m.json")}
+		o := layerimg.Options{CacheDir: t.TempDir(), OCILayout: filepath.Join(out, "img"+string(rune('0'+i))), RootfsTar: filepath.Join(out, "root"+string(rune('0'+i))+".tar"), Manifest: filepath.Join(out, "m.json")}
 		results = append(results, build(t, load(t, dir, nil), o))
 		time.Sleep(1100 * time.Millisecond) // later wall clock for the second build
 	}
@@ -166,7 +167,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	cache := t.TempDir()
 	out := t.TempDir()
 	var logBuf, outBuf bytes.Buffer
-	o := Options{CacheDir: cache, Output: &outBuf, OCILayout: filepath.Join(out, "img"), RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "m.json")}
+	o := layerimg.Options{CacheDir: cache, Output: &outBuf, OCILayout: filepath.Join(out, "img"), RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "m.json")}
 	o.Log = newTestLogger(&logBuf)
 	build(t, load(t, dir, nil), o)
 	if !strings.Contains(outBuf.String(), "the token is ***") {
@@ -207,7 +208,7 @@ func TestSecretsNeverLeak(t *testing.T) {
     secrets: [{id: apitoken, src: token.txt}]
     run: cp /run/secrets/apitoken /leaked
 `, map[string]string{"token.txt": secret})
-	_, err := Build(context.Background(), load(t, dir2, nil), Options{CacheDir: cache})
+	_, err := layerimg.Build(context.Background(), load(t, dir2, nil), layerimg.Options{CacheDir: cache})
 	if err == nil || !strings.Contains(err.Error(), `step 2 (leak): the step wrote the content of secret "apitoken" into the image`) {
 		t.Fatalf("err = %v", err)
 	}
@@ -221,17 +222,17 @@ func TestFailingStepAndTest(t *testing.T) {
       exit 3
 `, nil)
 	cache := t.TempDir()
-	_, err := Build(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: cache})
 	var ee *rootfs.ExitError
 	if !errors.As(err, &ee) || ee.Code != 3 || !strings.Contains(err.Error(), "step 2 (fails): exit status 3") || !strings.Contains(err.Error(), "about to fail") {
 		t.Fatalf("err = %v", err)
 	}
-	plan, _ := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	plan, _ := layerimg.Plan(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: cache})
 	if got := statuses(plan); got != "busybox=HIT fails=MISS" {
 		t.Errorf("after failure: %s", got)
 	}
 	dir = busyboxContext(t, fixture(t, "bb-header.yaml")+"tests:\n  - name: nope\n    run: test -f /missing\n", nil)
-	_, err = Build(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	_, err = layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: cache})
 	if err == nil || !strings.Contains(err.Error(), "test 1 (nope) failed: exit status 1") {
 		t.Fatalf("err = %v", err)
 	}
@@ -244,14 +245,14 @@ func TestInterruptLeavesNoPartialEntry(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(3*time.Second, cancel)
 	start := time.Now()
-	_, err := Build(ctx, load(t, dir, nil), Options{CacheDir: cache})
+	_, err := layerimg.Build(ctx, load(t, dir, nil), layerimg.Options{CacheDir: cache})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
 	if time.Since(start) > 30*time.Second {
 		t.Errorf("cancel took %v", time.Since(start))
 	}
-	plan, _ := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+	plan, _ := layerimg.Plan(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: cache})
 	if got := statuses(plan); got != "busybox=HIT slow=MISS" {
 		t.Errorf("after interrupt: %s", got)
 	}
@@ -265,13 +266,13 @@ func TestConcurrentBuildsShareCache(t *testing.T) {
 	dir := busyboxContext(t, fixture(t, "tree.yaml"), nil)
 	cache := t.TempDir()
 	var wg sync.WaitGroup
-	res := make([]*Result, 2)
+	res := make([]*layerimg.Result, 2)
 	errs := make([]error, 2)
 	for i := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i], errs[i] = Build(context.Background(), load(t, dir, nil), Options{CacheDir: cache})
+			res[i], errs[i] = layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: cache})
 		}()
 	}
 	wg.Wait()
@@ -298,7 +299,7 @@ func TestConcurrentBuildsShareCache(t *testing.T) {
 func TestRebuildLeavesNoTempFiles(t *testing.T) {
 	needRoot(t)
 	dir := busyboxContext(t, fixture(t, "bb-header.yaml")+"disk: {boot: none, size: 1GiB}\n", nil)
-	o := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw", "vmdk", "qcow2"}}
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw", "vmdk", "qcow2"}}
 	for i := range 2 {
 		build(t, load(t, dir, nil), o)
 		ents, err := os.ReadDir(o.DiskDir)
