@@ -1,24 +1,16 @@
-// Package layerimg wires the pipeline together: recipe -> base -> step layers
-// (cached) -> tests -> outputs. It is the only package that knows every stage;
-// cmd/layerimg is a thin CLI over it.
 package layerimg
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
@@ -93,253 +85,6 @@ func EpochFromEnv() (int64, error) {
 	return e, nil
 }
 
-// StepPlan is what a build will do, or did, for one step.
-type StepPlan struct {
-	Index    int           `json:"index"`
-	Name     string        `json:"name"`
-	Kind     string        `json:"kind"`
-	Key      string        `json:"key,omitempty"`
-	Status   string        `json:"status"` // HIT, MISS, or - for env steps
-	Why      string        `json:"why,omitempty"`
-	Layer    string        `json:"layer,omitempty"`
-	DiffID   string        `json:"diffID,omitempty"`
-	Size     int64         `json:"size,omitempty"`
-	Duration time.Duration `json:"duration_ns,omitempty"`
-}
-
-const (
-	Hit       = "HIT"
-	HitRemote = "HIT (remote)"
-	Miss      = "MISS"
-)
-
-// planner computes keys step by step; Plan and Build share it.
-type planner struct {
-	r      *recipes.Recipe
-	o      *Options
-	c      *layers.Cache
-	base   *layers.Base
-	record map[string]layers.KeyInput
-	env    []string
-	remote *layers.RemoteCache
-	reg    layers.Registry
-}
-
-func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {
-	reg := layers.Registry{Insecure: o.InsecureRegistries, Log: o.Log}
-	var rc *layers.RemoteCache
-	if len(o.CacheFrom) > 0 {
-		rc = layers.LoadRemoteCaches(ctx, o.CacheFrom, reg)
-	}
-	bo := layers.BaseOptions{Remote: rc,
-		Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Compression: o.Compression,
-		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Logger: o.Log, Offline: offline,
-	}
-	if r.From.Bootstrap != nil && !offline {
-		o.Log.Info("bootstrapping base (cached after the first build)", "suite", r.From.Bootstrap.Suite)
-	}
-	base, err := layers.ResolveBase(ctx, c, r.From, bo)
-	if err != nil && !errors.Is(err, layers.ErrNotBuilt) {
-		return nil, err
-	}
-	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name), remote: rc, reg: reg}
-	p.env = defaultEnv
-	if base.Image != nil {
-		cf, err := base.Image.ConfigFile()
-		if err != nil {
-			return nil, fmt.Errorf("reading config of base %s: %w", base.Ref, err)
-		}
-		if len(cf.Config.Env) > 0 {
-			p.env = mergeEnv(nil, cf.Config.Env)
-		}
-	}
-	return p, nil
-}
-
-var defaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-
-// mergeEnv sets each K=V of add in env, keeping order and replacing by name.
-func mergeEnv(env, add []string) []string {
-	out := append([]string(nil), env...)
-	for _, kv := range add {
-		k, _, _ := strings.Cut(kv, "=")
-		replaced := false
-		for i, e := range out {
-			if ek, _, _ := strings.Cut(e, "="); ek == k {
-				out[i], replaced = kv, true
-			}
-		}
-		if !replaced {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func envList(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = k + "=" + m[k]
-	}
-	return out
-}
-
-// runSpec is what a run step's key covers: never a secret's source or bytes.
-type runSpec struct {
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"`
-	Workdir string   `json:"workdir,omitempty"`
-	Network string   `json:"network"`
-	Secrets []string `json:"secrets,omitempty"` // id=target
-}
-
-type copySpec struct {
-	Copy []recipes.Copy `json:"copy"`
-}
-
-func secretTarget(s recipes.Secret) string {
-	if s.Target != "" {
-		return s.Target
-	}
-	return "/run/secrets/" + s.ID
-}
-
-// keyInput computes step i's key input given its parent key. It reads the
-// build context for copy steps.
-func (p *planner) keyInput(st *recipes.Step, parent string) (layers.KeyInput, error) {
-	in := layers.KeyInput{Parent: parent, Kind: st.Kind(), Platform: p.r.Platform, Compression: p.o.Compression, Epoch: p.o.Epoch}
-	switch st.Kind() {
-	case "run":
-		rs := runSpec{Argv: st.Run.Args(), Env: stepEnv(p.env, st.Run.ArgEnv, st.Env), Workdir: st.Workdir, Network: st.Network}
-		if rs.Network == "" {
-			rs.Network = "host"
-		}
-		for _, s := range st.Secrets {
-			rs.Secrets = append(rs.Secrets, s.ID+"="+secretTarget(s))
-		}
-		in.Spec = rs
-	case "copy":
-		in.Spec = copySpec{Copy: st.Copy}
-		files, err := layers.CopyKeyFiles(p.r.Dir, st.Copy)
-		if err != nil {
-			return in, err
-		}
-		in.Files = files
-	}
-	return in, nil
-}
-
-func (p *planner) why(name string, in layers.KeyInput) string {
-	old, ok := p.record[name]
-	if !ok {
-		return "no earlier build of this step in this cache"
-	}
-	if old.Key() == in.Key() {
-		return "same inputs as the last build, but its layer is no longer cached (pruned or corrupt)"
-	}
-	return in.Why(old)
-}
-
-func stepErr(i int, st *recipes.Step, err error) error {
-	return fmt.Errorf("step %d (%s): %w", i+1, st.Name, err)
-}
-
-// start opens the cache and resolves the base; the caller closes the cache.
-func start(ctx context.Context, r *recipes.Recipe, o *Options, offline bool) (*planner, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
-	c, err := layers.OpenCache(o.CacheDir, false, o.Log)
-	if err != nil {
-		return nil, err
-	}
-	p, err := newPlanner(ctx, r, o, c, offline)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return p, nil
-}
-
-// step keys step i and looks it up. For an env step it only updates the
-// environment and returns no key.
-func (p *planner) step(i int, parent string) (StepPlan, layers.KeyInput, *layers.Entry, v1.Layer, error) {
-	st := &p.r.Steps[i]
-	sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
-	if st.Kind() == "env" {
-		p.env = mergeEnv(p.env, envList(st.Env))
-		return sp, layers.KeyInput{}, nil, nil, nil
-	}
-	in, err := p.keyInput(st, parent)
-	if err != nil {
-		return sp, in, nil, nil, stepErr(i, st, err)
-	}
-	sp.Key = in.Key()
-	e, l, err := p.lookup(sp.Key)
-	if err != nil {
-		return sp, in, nil, nil, stepErr(i, st, err)
-	}
-	if e != nil {
-		sp.Status = Hit
-		if _, remote := l.(interface{ Source() v1.Layer }); remote {
-			sp.Status = HitRemote
-		}
-		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
-	} else {
-		sp.Status, sp.Why = Miss, p.why(st.Name, in)
-	}
-	return sp, in, e, l, nil
-}
-
-// lookup finds a key in the local cache, then in the registry caches. A
-// registry hit's layer is fetched only when its bytes are needed.
-func (p *planner) lookup(key string) (*layers.Entry, v1.Layer, error) {
-	e, err := p.c.Lookup(key)
-	if err != nil || e != nil {
-		if e != nil {
-			return e, p.c.Layer(e.Layer), nil
-		}
-		return nil, nil, err
-	}
-	e, l := p.remote.Lookup(p.c, key)
-	return e, l, nil
-}
-
-// Plan says, for each step, its cache key and whether the cache has it,
-// without running anything.
-func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error) {
-	p, err := start(ctx, r, &o, true)
-	if err != nil {
-		return nil, err
-	}
-	defer p.c.Close()
-	var out []StepPlan
-	if r.From.Bootstrap != nil {
-		sp := StepPlan{Index: 0, Name: "bootstrap", Kind: "bootstrap", Key: p.base.ID, Status: Hit}
-		if p.base.Image == nil {
-			sp.Status, sp.Why = Miss, p.why("bootstrap", layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch}))
-		}
-		out = append(out, sp)
-	}
-	parent := p.base.ID
-	for i := range r.Steps {
-		sp, _, _, _, err := p.step(i, parent)
-		if err != nil {
-			return nil, err
-		}
-		if sp.Key != "" {
-			parent = sp.Key
-		}
-		out = append(out, sp)
-	}
-	return out, nil
-}
-
 // Result is the build manifest.
 type Result struct {
 	Recipe   string      `json:"recipe"`
@@ -369,238 +114,250 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := p.c
-	defer c.Close()
-	res := &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}
+	defer p.c.Close()
+	b, err := newBuild(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.runSteps(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.runTests(ctx); err != nil {
+		return nil, err
+	}
+	img, err := assembleImage(p.base.Image, b.stack[b.nBase:], r, p.env, b.workdir, b.epoch)
+	if err != nil {
+		return nil, err
+	}
+	if img, err = b.makeDisks(ctx, img); err != nil {
+		return nil, err
+	}
+	if err := b.writeOutputs(ctx, img); err != nil {
+		return nil, err
+	}
+	if err := p.publish(ctx, img, b.res, b.exported, b.exportedLayers); err != nil {
+		return nil, err
+	}
+	b.res.Pulled = p.remote.Pulled()
+	if err := writeManifest(o.Manifest, b.res); err != nil {
+		return nil, err
+	}
+	return b.res, nil
+}
+
+// buildRun is one run of Build: what each stage hands to the next.
+type buildRun struct {
+	*planner
+	res    *Result
+	epoch  time.Time
+	stack  []v1.Layer // the base's layers, then each step's
+	nBase  int        // how many of stack are the base's
+	names  []string   // what errors call each layer of stack
+	lowers []string   // unpacked dirs of stack, filled on demand
+	// record is every step's key input, for plan's explanations.
+	record  map[string]layers.KeyInput
+	workdir string
+	// What --cache-to exports: every entry this build used or made.
+	exported       []layers.Entry
+	exportedLayers []v1.Layer
+}
+
+func newBuild(p *planner) (*buildRun, error) {
+	r, o := p.r, p.o
+	b := &buildRun{planner: p, epoch: time.Unix(o.Epoch, 0).UTC(), record: map[string]layers.KeyInput{},
+		res: &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}}
 	if r.From.Bootstrap != nil {
-		res.Base.Key = p.base.ID
+		b.res.Base.Key = p.base.ID
 		status := Hit
 		if p.base.Bootstrapped {
 			status = Miss
-			res.Executed++
+			b.res.Executed++
 		}
 		o.Log.Info("base", "step", "bootstrap", "status", status, "key", short(p.base.ID))
+		b.record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
 	}
 	baseLayers, err := p.base.Image.Layers()
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", p.base.Ref, err)
 	}
-	stack := append([]v1.Layer(nil), baseLayers...)
-	// What errors call each layer of stack: its step, or its place in the base.
-	var names []string
+	b.stack, b.nBase = append(b.stack, baseLayers...), len(baseLayers)
 	for i := range baseLayers {
-		names = append(names, fmt.Sprintf("base %s layer %d of %d", p.base.Ref, i+1, len(baseLayers)))
+		b.names = append(b.names, fmt.Sprintf("base %s layer %d of %d", p.base.Ref, i+1, len(baseLayers)))
 	}
-	var lowers []string // unpacked dirs of stack, filled on demand
-	unpack := func() ([]string, error) {
-		for i := len(lowers); i < len(stack); i++ {
-			l := stack[i]
-			diffID, err := l.DiffID()
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", names[i], err)
-			}
-			dir, err := c.Unpacked(ctx, diffID, names[i]+" ("+short(diffID.String())+")", l.Uncompressed)
-			if err != nil {
-				return nil, err
-			}
-			lowers = append(lowers, dir)
-		}
-		return lowers, nil
-	}
-	record := map[string]layers.KeyInput{}
-	if r.From.Bootstrap != nil {
-		record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
-	}
-	epoch := time.Unix(o.Epoch, 0).UTC()
-	parent := p.base.ID
-	workdir := ""
-	// What --cache-to exports: every entry this build used or made.
-	var exported []layers.Entry
-	var exportedLayers []v1.Layer
 	if p.base.Entry != nil {
-		exported, exportedLayers = append(exported, *p.base.Entry), append(exportedLayers, p.base.Layer)
+		b.exported, b.exportedLayers = append(b.exported, *p.base.Entry), append(b.exportedLayers, p.base.Layer)
 	}
-	for i := range r.Steps {
-		st := &r.Steps[i]
-		began := time.Now()
-		sp, in, e, layer, err := p.step(i, parent)
+	return b, nil
+}
+
+// unpack unpacks the layers of the stack not unpacked yet and returns the
+// dirs of all of them, for a sandbox's overlayfs.
+func (b *buildRun) unpack(ctx context.Context) ([]string, error) {
+	for i := len(b.lowers); i < len(b.stack); i++ {
+		l := b.stack[i]
+		diffID, err := l.DiffID()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.names[i], err)
+		}
+		dir, err := b.c.Unpacked(ctx, diffID, b.names[i]+" ("+short(diffID.String())+")", l.Uncompressed)
 		if err != nil {
 			return nil, err
 		}
-		if sp.Key == "" { // env
-			res.Steps = append(res.Steps, sp)
+		b.lowers = append(b.lowers, dir)
+	}
+	return b.lowers, nil
+}
+
+// runSteps runs or reuses every step, in order, and records their inputs.
+func (b *buildRun) runSteps(ctx context.Context) error {
+	parent := b.base.ID
+	for i := range b.r.Steps {
+		sp, err := b.runStep(ctx, i, parent)
+		if err != nil {
+			return err
+		}
+		if sp.Key != "" {
+			parent = sp.Key
+		}
+		b.res.Steps = append(b.res.Steps, sp)
+	}
+	if err := writeRecord(b.c, b.r.Name, b.record); err != nil {
+		b.o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
+	}
+	return nil
+}
+
+// runStep looks step i up and runs it on a miss; its layer joins the stack.
+func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan, error) {
+	st := &b.r.Steps[i]
+	began := time.Now()
+	sp, in, e, layer, err := b.step(i, parent)
+	if err != nil || sp.Key == "" { // an error, or an env step
+		return sp, err
+	}
+	if st.Workdir != "" {
+		b.workdir = st.Workdir
+	}
+	b.record[st.Name] = in
+	if e == nil {
+		b.o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
+		desc, err := b.execute(ctx, st)
+		if err != nil {
+			return sp, stepErr(i, st, err)
+		}
+		e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
+		if err := b.c.Store(*e); err != nil {
+			return sp, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
+		}
+		b.res.Executed++
+		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
+		layer = b.c.Layer(e.Layer)
+	}
+	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
+	sp.Duration = time.Since(began)
+	b.o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
+	b.stack = append(b.stack, layer)
+	b.names = append(b.names, fmt.Sprintf("step %d (%s)", i+1, st.Name))
+	return sp, nil
+}
+
+// runTests runs the recipe's command tests against the built layers; boot
+// tests run once the disk is made.
+func (b *buildRun) runTests(ctx context.Context) error {
+	for i, t := range b.r.Tests {
+		if t.Boot != nil {
 			continue
 		}
-		if st.Workdir != "" {
-			workdir = st.Workdir
-		}
-		record[st.Name] = in
-		if e == nil {
-			o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
-			desc, err := p.execute(ctx, st, unpack, epoch)
-			if err != nil {
-				return nil, stepErr(i, st, err)
-			}
-			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
-			if err := c.Store(*e); err != nil {
-				return nil, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
-			}
-			res.Executed++
-			sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
-			layer = c.Layer(e.Layer)
-		}
-		exported = append(exported, *e)
-		exportedLayers = append(exportedLayers, layer)
-		sp.Duration = time.Since(began)
-		o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
-		stack = append(stack, layer)
-		names = append(names, fmt.Sprintf("step %d (%s)", i+1, st.Name))
-		parent = sp.Key
-		res.Steps = append(res.Steps, sp)
-	}
-	if err := writeRecord(c, r.Name, record); err != nil {
-		o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
-	}
-	for i, t := range r.Tests {
-		if t.Boot != nil {
-			continue // after the disk is made
-		}
-		lw, err := unpack()
+		lw, err := b.unpack(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		o.Log.Info("testing", "test", t.Name)
-		err = layers.RunTest(ctx, c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: p.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: epoch, Out: prefixWriter(o.Output, "test "+t.Name)})
+		b.o.Log.Info("testing", "test", t.Name)
+		err = layers.RunTest(ctx, b.c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: b.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: b.epoch, Out: prefixWriter(b.o.Output, "test "+t.Name)})
 		if err != nil {
-			return nil, fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
+			return fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
 		}
 	}
-	img, err := assembleImage(p.base.Image, stack[len(baseLayers):], r, p.env, workdir, epoch)
+	return nil
+}
+
+// makeDisks makes the disks (with -o DIR) and boots them for the boot
+// tests; it returns the image with the disk's generated layer.
+func (b *buildRun) makeDisks(ctx context.Context, img v1.Image) (v1.Image, error) {
+	o, r := b.o, b.r
+	if o.DiskDir == "" {
+		if hasBootTests(r) {
+			o.Log.Warn("the recipe has boot tests, but no disk was asked for (-o DIR): they did not run")
+		}
+		return img, nil
+	}
+	img, res, err := makeDisks(ctx, b.c, b.remote, img, o.diskOptions(r))
 	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	b.res.Disk = res
+	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: o.Output, Log: o.Log}); err != nil {
 		return nil, err
 	}
-	if o.DiskDir != "" {
-		spec := recipes.Disk{}
-		if r.Disk != nil {
-			spec = *r.Disk
-		}
-		formats := o.Formats
-		if len(formats) == 0 {
-			formats = r.Outputs
-		}
-		if len(formats) == 0 {
-			formats = []string{"raw"}
-		}
-		img, res.Disk, err = makeDisks(ctx, c, p.remote, img, spec, formats, o.DiskDir, o.UniqueIDs, &o)
-		if err != nil {
-			return nil, fmt.Errorf("disk: %w", err)
-		}
-		if err := bootTests(ctx, r, bootable(res.Disk), res.Disk.Boot, &o); err != nil {
-			return nil, err
-		}
-	} else if hasBootTests(r) {
-		o.Log.Warn("the recipe has boot tests, but no disk was asked for (-o DIR): they did not run")
+	if res.Key != "" {
+		b.exported, b.exportedLayers = append(b.exported, res.entry), append(b.exportedLayers, res.layer)
 	}
-	d, err := img.Digest()
-	if err != nil {
-		return nil, err
-	}
-	cd, err := img.ConfigName()
-	if err != nil {
-		return nil, err
-	}
-	res.Image, res.Config = d.String(), cd.String()
-	if err := writeOutputs(ctx, c, img, r, &o, res); err != nil {
-		return nil, err
-	}
-	if res.Disk != nil && res.Disk.key != "" {
-		exported, exportedLayers = append(exported, res.Disk.entry), append(exportedLayers, res.Disk.layer)
-	}
-	if err := p.publish(ctx, img, res, exported, exportedLayers); err != nil {
-		return nil, err
-	}
-	res.Pulled = p.remote.Pulled()
-	if err := writeManifest(&o, res); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return img, nil
 }
 
-func (p *planner) execute(ctx context.Context, st *recipes.Step, unpack func() ([]string, error), epoch time.Time) (layers.Descriptor, error) {
-	switch st.Kind() {
-	case "copy":
-		return layers.CopyStep(p.c, p.r.Dir, st.Copy, p.o.Compression, epoch)
-	case "run":
-		lw, err := unpack()
-		if err != nil {
-			return layers.Descriptor{}, err
-		}
-		ro := layers.RunOptions{
-			Argv: st.Run.Args(), Env: p.runEnv(st.Run.ArgEnv, st.Env), Workdir: st.Workdir,
-			Network: st.Network, Epoch: epoch, Out: prefixWriter(p.o.Output, st.Name),
-		}
-		for _, s := range st.Secrets {
-			src := s.Src
-			if !filepath.IsAbs(src) {
-				src = filepath.Join(p.r.Dir, src)
-			}
-			ro.Secrets = append(ro.Secrets, layers.Secret{ID: s.ID, Src: src, Target: secretTarget(s)})
-		}
-		return layers.RunStep(ctx, p.c, lw, p.o.Compression, ro)
+// diskOptions is what the disk stage takes of o and the recipe: the
+// formats asked for, else the recipe's outputs, else raw.
+func (o *Options) diskOptions(r *recipes.Recipe) diskOptions {
+	d := diskOptions{Formats: o.Formats, OutDir: o.DiskDir, Unique: o.UniqueIDs, Digests: o.DiskDigests,
+		Epoch: o.Epoch, Compression: o.Compression, Log: o.Log}
+	if r.Disk != nil {
+		d.Spec = *r.Disk
 	}
-	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
-}
-
-// runEnv is the environment a command runs with: stepEnv's, and
-// SOURCE_DATE_EPOCH, which tools such as mkinitramfs honour to make
-// reproducible output. The epoch is already part of every key.
-func (p *planner) runEnv(args []string, step map[string]string) []string {
-	return mergeEnv(stepEnv(p.env, args, step), []string{fmt.Sprintf("SOURCE_DATE_EPOCH=%d", p.o.Epoch)})
-}
-
-// stepEnv layers a command's environment: the image's, then the args its
-// script names (recipes.Command.ArgEnv), then the step's own env, which
-// wins as Docker's ENV wins over ARG. A step that names no arg keeps the
-// environment, and so the key, it had before args became variables.
-func stepEnv(image, args []string, step map[string]string) []string {
-	return mergeEnv(mergeEnv(image, args), envList(step))
-}
-
-func short(d string) string {
-	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
-		return d[i+1 : i+13]
+	if len(d.Formats) == 0 {
+		d.Formats = r.Outputs
+	}
+	if len(d.Formats) == 0 {
+		d.Formats = []string{"raw"}
 	}
 	return d
 }
 
-func recordPath(c *layers.Cache, name string) string {
-	return filepath.Join(c.Dir(), "records", name+".json")
-}
-
-func readRecord(c *layers.Cache, name string) map[string]layers.KeyInput {
-	data, err := os.ReadFile(recordPath(c, name))
-	if err != nil {
-		return nil
-	}
-	var m map[string]layers.KeyInput
-	if json.Unmarshal(data, &m) != nil {
-		return nil
-	}
-	return m
-}
-
-func writeRecord(c *layers.Cache, name string, m map[string]layers.KeyInput) error {
-	data, err := json.MarshalIndent(m, "", "  ")
+// writeOutputs records the image's digests and writes --oci-layout and
+// --rootfs-tar.
+func (b *buildRun) writeOutputs(ctx context.Context, img v1.Image) error {
+	d, err := img.Digest()
 	if err != nil {
 		return err
 	}
-	return writeFile(recordPath(c, name), data)
+	cd, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	b.res.Image, b.res.Config = d.String(), cd.String()
+	return writeOutputs(ctx, b.c, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Epoch: b.o.Epoch, Log: b.o.Log})
 }
 
-// writeFile writes data to path atomically (temp file, then rename).
-func writeFile(path string, data []byte) error {
-	return sparse.WriteAtomic(path, func(f *os.File) error {
-		_, err := f.Write(data)
-		return err
-	})
+func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descriptor, error) {
+	switch st.Kind() {
+	case "copy":
+		return layers.CopyStep(b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
+	case "run":
+		lw, err := b.unpack(ctx)
+		if err != nil {
+			return layers.Descriptor{}, err
+		}
+		ro := layers.RunOptions{
+			Argv: st.Run.Args(), Env: b.runEnv(st.Run.ArgEnv, st.Env), Workdir: st.Workdir,
+			Network: st.Network, Epoch: b.epoch, Out: prefixWriter(b.o.Output, st.Name),
+		}
+		for _, s := range st.Secrets {
+			src := s.Src
+			if !filepath.IsAbs(src) {
+				src = filepath.Join(b.r.Dir, src)
+			}
+			ro.Secrets = append(ro.Secrets, layers.Secret{ID: s.ID, Src: src, Target: secretTarget(s)})
+		}
+		return layers.RunStep(ctx, b.c, lw, b.o.Compression, ro)
+	}
+	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
 }

@@ -2,27 +2,23 @@ package layerimg
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/layerimg/layerimg/disk"
+	"github.com/layerimg/layerimg/disk/diskset"
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/qemu"
 	"github.com/layerimg/layerimg/disk/sparse"
@@ -32,19 +28,8 @@ import (
 	"github.com/layerimg/layerimg/rootfs"
 )
 
-// diskFormatVersion changes whenever the bytes a disk step writes change for
-// the same input, so cached disks are never reused wrongly.
-const diskFormatVersion = 2 // 2: xattrs in the inode in canonical order
-
 // DiskFile is one disk written by a build.
-type DiskFile struct {
-	Path   string `json:"path"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256,omitempty"` // when Options.DiskDigests
-	// Stamp identifies the cached file's state, to notice a write through a
-	// hardlink without hashing gigabytes.
-	Stamp string `json:"stamp,omitempty"`
-}
+type DiskFile = diskset.File
 
 // DiskResult is what the disk stage made.
 type DiskResult struct {
@@ -54,23 +39,27 @@ type DiskResult struct {
 	Files     map[string]DiskFile `json:"files"`
 	Cached    bool                `json:"cached"`
 
-	// For --cache-to: the generated layer's entry, and the disk set's key
-	// and cache dir (empty with --unique-ids).
+	// Key is the disk set's cache key: what cloud resources made from the
+	// disks are tagged with. Not in the manifest.
+	Key string `json:"-"`
+
+	// For --cache-to: the generated layer's entry, and the disk set's
+	// cache dir.
 	entry    layers.Entry
 	layer    v1.Layer
-	key      string
 	cacheDir string
 }
 
-// diskExt maps an output format to its file extension.
-func diskExt(f string) string { return disk.Format(f).Ext() }
-
-// diskSpec is what the disk stage's cache key covers.
-type diskSpec struct {
-	Version int          `json:"v"`
-	Disk    recipes.Disk `json:"disk"`
-	Image   string       `json:"image"`
-	Epoch   int64        `json:"epoch"`
+// diskOptions are what the disk stage needs of a build's options.
+type diskOptions struct {
+	Spec        recipes.Disk
+	Formats     []string
+	OutDir      string
+	Unique      bool // random ids: never cached, handed over as is
+	Digests     bool // each file's sha256 for the manifest
+	Epoch       int64
+	Compression layers.Compression
+	Log         *slog.Logger
 }
 
 func toSpec(d recipes.Disk, epoch int64, ids disk.IDs) (disk.Spec, error) {
@@ -92,50 +81,37 @@ func toSpec(d recipes.Disk, epoch int64, ids disk.IDs) (disk.Spec, error) {
 	return s, nil
 }
 
-// makeDisks turns img into disks in outDir, in the given formats. The files
-// the disk adds (fstab, the ESP's content under /boot/efi) become one more
-// cached layer, and the returned image carries it, so the image matches the
-// disk. Disks are cached by content: an unchanged image with an unchanged
-// disk section is copied out without making a filesystem.
-func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img v1.Image, d recipes.Disk, formats []string, outDir string, unique bool, o *Options) (v1.Image, *DiskResult, error) {
-	if d.Filesystem == "" {
-		d.Filesystem = "ext4"
+// makeDisks turns img into disks in o.OutDir. The files the disk adds
+// (fstab, the ESP's content under /boot/efi) become one more cached layer,
+// and the returned image carries it, so the image matches the disk. Disks
+// are cached by content: an unchanged image with an unchanged disk section
+// is handed out of the disk-set cache (local, else a registry cache)
+// without making a filesystem.
+func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img v1.Image, o diskOptions) (v1.Image, *DiskResult, error) {
+	if o.Spec.Filesystem == "" {
+		o.Spec.Filesystem = "ext4"
 	}
 	digest, err := img.Digest()
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &DiskResult{ContentID: digest.String(), Files: map[string]DiskFile{}}
-	in := layers.KeyInput{Kind: "disk", Parent: digest.String(), Spec: diskSpec{Version: diskFormatVersion, Disk: d, Image: digest.String(), Epoch: o.Epoch}, Compression: o.Compression, Epoch: o.Epoch}
-	key := in.Key()
-	cacheDir := filepath.Join(c.Dir(), "disks", strings.TrimPrefix(key, "sha256:"))
-
-	entry, err := c.Lookup(key)
+	ds, err := diskset.Open(c, o.Log)
 	if err != nil {
 		return nil, nil, err
 	}
-	var genLayer v1.Layer
-	if entry != nil {
-		genLayer = c.Layer(entry.Layer)
-	} else if re, rl := rc.Lookup(c, key); re != nil {
-		entry, genLayer = re, rl
+	b := diskBuild{c: c, ds: ds, in: diskset.Key(digest.String(), o.Spec, o.Epoch, o.Compression), o: o}
+	key := b.in.Key()
+	entry, genLayer, err := lookupEntry(c, rc, key)
+	if err != nil {
+		return nil, nil, err
 	}
-	meta, cached := readDiskMeta(cacheDir)
-	if !unique && entry != nil && !(cached && hasFormats(meta, formats) && verifyDisks(meta, formats, o)) {
-		// Not here, or not whole: a registry cache may have the finished
-		// disks, and then nothing is flattened or formatted at all.
-		if rd, ok := rc.Disk(key); ok && remoteHasFormats(rd, formats) {
-			if meta, err = pullDisks(ctx, c, rc, rd, formats, cacheDir, o); err != nil {
-				o.Log.Warn("could not pull the disks from the registry cache; making them here", "err", err)
-			} else {
-				cached = true
-			}
-		}
+	res := &DiskResult{ContentID: digest.String(), Key: key, cacheDir: ds.Dir(key)}
+	var set *diskset.Set
+	if !o.Unique && entry != nil {
+		set = cachedSet(ctx, ds, diskset.NewRemote(rc, o.Log), key, o)
 	}
-	res.key, res.cacheDir = key, cacheDir
-	if unique || entry == nil || !cached || !hasFormats(meta, formats) || !verifyDisks(meta, formats, o) {
-		entry, meta, err = buildDisks(ctx, c, img, d, formats, unique, key, in, cacheDir, o)
-		if err != nil {
+	if set == nil {
+		if entry, set, err = b.build(ctx, img); err != nil {
 			return nil, nil, err
 		}
 		genLayer = c.Layer(entry.Layer)
@@ -143,31 +119,16 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 		res.Cached = true
 		o.Log.Info("disks unchanged: reusing them", "key", short(key))
 	}
-	res.Boot, res.Layer = meta.Boot, entry.Layer.Digest.String()
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+	if o.Unique {
+		defer os.RemoveAll(set.Dir)
+	}
+	res.Boot, res.Layer = set.Boot, entry.Layer.Digest.String()
+	if res.Files, err = set.HandOut(o.OutDir, o.Formats, o.Digests); err != nil {
 		return nil, nil, err
 	}
-	for _, f := range formats {
-		src := filepath.Join(cacheDir, "disk."+diskExt(f))
-		if unique {
-			src = filepath.Join(meta.dir, "disk."+diskExt(f))
-		}
-		dst := filepath.Join(outDir, "disk."+diskExt(f))
-		if err := copyOut(src, dst); err != nil {
-			return nil, nil, fmt.Errorf("writing %s: %w", dst, err)
-		}
-		df := meta.Files[f]
-		if o.DiskDigests && df.SHA256 == "" {
-			if df.SHA256, err = DigestFile(src); err != nil {
-				return nil, nil, err
-			}
-		}
-		df.Path, df.Stamp = dst, ""
-		res.Files[f] = df
-		o.Log.Info("wrote disk", "format", f, "file", dst, "size", df.Size, "sha256", df.SHA256)
-	}
-	if unique {
-		os.RemoveAll(meta.dir)
+	for _, f := range o.Formats {
+		df := res.Files[f]
+		o.Log.Info("wrote disk", "format", f, "file", df.Path, "size", df.Size, "sha256", df.SHA256)
 	}
 	res.entry, res.layer = *entry, genLayer
 	final, err := mutate.Append(img, mutate.Addendum{Layer: genLayer, MediaType: entry.Layer.MediaType, History: v1.History{
@@ -176,144 +137,158 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 	return final, res, err
 }
 
-type diskMeta struct {
-	Boot  string              `json:"boot"`
-	Files map[string]DiskFile `json:"files"`
-	dir   string
-}
-
-func readDiskMeta(dir string) (diskMeta, bool) {
-	var m diskMeta
-	data, err := os.ReadFile(filepath.Join(dir, "meta.json"))
-	if err != nil || json.Unmarshal(data, &m) != nil {
-		return m, false
+// lookupEntry finds the generated layer's entry for key: in the local
+// cache, else in the registry caches.
+func lookupEntry(c *layers.Cache, rc *layers.RemoteCache, key string) (*layers.Entry, v1.Layer, error) {
+	e, err := c.Lookup(key)
+	if err != nil {
+		return nil, nil, err
 	}
-	m.dir = dir
-	return m, true
-}
-
-func hasFormats(m diskMeta, formats []string) bool {
-	for _, f := range formats {
-		if _, ok := m.Files[f]; !ok {
-			return false
-		}
-		if _, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt(f))); err != nil {
-			return false
-		}
+	if e != nil {
+		return e, c.Layer(e.Layer), nil
 	}
-	return true
+	e, l := rc.Lookup(c, key)
+	return e, l, nil
 }
 
-// buildDisks flattens img, adds the generated layer, assembles the raw disk
-// and converts it, all into a scratch dir renamed to cacheDir when complete.
-func buildDisks(ctx context.Context, c *layers.Cache, img v1.Image, d recipes.Disk, formats []string, unique bool, key string, in layers.KeyInput, cacheDir string, o *Options) (*layers.Entry, diskMeta, error) {
-	meta := diskMeta{Files: map[string]DiskFile{}}
+// cachedSet is the finished set for key from the local disk-set cache, or
+// else from a registry cache, so that nothing is flattened or formatted at
+// all; nil when the disks must be made.
+func cachedSet(ctx context.Context, ds *diskset.Cache, remote *diskset.Remote, key string, o diskOptions) *diskset.Set {
+	if set, ok := ds.Lookup(key, o.Formats); ok {
+		return set
+	}
+	if !remote.Has(key, o.Formats) {
+		return nil
+	}
+	set, err := ds.Pull(ctx, remote, key, o.Formats)
+	if err != nil {
+		o.Log.Warn("could not pull the disks from the registry cache; making them here", "err", err)
+		return nil
+	}
+	return set
+}
+
+// diskBuild makes one disk set from an image: flatten it, add the
+// generated layer, assemble the raw disk, convert it.
+type diskBuild struct {
+	c  *layers.Cache
+	ds *diskset.Cache
+	in layers.KeyInput // the disk stage's key input
+	o  diskOptions
+}
+
+// build makes the set in a scratch dir and puts it in the disk-set cache
+// (with random ids, leaves it in the scratch dir for the caller).
+func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *diskset.Set, error) {
 	digest, err := img.Digest()
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
-	ids := disk.DeriveIDs(digest.String(), unique)
-	spec, err := toSpec(d, o.Epoch, ids)
+	ids := disk.DeriveIDs(digest.String(), b.o.Unique)
+	spec, err := toSpec(b.o.Spec, b.o.Epoch, ids)
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
-	work, err := os.MkdirTemp(c.TempDir(), "disk-")
+	work, err := os.MkdirTemp(b.c.TempDir(), "disk-")
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	tree, stage := filepath.Join(work, "rootfs"), filepath.Join(work, "stage")
-	for _, dir := range []string{tree, stage} {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, meta, err
-		}
+	tree := filepath.Join(work, "rootfs")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		return nil, nil, err
 	}
-	o.Log.Info("flattening the image for the disk")
+	prep, entry, err := b.prepare(ctx, img, tree, filepath.Join(work, "stage"), spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := b.ds.Scratch()
+	if err != nil {
+		return nil, nil, err
+	}
+	key := entry.Key
+	if b.o.Unique {
+		key = "" // random ids: never cached
+	}
+	var set *diskset.Set
+	err = b.assemble(ctx, tree, prep, spec, out)
+	if err == nil {
+		set, err = b.ds.Put(key, out, prep.Boot, b.o.Formats)
+	}
+	if err != nil {
+		os.RemoveAll(out)
+		return nil, nil, err
+	}
+	return entry, set, nil
+}
+
+// prepare flattens img into tree, stages the files the disk adds in stage,
+// stores them as the generated layer and applies it to tree.
+func (b diskBuild) prepare(ctx context.Context, img v1.Image, tree, stage string, spec disk.Spec) (*disk.Prepared, *layers.Entry, error) {
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return nil, nil, err
+	}
+	b.o.Log.Info("flattening the image for the disk")
 	phase := time.Now()
-	if err := Flatten(ctx, img, tree); err != nil {
-		return nil, meta, err
+	if err := rootfs.Flatten(ctx, img, tree); err != nil {
+		return nil, nil, err
 	}
-	o.Log.Debug("flattened", "elapsed", time.Since(phase).Round(time.Millisecond))
+	b.o.Log.Debug("flattened", "elapsed", time.Since(phase).Round(time.Millisecond))
 	prep, err := disk.Prepare(tree, stage, spec)
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
-	meta.Boot = prep.Boot
-	epoch := time.Unix(o.Epoch, 0)
-	desc, err := c.WriteLayer(o.Compression, func(w io.Writer) error {
+	epoch := time.Unix(b.o.Epoch, 0)
+	desc, err := b.c.WriteLayer(b.o.Compression, func(w io.Writer) error {
 		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch})
 	})
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
-	entry := &layers.Entry{Key: key, Step: "disk", Input: in, Layer: desc, Created: time.Now().UTC()}
-	if err := c.Store(*entry); err != nil {
-		return nil, meta, err
+	entry := &layers.Entry{Key: b.in.Key(), Step: "disk", Input: b.in, Layer: desc, Created: time.Now().UTC()}
+	if err := b.c.Store(*entry); err != nil {
+		return nil, nil, err
 	}
-	rc, err := c.OpenLayer(desc)
+	rc, err := b.c.OpenLayer(desc)
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
 	err = rootfs.Apply(ctx, tree, rc, rootfs.ApplyOptions{Layer: "disk (generated)"})
 	rc.Close()
 	if err != nil {
-		return nil, meta, err
+		return nil, nil, err
 	}
+	return prep, entry, nil
+}
+
+// assemble writes the raw disk of tree into out and converts it to every
+// format asked for; the raw file stays only if raw was asked for.
+func (b diskBuild) assemble(ctx context.Context, tree string, prep *disk.Prepared, spec disk.Spec, out string) error {
 	layout, err := disk.PlanLayout(tree, spec)
 	if err != nil {
-		return nil, meta, err
+		return err
 	}
-	out := filepath.Join(work, "disks")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		return nil, meta, err
-	}
-	raw := filepath.Join(out, "disk.raw")
-	o.Log.Info("assembling disk", "boot", prep.Boot, "size", layout.Size)
-	phase = time.Now()
+	raw := filepath.Join(out, diskset.FileName("raw"))
+	b.o.Log.Info("assembling disk", "boot", prep.Boot, "size", layout.Size)
+	phase := time.Now()
 	if err := disk.Assemble(ctx, tree, prep, layout, raw); err != nil {
-		return nil, meta, err
+		return err
 	}
-	o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))
-	for _, f := range formats {
-		dst := filepath.Join(out, "disk."+diskExt(f))
+	b.o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))
+	for _, f := range b.o.Formats {
 		start := time.Now()
-		if err := convert(ctx, raw, dst, f, ids, o.Epoch); err != nil {
-			return nil, meta, fmt.Errorf("converting to %s: %w", f, err)
+		if err := convert(ctx, raw, filepath.Join(out, diskset.FileName(f)), f, spec.IDs, b.o.Epoch); err != nil {
+			return fmt.Errorf("converting to %s: %w", f, err)
 		}
 		if f != "raw" {
-			o.Log.Info("converted", "format", f, "elapsed", time.Since(start).Round(time.Millisecond))
+			b.o.Log.Info("converted", "format", f, "elapsed", time.Since(start).Round(time.Millisecond))
 		}
 	}
-	for _, f := range formats {
-		df, err := describe(filepath.Join(out, "disk."+diskExt(f)))
-		if err != nil {
-			return nil, meta, err
-		}
-		meta.Files[f] = df
-	}
-	if !slices.Contains(formats, "raw") {
+	if !slices.Contains(b.o.Formats, "raw") {
 		os.Remove(raw)
 	}
-	data, _ := json.MarshalIndent(meta, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "meta.json"), data, 0o644); err != nil {
-		return nil, meta, err
-	}
-	if unique { // random ids: never cached, handed over as is
-		kept, err := os.MkdirTemp(c.TempDir(), "unique-")
-		if err != nil {
-			return nil, meta, err
-		}
-		os.Remove(kept)
-		meta.dir = kept
-		return entry, meta, os.Rename(out, kept)
-	}
-	os.MkdirAll(filepath.Dir(cacheDir), 0o755)
-	os.RemoveAll(cacheDir) // an incomplete or older set
-	if err := os.Rename(out, cacheDir); err != nil {
-		return nil, meta, err
-	}
-	meta.dir = cacheDir
-	return entry, meta, nil
+	return nil
 }
 
 // convert writes raw as format f at dst.
@@ -324,115 +299,14 @@ func convert(ctx context.Context, raw, dst, f string, ids disk.IDs, epoch int64)
 	return disk.Convert(ctx, raw, dst, disk.Format(f), ids, time.Unix(epoch, 0))
 }
 
-func describe(p string) (DiskFile, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return DiskFile{}, err
-	}
-	return DiskFile{Path: p, Size: fi.Size(), Stamp: stamp(fi)}, nil
-}
-
-// stamp is a file's inode, size and mtime: a write changes it. (Not ctime:
-// handing the file out as a hardlink changes that.)
-func stamp(fi os.FileInfo) string {
-	st := fi.Sys().(*syscall.Stat_t)
-	return fmt.Sprintf("%d/%d/%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
-}
-
-// DigestFile is the sha256 of a (sparse) file. Holes are hashed from memory,
-// not read: reading gigabytes of holes costs more than hashing them.
-func DigestFile(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	ranges, err := sparse.DataRanges(f, fi.Size(), 4096)
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	zeros := make([]byte, 1<<20)
-	hashZeros := func(n int64) {
-		for n > 0 {
-			k := min(n, int64(len(zeros)))
-			h.Write(zeros[:k])
-			n -= k
-		}
-	}
-	off := int64(0)
-	for _, r := range ranges {
-		hashZeros(r.Off - off)
-		if _, err := io.Copy(h, io.NewSectionReader(f, r.Off, r.Len)); err != nil {
-			return "", err
-		}
-		off = r.Off + r.Len
-	}
-	hashZeros(fi.Size() - off)
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
-}
-
-// verifyDisks checks that cached disks are as they were made. Outputs are
-// hardlinks to the cache where possible, so a user who wrote into one
-// changed the cached copy too; such a set is made again.
-func verifyDisks(m diskMeta, formats []string, o *Options) bool {
-	for _, f := range formats {
-		fi, err := os.Stat(filepath.Join(m.dir, "disk."+diskExt(f)))
-		if err != nil || stamp(fi) != m.Files[f].Stamp {
-			o.Log.Warn("a cached disk changed since it was made (written to through a link?); making it again", "format", f)
-			return false
-		}
-	}
-	return true
-}
-
-// copyOut puts a disk from the cache at dst: a hardlink when dst is on the
-// same filesystem (no copy at all), else a copy that keeps the holes.
-func copyOut(src, dst string) error {
-	if sameFile(src, dst) {
-		return nil // handed out by an earlier build into the same dir
-	}
-	tmp := dst + ".tmp-link"
-	os.Remove(tmp)
-	if err := os.Link(src, tmp); err == nil {
-		err = os.Rename(tmp, dst)
-		// rename between two links to one inode does nothing: the
-		// temporary link would stay behind.
-		os.Remove(tmp)
-		return err
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	return sparse.WriteAtomic(dst, func(out *os.File) error {
-		if err := out.Truncate(fi.Size()); err != nil {
-			return err
-		}
-		return sparse.Copy(out, 0, in, fi.Size())
-	})
-}
-
-func sameFile(a, b string) bool {
-	fa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	fb, err := os.Stat(b)
-	return err == nil && os.SameFile(fa, fb)
+// bootOptions are where boot tests report.
+type bootOptions struct {
+	Out io.Writer // the guests' consoles, each line prefixed
+	Log *slog.Logger
 }
 
 // bootTests boots the raw disk for each boot test and controller.
-func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o *Options) error {
+func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o bootOptions) error {
 	for i, t := range r.Tests {
 		if t.Boot == nil {
 			continue
@@ -441,7 +315,7 @@ func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o *Opti
 		if b.SecureBoot && boot != disk.BootGrub {
 			return fmt.Errorf("test %d (%s): secure_boot needs the grub boot mode (shim and signed GRUB); this disk uses %s", i+1, t.Name, boot)
 		}
-		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Output, "boot "+t.Name)}
+		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Out, "boot "+t.Name)}
 		if b.Expect != "" {
 			opts.Expect = regexp.MustCompile(b.Expect) // checked by the parser
 		}
@@ -514,18 +388,18 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	if len(formats) == 0 {
 		formats = []string{"raw"}
 	}
-	_, res, err := makeDisks(ctx, c, nil, img, d, formats, outDir, unique, &o)
+	_, res, err := makeDisks(ctx, c, nil, img, diskOptions{Spec: d, Formats: formats, OutDir: outDir, Unique: unique,
+		Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log})
 	return res, err
 }
 
 // Convert writes the raw disk src in format to dst. With inPlace, a VHD is
 // made by appending the footer to src itself.
 func Convert(ctx context.Context, src, format, dst string, inPlace bool) error {
-	seed, err := headSeed(src)
+	ids, err := disk.RawIDs(src)
 	if err != nil {
 		return err
 	}
-	ids := disk.DeriveIDs(seed, false)
 	if inPlace {
 		if format != "vhd" {
 			return fmt.Errorf("--in-place works only for vhd (a footer appended to the raw disk)")
@@ -535,140 +409,16 @@ func Convert(ctx context.Context, src, format, dst string, inPlace bool) error {
 	return convert(ctx, src, dst, format, ids, 0)
 }
 
-// headSeed derives ids for a converted disk from its first MiB (the GPT and
-// so the image-derived disk GUID): the same raw disk converts to the same
-// bytes.
-func headSeed(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
+// diskExport packs a cached disk set for --cache-to and --disk-artifact.
+func diskExport(res *DiskResult) (*diskset.Packed, error) {
+	if res == nil || res.Key == "" {
+		return nil, nil
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyN(h, f, 1<<20); err != nil && err != io.EOF {
-		return "", err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%x/%d", h.Sum(nil), fi.Size()), nil
+	set := diskset.Set{Boot: res.Boot, Files: res.Files, Dir: res.cacheDir}
+	return set.Pack(res.Key)
 }
 
-// diskMediaType is the media type of a disk file in a registry: the file,
-// zstd-compressed, so a sparse raw disk travels as about its data.
-func diskMediaType(format string) types.MediaType {
-	return types.MediaType(disk.Format(format).MediaType())
-}
-
-func remoteHasFormats(rd *layers.RemoteDisk, formats []string) bool {
-	for _, f := range formats {
-		if _, ok := rd.Files[f]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
-// pullDisks fetches a finished disk set from a registry cache into cacheDir,
-// unpacking each file sparse.
-func pullDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, rd *layers.RemoteDisk, formats []string, cacheDir string, o *Options) (diskMeta, error) {
-	meta := diskMeta{Boot: rd.Boot, Files: map[string]DiskFile{}}
-	work, err := os.MkdirTemp(c.TempDir(), "pull-disks-")
-	if err != nil {
-		return meta, err
-	}
-	defer os.RemoveAll(work)
-	// Each format in parallel: the pulls wait on the network, the unpacking
-	// on a core.
-	var mu sync.Mutex
-	g, _ := errgroup.WithContext(ctx)
-	for _, f := range formats {
-		g.Go(func() error {
-			p := filepath.Join(work, "disk."+diskExt(f))
-			out, err := os.Create(p)
-			if err != nil {
-				return err
-			}
-			pr, pw := io.Pipe()
-			go func() { pw.CloseWithError(rc.FetchDiskBlob(rd.Key, f, pw)) }()
-			err = layers.DecompressSparse(pr, out)
-			pr.CloseWithError(err)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", f, err)
-			}
-			df, err := describe(p)
-			if err != nil {
-				return err
-			}
-			if df.Size != rd.Files[f].FileSize {
-				return fmt.Errorf("%s: unpacked to %d bytes, the cache says %d", f, df.Size, rd.Files[f].FileSize)
-			}
-			mu.Lock()
-			meta.Files[f] = df
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return meta, err
-	}
-	data, _ := json.MarshalIndent(meta, "", "  ")
-	if err := os.WriteFile(filepath.Join(work, "meta.json"), data, 0o644); err != nil {
-		return meta, err
-	}
-	os.MkdirAll(filepath.Dir(cacheDir), 0o755)
-	os.RemoveAll(cacheDir)
-	if err := os.Rename(work, cacheDir); err != nil {
-		return meta, err
-	}
-	os.MkdirAll(work, 0o700) // for the deferred RemoveAll
-	meta.dir = cacheDir
-	return meta, nil
-}
-
-// diskExport packs a cached disk set for --cache-to: each file compressed
-// once (kept beside it) and described as a blob.
-func diskExport(res *DiskResult) (*layers.RemoteDisk, []v1.Layer, error) {
-	if res == nil || res.key == "" {
-		return nil, nil, nil
-	}
-	rd := &layers.RemoteDisk{Key: res.key, Boot: res.Boot, Files: map[string]layers.DiskBlob{}}
-	var blobs []v1.Layer
-	for _, f := range sortedFormats(res.Files) {
-		src := filepath.Join(res.cacheDir, "disk."+diskExt(f))
-		zst := src + ".zst"
-		if _, err := os.Stat(zst); err != nil {
-			if err := layers.CompressFile(src, zst+".tmp"); err != nil {
-				return nil, nil, err
-			}
-			if err := os.Rename(zst+".tmp", zst); err != nil {
-				return nil, nil, err
-			}
-		}
-		b, err := layers.NewFileBlob(zst, diskMediaType(f))
-		if err != nil {
-			return nil, nil, err
-		}
-		fi, err := os.Stat(src)
-		if err != nil {
-			return nil, nil, err
-		}
-		rd.Files[f] = layers.DiskBlob{Digest: b.Hash, Size: b.Length, FileSize: fi.Size(), MediaType: b.Type}
-		blobs = append(blobs, b)
-	}
-	return rd, blobs, nil
-}
-
-func sortedFormats(m map[string]DiskFile) []string {
-	var out []string
-	for _, f := range format.Names() {
-		if _, ok := m[f]; ok {
-			out = append(out, f)
-		}
-	}
-	return out
-}
+// DigestFile is the sha256 of a (sparse) file.
+//
+// Deprecated: use sparse.DigestFile; this stays until cmd/layerimg calls it.
+func DigestFile(p string) (string, error) { return sparse.DigestFile(p) }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -71,12 +72,21 @@ func assembleImage(base v1.Image, steps []v1.Layer, r *recipes.Recipe, env []str
 	return img, nil
 }
 
-func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, r *recipes.Recipe, o *Options, res *Result) error {
+// outputOptions are the image outputs a build writes besides disks.
+type outputOptions struct {
+	OCILayout string // write the image here as an OCI layout
+	RootfsTar string // write the flattened rootfs here
+	Epoch     int64
+	Log       *slog.Logger
+}
+
+func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, name string, o outputOptions) error {
 	if o.OCILayout != "" {
-		if err := writeLayout(o.OCILayout, img, r.Name); err != nil {
+		if err := writeLayout(o.OCILayout, img, name); err != nil {
 			return fmt.Errorf("writing OCI layout %s: %w", o.OCILayout, err)
 		}
-		o.Log.Info("wrote OCI layout", "dir", o.OCILayout, "digest", res.Image)
+		d, _ := img.Digest()
+		o.Log.Info("wrote OCI layout", "dir", o.OCILayout, "digest", d.String())
 	}
 	if o.RootfsTar != "" {
 		if err := writeRootfsTar(ctx, c, img, o.RootfsTar, o.Epoch); err != nil {
@@ -87,18 +97,18 @@ func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, r *recipes
 	return nil
 }
 
-// writeManifest writes the build manifest last, after publishing, so that
-// it lists the cloud resources made.
-func writeManifest(o *Options, res *Result) error {
-	if o.Manifest == "" {
+// writeManifest writes the build manifest to path (none if empty) last,
+// after publishing, so that it lists the cloud resources made.
+func writeManifest(path string, res *Result) error {
+	if path == "" {
 		return nil
 	}
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := writeFile(o.Manifest, append(data, '\n')); err != nil {
-		return fmt.Errorf("writing build manifest %s: %w", o.Manifest, err)
+	if err := writeFile(path, append(data, '\n')); err != nil {
+		return fmt.Errorf("writing build manifest %s: %w", path, err)
 	}
 	return nil
 }
@@ -143,7 +153,7 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 		return err
 	}
 	defer os.RemoveAll(tree)
-	if err := Flatten(ctx, img, tree); err != nil {
+	if err := rootfs.Flatten(ctx, img, tree); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
@@ -157,30 +167,6 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 		}
 		return bw.Flush()
 	})
-}
-
-// Flatten applies every layer of img, in order, onto dir.
-func Flatten(ctx context.Context, img v1.Image, dir string) error {
-	ls, err := img.Layers()
-	if err != nil {
-		return err
-	}
-	for _, l := range ls {
-		d, err := l.Digest()
-		if err != nil {
-			return err
-		}
-		rc, err := l.Uncompressed()
-		if err != nil {
-			return fmt.Errorf("layer %s: %w", d, err)
-		}
-		err = rootfs.Apply(ctx, dir, rc, rootfs.ApplyOptions{Layer: d.String()})
-		rc.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // prefixWriter prefixes each line written to w with "[name] ", however the

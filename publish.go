@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/registry"
@@ -26,12 +27,14 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 	o := p.o
 	if o.CacheTo != "" {
 		exp := layers.CacheExport{Recipe: p.r.Name, Entries: entries, Layers: ls}
-		rd, blobs, err := diskExport(res.Disk)
+		pk, err := diskExport(res.Disk)
 		if err != nil {
 			return fmt.Errorf("--cache-to: packing disks: %w", err)
 		}
-		if rd != nil {
-			exp.Disks, exp.Blobs = []layers.RemoteDisk{*rd}, blobs
+		if pk != nil {
+			if err := pk.AddTo(&exp); err != nil {
+				return fmt.Errorf("--cache-to: packing disks: %w", err)
+			}
 		}
 		if err := layers.PushCache(ctx, o.CacheTo, exp, p.reg); err != nil {
 			return fmt.Errorf("--cache-to: %w", err)
@@ -87,15 +90,11 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		if res.Disk == nil {
 			return fmt.Errorf("--disk-artifact needs disks: add -o DIR")
 		}
-		rd, blobs, err := diskExport(res.Disk)
-		if err != nil || rd == nil {
+		pk, err := diskExport(res.Disk)
+		if err != nil || pk == nil {
 			return fmt.Errorf("--disk-artifact: packing disks: %v", err)
 		}
-		var titles []string
-		for _, f := range sortedFormats(res.Disk.Files) {
-			titles = append(titles, "disk."+diskExt(f)+".zst")
-		}
-		d, err := registry.PushArtifact(ctx, o.DiskArtifact, blobs, titles, p.reg)
+		d, err := registry.PushArtifact(ctx, o.DiskArtifact, pk.Blobs, pk.Titles, p.reg)
 		if err != nil {
 			return fmt.Errorf("--disk-artifact: %w", err)
 		}
@@ -167,7 +166,7 @@ func (p *planner) publishVSphere(ctx context.Context, res *Result) (*vsphere.Res
 		return nil, fmt.Errorf("needs the raw or vmdk output")
 	}
 	cfg := VSphereConfig(p.r.Publish)
-	cfg.Digest, cfg.BootMode, cfg.Log = res.Disk.key, res.Disk.Boot, p.o.Log
+	cfg.Digest, cfg.BootMode, cfg.Log = res.Disk.Key, res.Disk.Boot, p.o.Log
 	if cfg.TemplateName == "" {
 		cfg.TemplateName = p.r.Name
 	}
@@ -246,10 +245,10 @@ func AzureConfig(pub *recipes.Publish) azure.Config {
 // again: the disk set's cache key, or with --unique-ids (no key) the file's
 // sha256.
 func (p *planner) diskDigest(res *Result, path string) (string, error) {
-	if res.Disk.key != "" {
-		return res.Disk.key, nil
+	if res.Disk.Key != "" {
+		return res.Disk.Key, nil
 	}
-	return DigestFile(path)
+	return sparse.DigestFile(path)
 }
 
 // AWSConfig is the recipe's publish.aws section as publisher config; the

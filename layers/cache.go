@@ -421,18 +421,10 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 	for k := range keep {
 		live[k] = true
 	}
-	// Finished disks are kept under the key of the disk step that made them.
-	if ents, err := os.ReadDir(filepath.Join(c.dir, "disks")); err == nil {
-		for _, d := range ents {
-			if _, err := os.Stat(c.keyPath("sha256:" + d.Name())); err == nil {
-				continue
-			}
-			p := filepath.Join(c.dir, "disks", d.Name())
-			freed += duSize(p)
-			if err := os.RemoveAll(p); err != nil {
-				return removed, freed, err
-			}
-		}
+	n, err := c.pruneKeyedDirs()
+	freed += n
+	if err != nil {
+		return removed, freed, err
 	}
 	for _, sub := range []string{"blobs/sha256", "unpacked"} {
 		ents, err := os.ReadDir(filepath.Join(c.dir, sub))
@@ -453,20 +445,78 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 	return removed, freed, nil
 }
 
-// Usage is the bytes each part of the cache takes on disk.
+// Usage is the bytes each part of the cache takes on disk, by top-level
+// folder (blobs, unpacked, keys, tmp, and every keyed folder).
 func (c *Cache) Usage() map[string]int64 {
 	u := map[string]int64{}
-	for _, sub := range []string{"blobs", "unpacked", "disks", "keys", "tmp"} {
-		u[sub] = duSize(filepath.Join(c.dir, sub))
+	ents, _ := os.ReadDir(c.dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			u[e.Name()] = duSize(filepath.Join(c.dir, e.Name()))
+		}
 	}
 	return u
+}
+
+// keyedMarker marks a top-level folder made by KeyedDir.
+const keyedMarker = ".keyed-by-entry"
+
+// KeyedDir is the folder <cache>/name for what another stage makes from a
+// cache entry: its subfolders are named by entry keys (the hex digest) and
+// live as long as their entry does; Prune removes the rest. This lets a
+// stage keep its own cache beside the layers without this package knowing
+// what it holds.
+func (c *Cache) KeyedDir(name string) (string, error) {
+	dir := filepath.Join(c.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	marker := filepath.Join(dir, keyedMarker)
+	if _, err := os.Stat(marker); err != nil {
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			return "", fmt.Errorf("marking %s: %w", dir, err)
+		}
+	}
+	return dir, nil
+}
+
+// pruneKeyedDirs removes, in every keyed folder, what no entry keeps.
+func (c *Cache) pruneKeyedDirs() (freed int64, err error) {
+	tops, err := os.ReadDir(c.dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, top := range tops {
+		dir := filepath.Join(c.dir, top.Name())
+		if _, err := os.Stat(filepath.Join(dir, keyedMarker)); err != nil {
+			continue
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return freed, err
+		}
+		for _, d := range ents {
+			if strings.HasPrefix(d.Name(), ".") {
+				continue
+			}
+			if _, err := os.Stat(c.keyPath("sha256:" + d.Name())); err == nil {
+				continue
+			}
+			p := filepath.Join(dir, d.Name())
+			freed += duSize(p)
+			if err := os.RemoveAll(p); err != nil {
+				return freed, err
+			}
+		}
+	}
+	return freed, nil
 }
 
 func duSize(p string) int64 {
 	var n int64
 	filepath.Walk(p, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil {
-			// Blocks in use, not apparent size: disks are sparse.
+			// Blocks in use, not apparent size: files may be sparse.
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 				n += st.Blocks * 512
 			} else {

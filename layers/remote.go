@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -25,36 +26,73 @@ const (
 )
 
 // CacheIndex is the config blob of a registry cache: which key made which
-// layer, and which disk files a disk key made.
+// layer, plus sections other stages add (the disk sets, under "disks"),
+// kept as raw JSON so that this package need not know what they hold.
 type CacheIndex struct {
-	Version int          `json:"version"`
-	Entries []Entry      `json:"entries"`
-	Disks   []RemoteDisk `json:"disks,omitempty"`
+	Version int
+	Entries []Entry
+	Extra   map[string]json.RawMessage
 }
 
-// RemoteDisk is a finished set of disks in a registry cache.
-type RemoteDisk struct {
-	Key   string                     `json:"key"`
-	Boot  string                     `json:"boot"`
-	Files map[string]DiskBlob        `json:"files"`
-	Meta  map[string]json.RawMessage `json:"meta,omitempty"`
+// indexHead is the part of the index this package reads and writes itself.
+type indexHead struct {
+	Version int     `json:"version"`
+	Entries []Entry `json:"entries"`
 }
 
-// DiskBlob is one disk file stored as a blob.
-type DiskBlob struct {
-	Digest    v1.Hash         `json:"digest"`
-	Size      int64           `json:"size"`      // of the blob
-	FileSize  int64           `json:"file_size"` // of the disk file once unpacked
-	MediaType types.MediaType `json:"mediaType"`
+// MarshalJSON writes version and entries first, then the extra sections in
+// name order: the same bytes as when the sections were fields.
+func (x CacheIndex) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(indexHead{x.Version, x.Entries})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(x.Extra))
+	for n := range x.Extra {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	b = b[:len(b)-1] // reopen the object
+	for _, n := range names {
+		k, err := json.Marshal(n)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(append(b, ','), k...), ':')
+		b = append(b, x.Extra[n]...)
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads version and entries and keeps every other field as
+// an extra section.
+func (x *CacheIndex) UnmarshalJSON(data []byte) error {
+	var head indexHead
+	if err := json.Unmarshal(data, &head); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return err
+	}
+	delete(all, "version")
+	delete(all, "entries")
+	x.Version, x.Entries, x.Extra = head.Version, head.Entries, nil
+	if len(all) > 0 {
+		x.Extra = all
+	}
+	return nil
+}
+
+// RemoteExtra is one registry cache's extra section of a name, and the
+// repository that holds the blobs it refers to.
+type RemoteExtra struct {
+	Repo name.Repository
+	Data json.RawMessage
 }
 
 type remoteEntry struct {
 	e    Entry
-	repo name.Repository
-}
-
-type remoteDisk struct {
-	d    RemoteDisk
 	repo name.Repository
 }
 
@@ -63,7 +101,7 @@ type RemoteCache struct {
 	reg     Registry
 	ctx     context.Context
 	entries map[string]remoteEntry
-	disks   map[string]remoteDisk
+	extra   map[string][]RemoteExtra // by section name, in the refs' order
 	pulled  atomic.Int64
 }
 
@@ -79,7 +117,7 @@ func (rc *RemoteCache) Pulled() int64 {
 // earlier reference wins for a key. A registry that cannot be read is a
 // warning, not a failure: the build runs the steps itself.
 func LoadRemoteCaches(ctx context.Context, refs []string, reg Registry) *RemoteCache {
-	rc := &RemoteCache{reg: reg, ctx: ctx, entries: map[string]remoteEntry{}, disks: map[string]remoteDisk{}}
+	rc := &RemoteCache{reg: reg, ctx: ctx, entries: map[string]remoteEntry{}, extra: map[string][]RemoteExtra{}}
 	for _, ref := range refs {
 		idx, repo, err := rc.readIndex(ctx, ref)
 		if err != nil {
@@ -93,12 +131,13 @@ func LoadRemoteCaches(ctx context.Context, refs []string, reg Registry) *RemoteC
 				n++
 			}
 		}
-		for _, d := range idx.Disks {
-			if _, ok := rc.disks[d.Key]; !ok {
-				rc.disks[d.Key] = remoteDisk{d, repo}
-			}
+		var sections []string
+		for name, data := range idx.Extra {
+			rc.extra[name] = append(rc.extra[name], RemoteExtra{repo, data})
+			sections = append(sections, name)
 		}
-		reg.log().Info("registry cache", "ref", ref, "entries", n, "disks", len(idx.Disks))
+		sort.Strings(sections)
+		reg.log().Info("registry cache", "ref", ref, "entries", n, "sections", sections)
 	}
 	return rc
 }
@@ -167,43 +206,37 @@ func (rc *RemoteCache) Lookup(c *Cache, key string) (*Entry, v1.Layer) {
 	return &e, &lazyLayer{cachedLayer: cachedLayer{c, e.Layer}, rc: rc, e: e, repo: re.repo}
 }
 
-// Disk finds a finished disk set by its key.
-func (rc *RemoteCache) Disk(key string) (*RemoteDisk, bool) {
+// Extra is every registry cache's section of that name, in the order the
+// references were given (an earlier one wins, as for entries).
+func (rc *RemoteCache) Extra(name string) []RemoteExtra {
 	if rc == nil {
-		return nil, false
+		return nil
 	}
-	d, ok := rc.disks[key]
-	return &d.d, ok
+	return rc.extra[name]
 }
 
-// FetchDiskBlob streams one disk blob from the registry, verifying it.
-func (rc *RemoteCache) FetchDiskBlob(key, format string, w io.Writer) error {
-	d, ok := rc.disks[key]
-	if !ok {
-		return fmt.Errorf("no disk %s in the registry caches", key)
-	}
-	b := d.d.Files[format]
-	l, err := remote.Layer(d.repo.Digest(b.Digest.String()), rc.reg.Options(rc.ctx)...)
+// FetchBlob streams the blob d of repo to w, verifying its digest, and
+// counts its bytes as pulled. It is for blobs an extra section refers to.
+func (rc *RemoteCache) FetchBlob(repo name.Repository, d v1.Hash, w io.Writer) (int64, error) {
+	l, err := remote.Layer(repo.Digest(d.String()), rc.reg.Options(rc.ctx)...)
 	if err != nil {
-		return fmt.Errorf("pulling %s disk from %s: %w", format, d.repo, err)
+		return 0, err
 	}
 	r, err := l.Compressed()
 	if err != nil {
-		return fmt.Errorf("pulling %s disk from %s: %w", format, d.repo, err)
+		return 0, err
 	}
 	defer r.Close()
 	h := newHashWriter(w)
-	start := time.Now()
 	n, err := io.Copy(h, r)
 	rc.pulled.Add(n)
 	if err != nil {
-		return fmt.Errorf("pulling %s disk from %s: %w", format, d.repo, err)
+		return n, err
 	}
-	if h.Digest() != b.Digest {
-		return fmt.Errorf("disk blob %s: content has digest %s", b.Digest, h.Digest())
+	if h.Digest() != d {
+		return n, fmt.Errorf("blob %s: content has digest %s", d, h.Digest())
 	}
-	rc.reg.log().Info("pulled disk", "format", format, "bytes", n, "rate", rate(n, time.Since(start)))
-	return nil
+	return n, nil
 }
 
 // lazyLayer is a cached layer whose blob may still be in a registry.
@@ -277,8 +310,10 @@ type CacheExport struct {
 	Recipe  string
 	Entries []Entry
 	Layers  []v1.Layer // the layers of Entries, in order
-	Disks   []RemoteDisk
-	Blobs   []v1.Layer // the disk blobs, in order
+	// Extra sections of the index, by name, and the blobs they refer to:
+	// listed after the layers, so that the registry keeps them.
+	Extra map[string]json.RawMessage
+	Blobs []v1.Layer
 }
 
 // PushCache writes exp as a cache artifact at ref: every blob first (a HEAD
@@ -292,7 +327,7 @@ func PushCache(ctx context.Context, ref string, exp CacheExport, reg Registry) e
 		return err
 	}
 	opts := reg.Options(ctx)
-	idx := CacheIndex{Version: 1, Entries: exp.Entries, Disks: exp.Disks}
+	idx := CacheIndex{Version: 1, Entries: exp.Entries, Extra: exp.Extra}
 	cfg, err := json.Marshal(idx)
 	if err != nil {
 		return err
@@ -333,7 +368,7 @@ func PushCache(ctx context.Context, ref string, exp CacheExport, reg Registry) e
 	if err := remote.Put(r, rawManifest{raw, types.OCIManifestSchema1}, opts...); err != nil {
 		return fmt.Errorf("pushing cache manifest %s: %w", ref, err)
 	}
-	reg.log().Info("cache pushed", "ref", ref, "entries", len(exp.Entries), "disks", len(exp.Disks))
+	reg.log().Info("cache pushed", "ref", ref, "entries", len(exp.Entries), "blobs", len(exp.Blobs))
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"archive/tar"
@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/layerimg/layerimg"
 )
 
 // The end-to-end half of the hostile-input suite: small OCI images used as
@@ -287,8 +289,8 @@ func TestHostileBases(t *testing.T) {
 			ref := hostileImage(t, filepath.Join(ctx, "img"), tc.layers(c)...)
 			os.WriteFile(filepath.Join(ctx, "recipe.yaml"), []byte("name: hostile\nfrom: "+ref+"\ndisk: {size: 1GiB}\n"), 0o644)
 			out, cache := t.TempDir(), t.TempDir()
-			o := Options{CacheDir: cache, DiskDir: out, RootfsTar: filepath.Join(out, "rootfs.tar"), Formats: []string{"raw"}}
-			res, err := Build(context.Background(), load(t, ctx, nil), o)
+			o := layerimg.Options{CacheDir: cache, DiskDir: out, RootfsTar: filepath.Join(out, "rootfs.tar"), Formats: []string{"raw"}}
+			res, err := layerimg.Build(context.Background(), load(t, ctx, nil), o)
 			c.check(t, out, cache)
 			if tc.wantErr != nil {
 				if err == nil {
@@ -348,8 +350,8 @@ func TestHostileBaseDigestMismatch(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(ctx, "recipe.yaml"), []byte("name: hostile\nfrom: "+ref+"\n"), 0o644)
 	out := t.TempDir()
-	o := Options{CacheDir: t.TempDir(), RootfsTar: filepath.Join(out, "rootfs.tar")}
-	_, err = Build(context.Background(), load(t, ctx, nil), o)
+	o := layerimg.Options{CacheDir: t.TempDir(), RootfsTar: filepath.Join(out, "rootfs.tar")}
+	_, err = layerimg.Build(context.Background(), load(t, ctx, nil), o)
 	if err == nil {
 		t.Fatal("a swapped blob was built")
 	}

@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"bytes"
@@ -12,10 +12,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk/disktest"
 	"github.com/layerimg/layerimg/disk/qemu"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/recipes"
+	"github.com/layerimg/layerimg/rootfs"
 )
 
 // TestDebianCloud builds recipes/examples/debian-cloud.yaml into all four
@@ -29,14 +31,14 @@ func TestDebianCloud(t *testing.T) {
 		t.Skip("-short: skipping the bootable Debian build")
 	}
 	ctx := context.Background()
-	r, err := recipes.Load("recipes/examples/debian-cloud.yaml", nil)
+	r, err := recipes.Load("../recipes/examples/debian-cloud.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
 	var console bytes.Buffer
-	o := Options{CacheDir: t.TempDir(), DiskDir: out, OCILayout: filepath.Join(out, "image"), Manifest: filepath.Join(out, "build.json"), Output: &console, DiskDigests: true}
-	res, err := Build(ctx, r, o)
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: out, OCILayout: filepath.Join(out, "image"), Manifest: filepath.Join(out, "build.json"), Output: &console, DiskDigests: true}
+	res, err := layerimg.Build(ctx, r, o)
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, tail(console.String()))
 	}
@@ -85,7 +87,7 @@ func TestDebianCloud(t *testing.T) {
 			t.Errorf("the image's last layer is %s, the disk's generated layer %s", last, res.Disk.Layer)
 		}
 		tree := t.TempDir()
-		if err := Flatten(ctx, img, tree); err != nil {
+		if err := rootfs.Flatten(ctx, img, tree); err != nil {
 			t.Fatal(err)
 		}
 		_, p2 := partitions(t, raw)
@@ -109,7 +111,7 @@ func TestDebianCloud(t *testing.T) {
 		o2.DiskDir, o2.OCILayout, o2.Manifest = t.TempDir(), "", ""
 		r2 := *r
 		r2.Tests = nil
-		res2, err := Build(ctx, &r2, o2)
+		res2, err := layerimg.Build(ctx, &r2, o2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +122,7 @@ func TestDebianCloud(t *testing.T) {
 
 	t.Run("grub with secure boot", func(t *testing.T) {
 		dir := t.TempDir()
-		d, err := DiskFromSource(ctx, "oci-layout:"+o.OCILayout, recipes.Disk{Boot: "grub"}, []string{"raw"}, dir, false, Options{CacheDir: o.CacheDir})
+		d, err := layerimg.DiskFromSource(ctx, "oci-layout:"+o.OCILayout, recipes.Disk{Boot: "grub"}, []string{"raw"}, dir, false, layerimg.Options{CacheDir: o.CacheDir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,8 +144,8 @@ func TestDebianCloud(t *testing.T) {
 	t.Run("cold rebuild is byte-identical", func(t *testing.T) {
 		r2 := *r
 		r2.Tests = nil
-		o3 := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, DiskDigests: true}
-		res3, err := Build(ctx, &r2, o3)
+		o3 := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, DiskDigests: true}
+		res3, err := layerimg.Build(ctx, &r2, o3)
 		if err != nil {
 			t.Fatal(err)
 		}

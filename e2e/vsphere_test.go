@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/export/vsphere"
 )
 
@@ -25,7 +26,7 @@ func TestBuildPublishVSphere(t *testing.T) {
 	s := model.Service.NewServer()
 	defer func() { s.Close(); model.Remove() }()
 	pass, _ := s.URL.User.Password()
-	recipe := storyRecipe + fmt.Sprintf(`publish:
+	recipe := fixture(t, "story.yaml") + fmt.Sprintf(`publish:
   vsphere:
     url: %s
     username: %s
@@ -38,7 +39,7 @@ func TestBuildPublishVSphere(t *testing.T) {
 `, s.URL.Host, s.URL.User.Username(), soap.ThumbprintSHA1(s.Certificate()))
 	dir := busyboxContext(t, recipe, map[string]string{"conf/motd": "hello\n"})
 	t.Setenv("GOVC_PASSWORD", pass) // the password stays out of the recipe
-	o := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"vsphere"}}
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"vsphere"}}
 	res := build(t, load(t, dir, nil), o)
 	r, ok := res.Published["vsphere"].(*vsphere.Result)
 	if !ok || r.Template != "story-one" || r.Existing {
@@ -48,7 +49,7 @@ func TestBuildPublishVSphere(t *testing.T) {
 	if r2 := res.Published["vsphere"].(*vsphere.Result); !r2.Existing || r2.MoRef != r.MoRef {
 		t.Errorf("second publish %+v, first %+v", r2, r)
 	}
-	_, err := Build(context.Background(), load(t, dir, nil), Options{CacheDir: o.CacheDir, Publish: []string{"vsphere"}})
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: o.CacheDir, Publish: []string{"vsphere"}})
 	if err == nil {
 		t.Error("--publish without -o succeeded")
 	}

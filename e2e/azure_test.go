@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/azure/armfake"
 	"github.com/layerimg/layerimg/export/azure/azurite"
@@ -37,7 +38,7 @@ func TestBuildPublishAzure(t *testing.T) {
 	s := armfake.New(sub, st.URL, azurite.Account, azurite.Key)
 	defer s.Close()
 	t.Setenv("AZURE_SUBSCRIPTION_ID", sub) // the subscription stays out of the recipe
-	recipe := storyRecipe + `publish:
+	recipe := fixture(t, "story.yaml") + `publish:
   azure:
     resource_group: images
     location: westeurope
@@ -45,7 +46,7 @@ func TestBuildPublishAzure(t *testing.T) {
     tags: {team: platform}
 `
 	dir := busyboxContext(t, recipe, map[string]string{"conf/motd": "hello\n"})
-	o := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"azure"},
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"azure"},
 		AzureConnect: func(c *azure.Config) {
 			c.Credential, c.Endpoint, c.HTTPClient, c.PollInterval = fakeToken{}, s.URL, s.Client(), 10*time.Millisecond
 		}}
@@ -55,7 +56,7 @@ func TestBuildPublishAzure(t *testing.T) {
 		t.Fatalf("published %+v", res.Published)
 	}
 	im := s.Images()[0]
-	if im.Tags[azure.DigestTag] != res.Disk.key || im.Tags[azure.RecipeTag] != "story" || im.Tags["team"] != "platform" {
+	if im.Tags[azure.DigestTag] != res.Disk.Key || im.Tags[azure.RecipeTag] != "story" || im.Tags["team"] != "platform" {
 		t.Fatalf("image tags %v", im.Tags)
 	}
 	d := s.Disks()[0]

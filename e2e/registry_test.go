@@ -1,88 +1,22 @@
-package layerimg
+package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"math/rand"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"golang.org/x/crypto/bcrypt"
+
+	"github.com/layerimg/layerimg"
 )
-
-// startRegistry runs Debian's docker-registry (distribution 2.8) on a free
-// loopback port with its storage in a temp dir, optionally with htpasswd
-// auth, and returns its host:port. It stops with the test.
-func startRegistry(t *testing.T, user, pass string) string {
-	t.Helper()
-	if _, err := exec.LookPath("docker-registry"); err != nil {
-		t.Fatal("docker-registry not found: apt-get install docker-registry (.ci/run does)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	auth := ""
-	if user != "" {
-		hash, _ := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
-		os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"), 0o600)
-		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s/htpasswd\n", dir)
-	}
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/data\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n%s", dir, addr, auth)
-	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600)
-	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
-	var logBuf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 100; i++ {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			return addr
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("docker-registry did not start: %s", logBuf.String())
-	return ""
-}
-
-const storyRecipe = `name: story
-from: scratch
-steps:
-  - name: busybox
-    copy: {src: bin, dst: /bin}
-  - name: motd
-    copy: {src: conf/motd, dst: /etc/motd}
-  - name: data
-    run: mkdir -p /data && echo data > /data/x
-  - name: last
-    run: echo ${LAST} > /data/last
-args: {LAST: one}
-disk: {boot: none, size: 1GiB}
-outputs: [raw, qcow2]
-`
 
 // TestRegistryCIStory is the issue's CI story: runner A builds and writes
 // the cache; runner B, with an empty cache dir, executes nothing, pulls only
@@ -92,9 +26,9 @@ func TestRegistryCIStory(t *testing.T) {
 	needRoot(t)
 	reg := startRegistry(t, "", "")
 	ref := reg + "/cache:main"
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
-	opts := func(cache, out string) Options {
-		return Options{CacheDir: cache, DiskDir: out, InsecureRegistries: []string{reg}, DiskDigests: true}
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
+	opts := func(cache, out string) layerimg.Options {
+		return layerimg.Options{CacheDir: cache, DiskDir: out, InsecureRegistries: []string{reg}, DiskDigests: true}
 	}
 	a := opts(t.TempDir(), t.TempDir())
 	a.CacheTo = ref
@@ -114,7 +48,7 @@ func TestRegistryCIStory(t *testing.T) {
 	// What B pulled: the manifest, the index and the compressed disks.
 	var disks int64
 	for _, f := range []string{"raw", "qcow2"} {
-		fi, err := os.Stat(filepath.Join(a.CacheDir, "disks", strings.TrimPrefix(resA.Disk.key, "sha256:"), "disk."+f+".zst"))
+		fi, err := os.Stat(filepath.Join(a.CacheDir, "disks", strings.TrimPrefix(resA.Disk.Key, "sha256:"), "disk."+f+".zst"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +75,7 @@ func TestRegistryCIStory(t *testing.T) {
 	}
 	// plan sees the remote hits before anything runs.
 	os.WriteFile(filepath.Join(dir, "conf/motd"), []byte("hello\n"), 0o644)
-	plan, err := Plan(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{ref}, InsecureRegistries: []string{reg}})
+	plan, err := layerimg.Plan(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), CacheFrom: []string{ref}, InsecureRegistries: []string{reg}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,49 +84,15 @@ func TestRegistryCIStory(t *testing.T) {
 	}
 }
 
-// flakyProxy sits in front of a registry and fails about one request in
-// four: a 500, or a connection dropped mid-flight. It stops failing after
-// max failures, so a test always ends.
-func flakyProxy(t *testing.T, target string, max int32) (string, *int32) {
-	t.Helper()
-	u, _ := url.Parse("http://" + target)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	var failures int32
-	var mu sync.Mutex
-	rng := rand.New(rand.NewSource(7))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		roll := rng.Intn(8)
-		mu.Unlock()
-		if r.URL.Path != "/v2/" && atomic.LoadInt32(&failures) < max && roll < 2 {
-			atomic.AddInt32(&failures, 1)
-			if roll == 0 {
-				w.WriteHeader(http.StatusInternalServerError)
-				return
-			}
-			if hj, ok := w.(http.Hijacker); ok {
-				conn, _, err := hj.Hijack()
-				if err == nil {
-					conn.Close() // reset mid-request
-					return
-				}
-			}
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), &failures
-}
-
 func TestRegistryFaults(t *testing.T) {
 	needRoot(t)
 	reg := startRegistry(t, "", "")
 	proxy, failures := flakyProxy(t, reg, 12)
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	var logA, logB bytes.Buffer
-	a := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheTo: proxy + "/cache:flaky", Log: newTestLogger(&logA)}
+	a := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheTo: proxy + "/cache:flaky", Log: newTestLogger(&logA)}
 	resA := build(t, load(t, dir, nil), a)
-	b := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheFrom: []string{proxy + "/cache:flaky"}, Log: newTestLogger(&logB)}
+	b := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), InsecureRegistries: []string{proxy}, DiskDigests: true, CacheFrom: []string{proxy + "/cache:flaky"}, Log: newTestLogger(&logB)}
 	resB := build(t, load(t, dir, nil), b)
 	if resB.Executed != 0 || resB.Disk.Files["raw"].SHA256 != resA.Disk.Files["raw"].SHA256 {
 		t.Errorf("through the flaky proxy: executed %d, raw %s vs %s", resB.Executed, resB.Disk.Files["raw"].SHA256, resA.Disk.Files["raw"].SHA256)
@@ -215,10 +115,10 @@ func TestRegistryAuthAndPushes(t *testing.T) {
 	os.WriteFile(filepath.Join(cfgDir, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg, authB64)), 0o600)
 	t.Setenv("DOCKER_CONFIG", cfgDir)
 
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	var logBuf, outBuf bytes.Buffer
 	out := t.TempDir()
-	o := Options{CacheDir: t.TempDir(), DiskDir: out, InsecureRegistries: []string{reg}, Log: newTestLogger(&logBuf), Output: &outBuf,
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: out, InsecureRegistries: []string{reg}, Log: newTestLogger(&logBuf), Output: &outBuf,
 		CacheTo: reg + "/cache:auth", Push: reg + "/golden:1.0", PushDisk: reg + "/golden-disk:1.0", DiskArtifact: reg + "/golden-files:1.0",
 		Manifest: filepath.Join(out, "build.json")}
 	res := build(t, load(t, dir, nil), o)
@@ -278,8 +178,8 @@ func TestRegistryAuthAndPushes(t *testing.T) {
 
 	// Without credentials the push fails, naming the registry.
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	o2 := Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: reg + "/golden:2.0"}
-	_, err = Build(context.Background(), load(t, dir, nil), o2)
+	o2 := layerimg.Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: reg + "/golden:2.0"}
+	_, err = layerimg.Build(context.Background(), load(t, dir, nil), o2)
 	if err == nil || !strings.Contains(err.Error(), "--push") || !strings.Contains(err.Error(), reg) {
 		t.Errorf("push without credentials: %v", err)
 	}
@@ -290,71 +190,21 @@ func TestRegistryDown(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	down := l.Addr().String()
 	l.Close() // nothing listens there now
-	dir := busyboxContext(t, bbHeader, nil)
+	dir := busyboxContext(t, fixture(t, "bb-header.yaml"), nil)
 	var logBuf bytes.Buffer
-	res := build(t, load(t, dir, nil), Options{CacheDir: t.TempDir(), CacheFrom: []string{down + "/cache:x"}, InsecureRegistries: []string{down}, Log: newTestLogger(&logBuf)})
+	res := build(t, load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), CacheFrom: []string{down + "/cache:x"}, InsecureRegistries: []string{down}, Log: newTestLogger(&logBuf)})
 	if res.Executed != 1 || !strings.Contains(logBuf.String(), "cannot read the registry cache") {
 		t.Errorf("cache-from a dead registry: executed %d, log %s", res.Executed, logBuf.String())
 	}
-	_, err := Build(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), Push: down + "/img:1", InsecureRegistries: []string{down}})
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), Push: down + "/img:1", InsecureRegistries: []string{down}})
 	if err == nil || !strings.Contains(err.Error(), "pushing image to "+down+"/img:1") {
 		t.Errorf("push to a dead registry: %v", err)
 	}
 	// Plain HTTP without --insecure-registry is refused.
-	_, err = Build(context.Background(), load(t, dir, nil), Options{CacheDir: t.TempDir(), Push: down + "/img:1"})
+	_, err = layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), Push: down + "/img:1"})
 	if err == nil {
 		t.Error("push over plain HTTP to an unlisted registry succeeded")
 	}
-}
-
-type basicAuth struct{ user, pass string }
-
-func (b basicAuth) Authorization() (*authConfig, error) {
-	return &authConfig{Username: b.user, Password: b.pass}, nil
-}
-
-type tarEntry struct {
-	uid, gid int
-	body     []byte
-}
-
-func tarEntries(t *testing.T, rc io.ReadCloser) map[string]tarEntry {
-	t.Helper()
-	defer rc.Close()
-	out := map[string]tarEntry{}
-	tr := newTarReader(bufio.NewReader(rc))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		out[h.Name] = tarEntry{h.Uid, h.Gid, body}
-	}
-}
-
-// countingProxy forwards to target, counts blob uploads started, and after
-// breakAfter of them (if > 0) answers everything else with 503.
-func countingProxy(t *testing.T, target string, breakAfter int32) (string, *int32) {
-	t.Helper()
-	u, _ := url.Parse("http://" + target)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	var uploads int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if breakAfter > 0 && atomic.LoadInt32(&uploads) >= breakAfter {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
-			atomic.AddInt32(&uploads, 1)
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), &uploads
 }
 
 // TestRegistryPushResumes breaks a --cache-to halfway: the build fails with
@@ -363,22 +213,22 @@ func countingProxy(t *testing.T, target string, breakAfter int32) (string, *int3
 func TestRegistryPushResumes(t *testing.T) {
 	needRoot(t)
 	reg := startRegistry(t, "", "")
-	dir := busyboxContext(t, storyRecipe, map[string]string{"conf/motd": "hello\n"})
+	dir := busyboxContext(t, fixture(t, "story.yaml"), map[string]string{"conf/motd": "hello\n"})
 	cache := t.TempDir()
 	broken, _ := countingProxy(t, reg, 2)
-	o := Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{broken}, CacheTo: broken + "/cache:resume"}
-	_, err := Build(context.Background(), load(t, dir, nil), o)
+	o := layerimg.Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{broken}, CacheTo: broken + "/cache:resume"}
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), o)
 	if err == nil || !strings.Contains(err.Error(), "--cache-to") || !strings.Contains(err.Error(), broken+"/cache") {
 		t.Fatalf("broken push: %v", err)
 	}
 	// The local cache is whole: every entry verifies, and a rebuild runs nothing.
-	res := build(t, load(t, dir, nil), Options{CacheDir: cache, DiskDir: t.TempDir()})
+	res := build(t, load(t, dir, nil), layerimg.Options{CacheDir: cache, DiskDir: t.TempDir()})
 	if res.Executed != 0 {
 		t.Errorf("after the broken push the rebuild executed %d steps", res.Executed)
 	}
 	// Resume against the registry itself, counting uploads.
 	good, uploads := countingProxy(t, reg, 0)
-	o = Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{good}, CacheTo: good + "/cache:resume"}
+	o = layerimg.Options{CacheDir: cache, DiskDir: t.TempDir(), InsecureRegistries: []string{good}, CacheTo: good + "/cache:resume"}
 	build(t, load(t, dir, nil), o)
 	// 4 step layers + the disk's generated layer + 2 disk blobs + the index
 	// = 8 blobs. The first upload finished before the break, the second was

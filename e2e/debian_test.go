@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -20,13 +21,13 @@ func TestDebianExample(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the real Debian bootstrap")
 	}
-	r, err := recipes.Load("recipes/examples/debian-minimal.yaml", nil)
+	r, err := recipes.Load("../recipes/examples/debian-minimal.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	o := Options{CacheDir: t.TempDir(), OCILayout: filepath.Join(out, "image"), RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "build.json")}
-	res, err := Build(context.Background(), r, o)
+	o := layerimg.Options{CacheDir: t.TempDir(), OCILayout: filepath.Join(out, "image"), RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "build.json")}
+	res, err := layerimg.Build(context.Background(), r, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestDebianExample(t *testing.T) {
 	}
 	// Nothing changed: nothing runs, and the image is the same.
 	o.OCILayout, o.RootfsTar = "", ""
-	res2, err := Build(context.Background(), r, o)
+	res2, err := layerimg.Build(context.Background(), r, o)
 	if err != nil {
 		t.Fatal(err)
 	}

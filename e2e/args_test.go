@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/layerimg/layerimg"
 )
 
 // A hostile --arg value reaches the step as data: the shell expands it from
@@ -30,7 +32,7 @@ tests:
 	dir := busyboxContext(t, recipe, nil)
 	cache, out := t.TempDir(), t.TempDir()
 	hostile := `x"; echo INJECTED > /injected; echo "`
-	o := Options{CacheDir: cache, RootfsTar: filepath.Join(out, "rootfs.tar")}
+	o := layerimg.Options{CacheDir: cache, RootfsTar: filepath.Join(out, "rootfs.tar")}
 	build(t, load(t, dir, map[string]string{"GREETING": hostile}), o)
 	rt, err := os.ReadFile(o.RootfsTar)
 	if err != nil {
@@ -52,7 +54,7 @@ tests:
 
 	// The arg's value is in the key of the step that names it, and of no
 	// other: changing it misses greet (and what follows) only.
-	plan, err := Plan(context.Background(), load(t, dir, map[string]string{"GREETING": "other"}), Options{CacheDir: cache})
+	plan, err := layerimg.Plan(context.Background(), load(t, dir, map[string]string{"GREETING": "other"}), layerimg.Options{CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package layerimg
+package e2e_test
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/aws/awsfake"
 )
@@ -30,7 +31,7 @@ func TestBuildPublishAWS(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	recipe := storyRecipe + `publish:
+	recipe := fixture(t, "story.yaml") + `publish:
   aws:
     region: eu-central-1
     name: "{{.Name}}-{{.Args.LAST}}-{{.Digest}}"
@@ -38,7 +39,7 @@ func TestBuildPublishAWS(t *testing.T) {
 `
 	dir := busyboxContext(t, recipe, map[string]string{"conf/motd": "hello\n"})
 	manifest := filepath.Join(t.TempDir(), "build.json")
-	o := Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"aws"}, Manifest: manifest}
+	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: t.TempDir(), Formats: []string{"raw"}, Publish: []string{"aws"}, Manifest: manifest}
 	res := build(t, load(t, dir, nil), o)
 	r, ok := res.Published["aws"].(*aws.Result)
 	if !ok || len(r.Images) != 1 || r.Images[0].Region != "eu-central-1" || r.Images[0].Existing {
@@ -53,7 +54,7 @@ func TestBuildPublishAWS(t *testing.T) {
 		t.Fatal("the snapshot is not disk.raw")
 	}
 	im := s.Images()[0]
-	if im.Tags[aws.RecipeTag] != "story" || im.Tags[aws.DigestTag] != res.Disk.key || im.Tags["team"] != "platform" {
+	if im.Tags[aws.RecipeTag] != "story" || im.Tags[aws.DigestTag] != res.Disk.Key || im.Tags["team"] != "platform" {
 		t.Fatalf("image tags %v", im.Tags)
 	}
 	var m struct {
