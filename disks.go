@@ -21,7 +21,6 @@ import (
 	"github.com/layerimg/layerimg/disk/diskset"
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/qemu"
-	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
@@ -418,7 +417,3 @@ func diskExport(res *DiskResult) (*diskset.Packed, error) {
 	return set.Pack(res.Key)
 }
 
-// DigestFile is the sha256 of a (sparse) file.
-//
-// Deprecated: use sparse.DigestFile; this stays until cmd/layerimg calls it.
-func DigestFile(p string) (string, error) { return sparse.DigestFile(p) }

@@ -11,7 +11,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/layerimg/layerimg/disk/sparse"
+	"github.com/layerimg/layerimg/disk"
+	"github.com/layerimg/layerimg/disk/format"
+	"github.com/layerimg/layerimg/export"
 	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/registry"
@@ -56,33 +58,7 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		}
 	}
 	for _, target := range o.Publish {
-		if res.Disk == nil {
-			return fmt.Errorf("--publish %s needs disks: add -o DIR", target)
-		}
-		// A result can come back with an error (an AMI made, a copy
-		// failed): the log says what exists, as the manifest is not written.
-		var r any
-		var err error
-		switch target {
-		case "vsphere":
-			r, err = published(p.publishVSphere(ctx, res))
-		case "aws":
-			r, err = published(p.publishAWS(ctx, res))
-		case "azure":
-			r, err = published(p.publishAzure(ctx, res))
-		default:
-			return fmt.Errorf("--publish %s: unknown target (aws, azure, vsphere)", target)
-		}
-		if r != nil {
-			if res.Published == nil {
-				res.Published = map[string]any{}
-			}
-			res.Published[target] = r
-		}
-		if err != nil {
-			if r != nil {
-				o.Log.Error("published in part", "target", target, "result", r)
-			}
+		if err := p.publishTo(ctx, target, res); err != nil {
 			return fmt.Errorf("--publish %s: %w", target, err)
 		}
 	}
@@ -145,90 +121,97 @@ func (p *planner) pushContainerDisk(ctx context.Context, res *Result) error {
 	return nil
 }
 
-// publishVSphere publishes the VMDK (made from the raw disk if the outputs
-// lack it) with the recipe's publish.vsphere section and the GOVC_*
-// variables.
-func (p *planner) publishVSphere(ctx context.Context, res *Result) (*vsphere.Result, error) {
-	vmdkPath := ""
-	if f, ok := res.Disk.Files["vmdk"]; ok {
-		vmdkPath = f.Path
-	} else if f, ok := res.Disk.Files["raw"]; ok {
-		tmp, err := os.MkdirTemp(p.c.TempDir(), "vsphere-")
+// publisher is the Publisher for a --publish target, set up from the
+// recipe's publish section and the environment. A new target is one case.
+func (p *planner) publisher(target string) (export.Publisher, error) {
+	switch target {
+	case aws.Target:
+		cfg := AWSConfig(p.r.Publish, p.r.Platform)
+		cfg.Recipe, cfg.Args, cfg.Log = p.r.Name, p.r.Args, p.o.Log
+		cfg.StateDir = filepath.Join(p.c.Dir(), "publish") // block hashes for the next upload
+		return aws.New(cfg), nil
+	case azure.Target:
+		cfg := AzureConfig(p.r.Publish)
+		cfg.Recipe, cfg.Log = p.r.Name, p.o.Log
+		if p.o.AzureConnect != nil {
+			p.o.AzureConnect(&cfg)
+		}
+		return azure.New(cfg), nil
+	case vsphere.Target:
+		cfg := VSphereConfig(p.r.Publish)
+		cfg.Log = p.o.Log
+		if cfg.TemplateName == "" {
+			cfg.TemplateName = p.r.Name
+		}
+		return vsphere.New(cfg.FromEnv()), nil
+	}
+	return nil, fmt.Errorf("unknown target (%s, %s, %s)", aws.Target, azure.Target, vsphere.Target)
+}
+
+// publishTo publishes the build's disk to target and records what it made
+// in the manifest, also when it made part of it and failed (an AMI made, a
+// copy failed): the log says what exists, as the manifest is not written.
+func (p *planner) publishTo(ctx context.Context, target string, res *Result) error {
+	if res.Disk == nil {
+		return fmt.Errorf("needs disks: add -o DIR")
+	}
+	pub, err := p.publisher(target)
+	if err != nil {
+		return err
+	}
+	d, cleanup, err := p.diskFor(ctx, pub, res)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	r, err := pub.Publish(ctx, d)
+	if r != nil {
+		if res.Published == nil {
+			res.Published = map[string]any{}
+		}
+		res.Published[target] = r
+	}
+	if err != nil {
+		if r != nil {
+			p.o.Log.Error("published in part", "target", target, "result", r)
+		}
+		return fmt.Errorf("publishing %s: %w", d.Path, err)
+	}
+	return nil
+}
+
+// diskFor picks, of the build's disk files, the one pub takes best, or
+// converts the raw disk to pub's first choice in a scratch dir that cleanup
+// removes. The disk is named by its content, as `layerimg publish` names
+// it, so a disk published by either route is found again by the other.
+func (p *planner) diskFor(ctx context.Context, pub export.Publisher, res *Result) (export.Disk, func(), error) {
+	cleanup := func() {}
+	files := map[format.Format]string{}
+	for f, df := range res.Disk.Files {
+		files[format.Format(f)] = df.Path
+	}
+	f, path, ok := export.Pick(pub, files)
+	if !ok {
+		raw, ok := files[format.Raw]
+		if !ok {
+			return export.Disk{}, cleanup, fmt.Errorf("needs the %s output, or raw to convert", pub.Formats()[0])
+		}
+		tmp, err := os.MkdirTemp(p.c.TempDir(), "publish-")
 		if err != nil {
-			return nil, err
+			return export.Disk{}, cleanup, err
 		}
-		defer os.RemoveAll(tmp)
-		vmdkPath = filepath.Join(tmp, "disk.vmdk")
-		if err := Convert(ctx, f.Path, "vmdk", vmdkPath, false); err != nil {
-			return nil, err
-		}
-	} else {
-		return nil, fmt.Errorf("needs the raw or vmdk output")
-	}
-	cfg := VSphereConfig(p.r.Publish)
-	cfg.Digest, cfg.BootMode, cfg.Log = res.Disk.Key, res.Disk.Boot, p.o.Log
-	if cfg.TemplateName == "" {
-		cfg.TemplateName = p.r.Name
-	}
-	return vsphere.Publish(ctx, vmdkPath, cfg.FromEnv())
-}
-
-// published keeps a typed nil result out of the manifest.
-func published[T any](v *T, err error) (any, error) {
-	if v == nil {
-		return nil, err
-	}
-	return v, err
-}
-
-// diskFile is the path of the first of formats the build wrote.
-func diskFile(res *Result, formats ...string) string {
-	for _, f := range formats {
-		if df, ok := res.Disk.Files[f]; ok {
-			return df.Path
+		cleanup = func() { os.RemoveAll(tmp) }
+		f = pub.Formats()[0]
+		path = filepath.Join(tmp, "disk."+f.Ext())
+		if err := Convert(ctx, raw, string(f), path, false); err != nil {
+			return export.Disk{}, cleanup, fmt.Errorf("converting %s to %s: %w", raw, f, err)
 		}
 	}
-	return ""
-}
-
-// publishAWS publishes the raw disk (or the fixed VHD) as an AMI with the
-// recipe's publish.aws section; import-snapshot takes the VMDK.
-func (p *planner) publishAWS(ctx context.Context, res *Result) (*aws.Result, error) {
-	cfg := AWSConfig(p.r.Publish, p.r.Platform)
-	path := diskFile(res, "raw", "vhd")
-	if cfg.Method == aws.ImportSnapshot {
-		if path = diskFile(res, "vmdk"); path == "" {
-			return nil, fmt.Errorf("method import-snapshot needs the vmdk output")
-		}
-	} else if path == "" {
-		return nil, fmt.Errorf("needs the raw or vhd output")
-	}
-	digest, err := p.diskDigest(res, path)
+	digest, err := disk.ContentDigest(path)
 	if err != nil {
-		return nil, err
+		return export.Disk{}, cleanup, err
 	}
-	cfg.Digest, cfg.Recipe, cfg.Args, cfg.Log = digest, p.r.Name, p.r.Args, p.o.Log
-	cfg.StateDir = filepath.Join(p.c.Dir(), "publish") // block hashes for the next upload
-	return aws.Publish(ctx, path, cfg)
-}
-
-// publishAzure uploads the fixed VHD (or the raw disk, streamed as one)
-// with the recipe's publish.azure section.
-func (p *planner) publishAzure(ctx context.Context, res *Result) (*azure.Result, error) {
-	path := diskFile(res, "vhd", "raw")
-	if path == "" {
-		return nil, fmt.Errorf("needs the vhd or raw output")
-	}
-	digest, err := p.diskDigest(res, path)
-	if err != nil {
-		return nil, err
-	}
-	cfg := AzureConfig(p.r.Publish)
-	cfg.Digest, cfg.Recipe, cfg.BootMode, cfg.Log = digest, p.r.Name, res.Disk.Boot, p.o.Log
-	if p.o.AzureConnect != nil {
-		p.o.AzureConnect(&cfg)
-	}
-	return azure.Publish(ctx, path, cfg)
+	return export.Disk{Path: path, Format: f, Boot: res.Disk.Boot, Platform: p.r.Platform, Digest: digest}, cleanup, nil
 }
 
 // AzureConfig is the recipe's publish.azure section as publisher config,
@@ -239,16 +222,6 @@ func AzureConfig(pub *recipes.Publish) azure.Config {
 		a = pub.Azure
 	}
 	return azure.FromRecipe(a).FromEnv()
-}
-
-// diskDigest is what cloud resources are tagged with to find this disk
-// again: the disk set's cache key, or with --unique-ids (no key) the file's
-// sha256.
-func (p *planner) diskDigest(res *Result, path string) (string, error) {
-	if res.Disk.Key != "" {
-		return res.Disk.Key, nil
-	}
-	return sparse.DigestFile(path)
 }
 
 // AWSConfig is the recipe's publish.aws section as publisher config; the

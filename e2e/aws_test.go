@@ -54,7 +54,7 @@ func TestBuildPublishAWS(t *testing.T) {
 		t.Fatal("the snapshot is not disk.raw")
 	}
 	im := s.Images()[0]
-	if im.Tags[aws.RecipeTag] != "story" || im.Tags[aws.DigestTag] != res.Disk.Key || im.Tags["team"] != "platform" {
+	if im.Tags[aws.RecipeTag] != "story" || im.Tags[aws.DigestTag] != contentDigest(t, res) || im.Tags["team"] != "platform" {
 		t.Fatalf("image tags %v", im.Tags)
 	}
 	var m struct {

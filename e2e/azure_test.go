@@ -56,7 +56,7 @@ func TestBuildPublishAzure(t *testing.T) {
 		t.Fatalf("published %+v", res.Published)
 	}
 	im := s.Images()[0]
-	if im.Tags[azure.DigestTag] != res.Disk.Key || im.Tags[azure.RecipeTag] != "story" || im.Tags["team"] != "platform" {
+	if im.Tags[azure.DigestTag] != contentDigest(t, res) || im.Tags[azure.RecipeTag] != "story" || im.Tags["team"] != "platform" {
 		t.Fatalf("image tags %v", im.Tags)
 	}
 	d := s.Disks()[0]

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -281,4 +282,15 @@ func fixture(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// contentDigest is the name cloud resources are tagged with: the raw disk's
+// content digest, the same whichever file or route publishes it.
+func contentDigest(t *testing.T, res *layerimg.Result) string {
+	t.Helper()
+	d, err := disk.ContentDigest(res.Disk.Files["raw"].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
@@ -50,7 +49,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 				return err
 			}
 			cfg = cfg.FromEnv()
-			if cfg.Digest, err = layerimg.DigestFile(args[0]); err != nil {
+			if cfg.Digest, err = disk.ContentDigest(args[0]); err != nil {
 				return err
 			}
 			if cmd.Flags().Changed("ena") {
@@ -145,7 +144,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 					return err
 				}
 			}
-			if cfg.Digest, err = layerimg.DigestFile(args[0]); err != nil {
+			if cfg.Digest, err = disk.ContentDigest(args[0]); err != nil {
 				return err
 			}
 			cfg.Log = log
@@ -242,7 +241,7 @@ disk again returns the template already there (--force imports again).`,
 			if err != nil {
 				return err
 			}
-			digest, err := layerimg.DigestFile(args[0])
+			digest, err := disk.ContentDigest(args[0])
 			if err != nil {
 				return err
 			}

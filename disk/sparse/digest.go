@@ -11,6 +11,12 @@ import (
 // DigestFile is the sha256 (hex) of a sparse file. Holes are hashed from
 // memory, not read: reading gigabytes of holes costs more than hashing them.
 func DigestFile(p string) (string, error) {
+	return DigestPrefix(p, -1)
+}
+
+// DigestPrefix is the sha256 (hex) of the first n bytes of a sparse file,
+// or of all of it when n < 0.
+func DigestPrefix(p string, n int64) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
@@ -20,7 +26,11 @@ func DigestFile(p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ranges, err := DataRanges(f, fi.Size(), 4096)
+	size := fi.Size()
+	if n >= 0 && n < size {
+		size = n
+	}
+	ranges, err := DataRanges(f, size, 4096)
 	if err != nil {
 		return "", err
 	}
@@ -34,7 +44,7 @@ func DigestFile(p string) (string, error) {
 		}
 		off = r.Off + r.Len
 	}
-	hashZeros(h, zeros, fi.Size()-off)
+	hashZeros(h, zeros, size-off)
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 

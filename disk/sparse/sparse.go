@@ -28,6 +28,9 @@ func DataRanges(f *os.File, size, align int64) ([]Range, error) {
 		if err != nil {
 			return []Range{{0, size}}, nil
 		}
+		if data >= size {
+			break // data only past the part asked for
+		}
 		hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
 		if err != nil {
 			return []Range{{0, size}}, nil
