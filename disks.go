@@ -416,4 +416,3 @@ func diskExport(res *DiskResult) (*diskset.Packed, error) {
 	set := diskset.Set{Boot: res.Boot, Files: res.Files, Dir: res.cacheDir}
 	return set.Pack(res.Key)
 }
-
