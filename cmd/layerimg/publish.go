@@ -43,7 +43,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 		Example: `  layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Date}}'
   layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Digest}}' \
       --copy-to us-east-1,us-west-2 --share-with 123456789012 --manifest out/ami.json`,
-		Args: oneDisk,
+		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -126,7 +126,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 		Example: `  layerimg publish azure out/disk.vhd --resource-group images --location westeurope --image web-1.4
   layerimg publish azure out/disk.vhd --resource-group images --location westeurope \
       --gallery G --gallery-image web --gallery-version 1.4.0 --replicate-to northeurope,eastus`,
-		Args: oneDisk,
+		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -191,13 +191,6 @@ func oneOf(vs []string) string {
 	return strings.Join(vs[:len(vs)-1], ", ") + " or " + vs[len(vs)-1]
 }
 
-func oneDisk(_ *cobra.Command, args []string) error {
-	if len(args) != 1 {
-		return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
-	}
-	return nil
-}
-
 // bootLayout is the --boot flag, else what the disk's ESP holds.
 func bootLayout(path, flag string) (string, error) {
 	if flag != "" {
@@ -240,12 +233,7 @@ disk again returns the template already there (--force imports again).`,
 		Example: `  GOVC_URL=vc.example.com GOVC_USERNAME=builder GOVC_PASSWORD=... \
     layerimg publish vsphere out/disk.vmdk --template web-1.4 --cluster C --network 'VM Network'
   layerimg publish vsphere out/disk.vmdk --template web-1.4 --replace-existing --thumbprint AB:CD:...`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one VMDK, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactlyOne("VMDK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -260,9 +248,7 @@ disk again returns the template already there (--force imports again).`,
 			if err != nil {
 				return err
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(res)
+			return writeJSON(cmd.OutOrStdout(), "", res)
 		},
 	}
 	f := c.Flags()
