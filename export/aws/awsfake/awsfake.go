@@ -17,12 +17,12 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,23 +134,22 @@ func (s *Server) Calls() []Call {
 func (s *Server) Snapshots() []*Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*Snapshot
-	for _, sn := range s.snapshots {
-		out = append(out, sn)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return byID(s.snapshots)
 }
 
 // Images returns the images that exist (not deregistered).
 func (s *Server) Images() []*Image {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*Image
-	for _, im := range s.images {
-		out = append(out, im)
+	return byID(s.images)
+}
+
+// byID lists the values of m, which is keyed by ID, in the order of their IDs.
+func byID[V any](m map[string]V) []V {
+	var out []V
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[id])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 

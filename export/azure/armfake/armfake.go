@@ -252,6 +252,21 @@ func (s *Server) fault(op string) *Fault {
 	return s.Inject(op, n)
 }
 
+// decodeResource reads a PUT's body into in and checks what ARM checks
+// first of every resource: the body is JSON and names a location (which
+// in holds at *location). It answers a 400 itself and says whether to go on.
+func decodeResource(w http.ResponseWriter, body []byte, in any, location *string) bool {
+	if err := json.Unmarshal(body, in); err != nil {
+		armError(w, 400, "InvalidRequestContent", "The request content was invalid: %v", err)
+		return false
+	}
+	if *location == "" {
+		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
+		return false
+	}
+	return true
+}
+
 // armError writes ARM's error shape.
 func armError(w http.ResponseWriter, status int, code, format string, args ...any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -510,19 +525,16 @@ type diskBody struct {
 }
 
 func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, name string, body []byte) {
+	if !nameRE.MatchString(name) {
+		armError(w, 400, "InvalidResourceName", "The resource name '%s' is invalid.", name)
+		return
+	}
 	var in diskBody
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "The request content was invalid: %v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case !nameRE.MatchString(name):
-		armError(w, 400, "InvalidResourceName", "The resource name '%s' is invalid.", name)
-		return
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.CreationData == nil || p.CreationData.CreateOption == "":
 		armError(w, 400, "InvalidParameter", "Required parameter 'creationData.createOption' is missing (null).")
 		return
@@ -725,15 +737,11 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, key, id, na
 			} `json:"storageProfile"`
 		} `json:"properties"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "%v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.StorageProfile == nil || p.StorageProfile.OSDisk == nil:
 		armError(w, 400, "InvalidParameter", "Required parameter 'storageProfile.osDisk' is missing (null).")
 		return
@@ -785,15 +793,11 @@ func (s *Server) createGalleryImage(w http.ResponseWriter, r *http.Request, rg, 
 			Features         []struct{ Name, Value string }          `json:"features"`
 		} `json:"properties"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "%v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.OSType == "" || p.OSState == "":
 		armError(w, 400, "InvalidParameter", "Required parameters 'osType' and 'osState' are missing.")
 		return
@@ -851,15 +855,11 @@ func (s *Server) createVersion(w http.ResponseWriter, r *http.Request, rg, key, 
 			} `json:"storageProfile"`
 		} `json:"properties"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "%v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.StorageProfile == nil || p.StorageProfile.OSDiskImage == nil || p.StorageProfile.OSDiskImage.Source == nil || p.StorageProfile.OSDiskImage.Source.ID == "":
 		armError(w, 400, "InvalidParameter", "The version needs a source: storageProfile.osDiskImage.source.id.")
 		return
