@@ -347,17 +347,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "CreateDisk":
 		s.createDisk(rec, r, key, id, rest[1], body)
 	case "GetDisk":
-		d := s.disks[key]
-		if d == nil || d.Deleted {
-			armError(rec, 404, "ResourceNotFound", "The Resource '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, diskJSON(d))
+		getResource(rec, s.disk(key), diskJSON, "ResourceNotFound", "The Resource '%s' was not found.", id)
 	case "GrantAccess":
 		s.grantAccess(rec, r, key, id, body)
 	case "RevokeAccess":
-		d := s.disks[key]
-		if d == nil || d.Deleted {
+		d := s.disk(key)
+		if d == nil {
 			armError(rec, 404, "ResourceNotFound", "The Resource '%s' was not found.", id)
 			return
 		}
@@ -368,8 +363,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return nil, ""
 		}, nil)
 	case "DeleteDisk":
-		d := s.disks[key]
-		if d == nil || d.Deleted {
+		d := s.disk(key)
+		if d == nil {
 			rec.WriteHeader(204)
 			return
 		}
@@ -381,18 +376,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "CreateImage":
 		s.createImage(rec, r, key, id, rest[1], body)
 	case "GetImage":
-		im := s.images[key]
-		if im == nil {
-			armError(rec, 404, "NotFound", "The Resource '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, imageJSON(im))
+		getResource(rec, s.images[key], imageJSON, "NotFound", "The Resource '%s' was not found.", id)
 	case "DeleteImage":
-		if s.images[key] == nil {
-			rec.WriteHeader(204)
-			return
-		}
-		s.lro(rec, r, 202, nil, func() (*Fault, string) { delete(s.images, key); return nil, "" }, nil)
+		deleteResource(s, rec, r, s.images, key)
 	case "GetGallery":
 		loc, ok := s.galleries[key]
 		if !ok {
@@ -403,28 +389,42 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "CreateGalleryImage":
 		s.createGalleryImage(rec, r, rg, key, id, rest, body)
 	case "GetGalleryImage":
-		d := s.defs[key]
-		if d == nil {
-			armError(rec, 404, "ResourceNotFound", "The gallery image '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, defJSON(d))
+		getResource(rec, s.defs[key], defJSON, "ResourceNotFound", "The gallery image '%s' was not found.", id)
 	case "CreateVersion":
 		s.createVersion(rec, r, rg, key, id, rest, body)
 	case "GetVersion":
-		v := s.versions[key]
-		if v == nil {
-			armError(rec, 404, "ResourceNotFound", "The gallery image version '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, versionJSON(v))
+		getResource(rec, s.versions[key], versionJSON, "ResourceNotFound", "The gallery image version '%s' was not found.", id)
 	case "DeleteVersion":
-		if s.versions[key] == nil {
-			rec.WriteHeader(204)
-			return
-		}
-		s.lro(rec, r, 202, nil, func() (*Fault, string) { delete(s.versions, key); return nil, "" }, nil)
+		deleteResource(s, rec, r, s.versions, key)
 	}
+}
+
+// disk is the disk at key unless there is none or it is deleted.
+func (s *Server) disk(key string) *Disk {
+	if d := s.disks[key]; d != nil && !d.Deleted {
+		return d
+	}
+	return nil
+}
+
+// getResource answers a GET of v with its JSON, or with ARM's 404 (code,
+// and a message that names id) when there is none.
+func getResource[T any](w http.ResponseWriter, v *T, toJSON func(*T) map[string]any, code, msg, id string) {
+	if v == nil {
+		armError(w, 404, code, msg, id)
+		return
+	}
+	writeJSON(w, 200, toJSON(v))
+}
+
+// deleteResource answers a DELETE of m[key]: a long-running operation that
+// removes it, or 204 when it is not there.
+func deleteResource[T any](s *Server, w http.ResponseWriter, r *http.Request, m map[string]*T, key string) {
+	if m[key] == nil {
+		w.WriteHeader(204)
+		return
+	}
+	s.lro(w, r, 202, nil, func() (*Fault, string) { delete(m, key); return nil, "" }, nil)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -554,7 +554,7 @@ func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, nam
 		armError(w, 400, "InvalidParameter", "hyperVGeneration %q", p.HyperVGeneration)
 		return
 	}
-	if old := s.disks[key]; old != nil && !old.Deleted {
+	if s.disk(key) != nil {
 		armError(w, 409, "Conflict", "Disk %s already exists.", name)
 		return
 	}
@@ -609,8 +609,8 @@ func diskJSON(d *Disk) map[string]any {
 }
 
 func (s *Server) grantAccess(w http.ResponseWriter, r *http.Request, key, id string, body []byte) {
-	d := s.disks[key]
-	if d == nil || d.Deleted {
+	d := s.disk(key)
+	if d == nil {
 		armError(w, 404, "ResourceNotFound", "The Resource '%s' was not found.", id)
 		return
 	}
