@@ -410,6 +410,19 @@ func checkTags(in []struct{ Key, Value string }) (map[string]string, *apiError) 
 	return tags, nil
 }
 
+// pending is the snapshot that EBS direct may write blocks to or complete:
+// one that StartSnapshot made and CompleteSnapshot has not. s.mu is held.
+func (s *Server) pending(snapID string) (*Snapshot, *apiError) {
+	sn, ok := s.snapshots[snapID]
+	if !ok {
+		return nil, errf(404, "ResourceNotFoundException", "The snapshot %s does not exist", snapID)
+	}
+	if sn.Status != "pending" || sn.checksums == nil {
+		return nil, validation("INVALID_SNAPSHOT_ID", "The snapshot %s is not in the pending state", snapID)
+	}
+	return sn, nil
+}
+
 func (s *Server) putBlock(w http.ResponseWriter, r *http.Request, snapID, index string) *apiError {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -421,12 +434,9 @@ func (s *Server) putBlock(w http.ResponseWriter, r *http.Request, snapID, index 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sn, ok := s.snapshots[snapID]
-	if !ok {
-		return errf(404, "ResourceNotFoundException", "The snapshot %s does not exist", snapID)
-	}
-	if sn.Status != "pending" || sn.checksums == nil {
-		return validation("INVALID_SNAPSHOT_ID", "The snapshot %s is not in the pending state", snapID)
+	sn, e := s.pending(snapID)
+	if e != nil {
+		return e
 	}
 	if idx >= sn.VolumeSize<<30/BlockSize {
 		return validation("INVALID_BLOCK", "BlockIndex %d is beyond the volume size of %d GiB", idx, sn.VolumeSize)
@@ -460,12 +470,9 @@ func (s *Server) putBlock(w http.ResponseWriter, r *http.Request, snapID, index 
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, snapID string) *apiError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sn, ok := s.snapshots[snapID]
-	if !ok {
-		return errf(404, "ResourceNotFoundException", "The snapshot %s does not exist", snapID)
-	}
-	if sn.Status != "pending" || sn.checksums == nil {
-		return validation("INVALID_SNAPSHOT_ID", "The snapshot %s is not in the pending state", snapID)
+	sn, e := s.pending(snapID)
+	if e != nil {
+		return e
 	}
 	n, err := strconv.Atoi(r.Header.Get("X-Amz-Changedblockscount"))
 	if err != nil || n != len(sn.checksums) {
