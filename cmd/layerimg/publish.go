@@ -62,12 +62,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 			}
 			cfg.Log = log
 			res, err := aws.Publish(cmd.Context(), args[0], cfg)
-			if res != nil {
-				if werr := writeJSON(cmd.OutOrStdout(), manifest, res); werr != nil && err == nil {
-					err = werr
-				}
-			}
-			return err
+			return printResult(cmd.OutOrStdout(), manifest, res, err)
 		},
 	}
 	f := c.Flags()
@@ -147,10 +142,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 			}
 			cfg.Log = log
 			res, err := azure.Publish(cmd.Context(), args[0], cfg)
-			if res != nil && err == nil {
-				err = writeJSON(cmd.OutOrStdout(), manifest, res)
-			}
-			return err
+			return printResult(cmd.OutOrStdout(), manifest, res, err)
 		},
 	}
 	f := c.Flags()
@@ -203,6 +195,19 @@ func bootLayout(path, flag string) (string, error) {
 	return l, nil
 }
 
+// printResult prints what a publish made, when it made anything, and writes
+// it to manifest when set. A result can come with an error (an AMI made, a
+// copy failed): both are reported.
+func printResult[R any](w io.Writer, manifest string, res *R, err error) error {
+	if res == nil {
+		return err
+	}
+	if werr := writeJSON(w, manifest, res); err == nil {
+		err = werr
+	}
+	return err
+}
+
 // writeJSON prints v, and writes it to path when set.
 func writeJSON(w io.Writer, path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
@@ -245,10 +250,7 @@ disk again returns the template already there (--force imports again).`,
 			}
 			cfg.Digest, cfg.Log = digest, log
 			res, err := vsphere.Publish(cmd.Context(), args[0], cfg.FromEnv())
-			if err != nil {
-				return err
-			}
-			return writeJSON(cmd.OutOrStdout(), "", res)
+			return printResult(cmd.OutOrStdout(), "", res, err)
 		},
 	}
 	f := c.Flags()
