@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"text/template"
 	"time"
 
+	"github.com/layerimg/layerimg/export/internal/envvar"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -256,8 +256,6 @@ func FromRecipe(a *recipes.AWS) Config {
 // FromEnv fills an empty region from AWS_REGION. Everything else the SDK
 // reads itself (credentials, profile, AWS_ENDPOINT_URL, AWS_CA_BUNDLE).
 func (c Config) FromEnv() Config {
-	if c.Region == "" {
-		c.Region = os.Getenv(EnvRegion)
-	}
+	envvar.Default(&c.Region, EnvRegion)
 	return c
 }

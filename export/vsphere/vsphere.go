@@ -27,6 +27,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/export/internal/envvar"
 	"github.com/layerimg/layerimg/export/undo"
 )
 
@@ -72,22 +73,17 @@ const (
 // FromEnv fills empty fields from the GOVC_* variables govc users have set.
 // It is the only place the package reads them.
 func (c Config) FromEnv() Config {
-	set := func(dst *string, env string) {
-		if *dst == "" {
-			*dst = os.Getenv(env)
-		}
-	}
-	set(&c.URL, EnvURL)
-	set(&c.Username, EnvUsername)
-	set(&c.Password, EnvPassword)
-	set(&c.Thumbprint, "GOVC_TLS_KNOWN_HOSTS_THUMBPRINT")
-	set(&c.Datacenter, "GOVC_DATACENTER")
-	set(&c.Datastore, "GOVC_DATASTORE")
-	set(&c.Cluster, "GOVC_CLUSTER")
-	set(&c.Host, "GOVC_HOST")
-	set(&c.ResourcePool, "GOVC_RESOURCE_POOL")
-	set(&c.Folder, "GOVC_FOLDER")
-	set(&c.Network, "GOVC_NETWORK")
+	envvar.Default(&c.URL, EnvURL)
+	envvar.Default(&c.Username, EnvUsername)
+	envvar.Default(&c.Password, EnvPassword)
+	envvar.Default(&c.Thumbprint, "GOVC_TLS_KNOWN_HOSTS_THUMBPRINT")
+	envvar.Default(&c.Datacenter, "GOVC_DATACENTER")
+	envvar.Default(&c.Datastore, "GOVC_DATASTORE")
+	envvar.Default(&c.Cluster, "GOVC_CLUSTER")
+	envvar.Default(&c.Host, "GOVC_HOST")
+	envvar.Default(&c.ResourcePool, "GOVC_RESOURCE_POOL")
+	envvar.Default(&c.Folder, "GOVC_FOLDER")
+	envvar.Default(&c.Network, "GOVC_NETWORK")
 	if !c.Insecure {
 		c.Insecure, _ = strconv.ParseBool(os.Getenv("GOVC_INSECURE"))
 	}
