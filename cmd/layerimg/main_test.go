@@ -103,23 +103,37 @@ func TestExitCodesAndErrors(t *testing.T) {
 	})
 }
 
-// TestSIGKILLMidBuild kills the process while a step runs, then builds again
-// on the same cache: the rebuild succeeds, and the cache verifies clean.
-func TestSIGKILLMidBuild(t *testing.T) {
+// busyboxBin makes a directory whose bin/ holds the host's busybox and
+// links to it for applets, for recipes whose steps run. It skips unless
+// the test runs as root, as run steps need.
+func busyboxBin(tb testing.TB, applets ...string) string {
+	tb.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("run steps need root; CI runs as root")
+		tb.Skip("run steps need root; CI runs as root")
 	}
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Fatal("busybox not found: apt-get install busybox-static")
+		tb.Fatal("busybox not found: apt-get install busybox-static")
 	}
-	dir := t.TempDir()
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	data, _ := os.ReadFile(bb)
-	os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755)
-	for _, l := range []string{"sh", "sleep", "echo"} {
+	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range applets {
 		os.Symlink("busybox", filepath.Join(dir, "bin", l))
 	}
+	return dir
+}
+
+// TestSIGKILLMidBuild kills the process while a step runs, then builds again
+// on the same cache: the rebuild succeeds, and the cache verifies clean.
+func TestSIGKILLMidBuild(t *testing.T) {
+	dir := busyboxBin(t, "sh", "sleep", "echo")
 	recipe := filepath.Join(dir, "recipe.yaml")
 	os.WriteFile(recipe, []byte("name: k\nargs: {SLEEP: \"0\"}\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - name: slow\n    run: sleep ${SLEEP}; echo done > /done\n"), 0o644)
 	cache := t.TempDir()
