@@ -13,13 +13,18 @@ import (
 // on one, having done nothing.
 type usageError struct{ error }
 
-// exactlyOneRecipe is the Args of the commands that take a recipe file.
-func exactlyOneRecipe(_ *cobra.Command, args []string) error {
-	if len(args) != 1 {
-		return usageError{fmt.Errorf("expected one recipe file, got %d arguments", len(args))}
+// exactlyOne is the Args of a command that takes one argument, a what.
+func exactlyOne(what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usageError{fmt.Errorf("expected one %s, got %d arguments", what, len(args))}
+		}
+		return nil
 	}
-	return nil
 }
+
+// exactlyOneRecipe is the Args of the commands that take a recipe file.
+var exactlyOneRecipe = exactlyOne("recipe file")
 
 // noArgs is the Args of the commands that take no arguments.
 func noArgs(cmd *cobra.Command, args []string) error {

@@ -13,18 +13,7 @@ import (
 // key every step, look each up, write the manifest, exit) rebuilding a
 // 10-step recipe whose every step is cached. Target: under 1 s.
 func BenchmarkNoopRebuild10Steps(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("run steps need root")
-	}
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		b.Fatal("busybox not found")
-	}
-	dir := b.TempDir()
-	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	data, _ := os.ReadFile(bb)
-	os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755)
-	os.Symlink("busybox", filepath.Join(dir, "bin/sh"))
+	dir := busyboxBin(b, "sh")
 	os.MkdirAll(filepath.Join(dir, "files"), 0o755)
 	var r strings.Builder
 	r.WriteString("name: ten\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n")

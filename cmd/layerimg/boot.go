@@ -24,12 +24,7 @@ or the timeout, printing the end of the console.`,
 		Example: `  layerimg boot out/disk.raw
   layerimg boot out/disk.qcow2 --nvme --expect 'Reached target.*Multi-User'
   layerimg boot out/disk.raw --secure-boot`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			re, err := regexp.Compile(expect)
 			if err != nil {

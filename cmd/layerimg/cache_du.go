@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/layerimg/layerimg/layers"
 )
 
 func newCacheDuCmd(g *globalFlags) *cobra.Command {
@@ -14,13 +12,9 @@ func newCacheDuCmd(g *globalFlags) *cobra.Command {
 		Short: "Show how much disk the cache takes",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.cache()
+			cache, _, err := g.openCache("measuring", false)
 			if err != nil {
-				return fmt.Errorf("measuring the cache: %w", err)
-			}
-			cache, err := layers.OpenCache(dir, false, nil)
-			if err != nil {
-				return fmt.Errorf("opening cache %s: %w", dir, err)
+				return err
 			}
 			defer cache.Close()
 			u := cache.Usage()

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/layerimg/layerimg/layers"
 )
 
 func newCacheLsCmd(g *globalFlags) *cobra.Command {
@@ -16,13 +14,9 @@ func newCacheLsCmd(g *globalFlags) *cobra.Command {
 		Short: "List cache entries, least recently used first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.cache()
+			cache, dir, err := g.openCache("listing", false)
 			if err != nil {
-				return fmt.Errorf("listing the cache: %w", err)
-			}
-			cache, err := layers.OpenCache(dir, false, nil)
-			if err != nil {
-				return fmt.Errorf("opening cache %s: %w", dir, err)
+				return err
 			}
 			defer cache.Close()
 			es, used, err := cache.Entries()

@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/layerimg/layerimg/layers"
 )
 
 func newCachePruneCmd(g *globalFlags) *cobra.Command {
@@ -19,13 +17,9 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 			if keepDays < 0 {
 				return usageError{fmt.Errorf("--keep-days must be 0 or more")}
 			}
-			dir, err := g.cache()
+			cache, dir, err := g.openCache("pruning", true)
 			if err != nil {
-				return fmt.Errorf("pruning the cache: %w", err)
-			}
-			cache, err := layers.OpenCache(dir, true, nil)
-			if err != nil {
-				return fmt.Errorf("opening cache %s: %w", dir, err)
+				return err
 			}
 			defer cache.Close()
 			n, freed, err := cache.Prune(keepDays, nil)

@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/layerimg/layerimg/layers"
 )
 
 func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
@@ -14,13 +12,9 @@ func newCacheVerifyCmd(g *globalFlags) *cobra.Command {
 		Short: "Check every cached layer against its digest; drop corrupt ones",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.cache()
+			cache, dir, err := g.openCache("verifying", false)
 			if err != nil {
-				return fmt.Errorf("verifying the cache: %w", err)
-			}
-			cache, err := layers.OpenCache(dir, false, nil)
-			if err != nil {
-				return fmt.Errorf("opening cache %s: %w", dir, err)
+				return err
 			}
 			defer cache.Close()
 			es, _, err := cache.Entries()

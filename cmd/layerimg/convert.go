@@ -20,12 +20,7 @@ func newConvertCmd() *cobra.Command {
 		Short: "Convert a raw disk to VMDK (streamOptimized), VHD (fixed) or qcow2",
 		Example: `  layerimg convert out/disk.raw --to vmdk
   layerimg convert out/disk.raw --to vhd --in-place`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one raw disk, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactlyOne("raw disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := format.Parse(to)
 			if err != nil || f == format.Raw {

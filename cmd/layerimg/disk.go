@@ -20,12 +20,7 @@ func newDiskCmd(g *globalFlags) *cobra.Command {
 docker-archive:FILE, or a flattened rootfs .tar. Needs root.`,
 		Example: `  layerimg disk oci-layout:out/image -o out/ --format vmdk,vhd
   layerimg disk out/rootfs.tar -o out/ --boot grub --size 8GiB`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one image or rootfs tar, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactlyOne("image or rootfs tar"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fs, err := parseFormats(formats)
 			if err != nil {

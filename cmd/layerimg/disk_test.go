@@ -102,21 +102,3 @@ func TestDiskAndBootCommands(t *testing.T) {
 		t.Errorf("boot of a missing disk: exit %d %s", code, errOut)
 	}
 }
-
-func TestPublishVSphereCommandErrors(t *testing.T) {
-	if _, errOut, code := cli(t, "publish", "vsphere"); code != 2 || !strings.Contains(errOut, "expected one VMDK") {
-		t.Errorf("no args: exit %d %s", code, errOut)
-	}
-	if _, errOut, code := cli(t, "publish", "vsphere", "/nonexistent.vmdk", "--template", "t", "--url", "vc.invalid"); code != 1 || !strings.Contains(errOut, "nonexistent.vmdk") {
-		t.Errorf("missing disk: exit %d %s", code, errOut)
-	}
-	vmdk := filepath.Join(t.TempDir(), "d.vmdk")
-	os.WriteFile(vmdk, make([]byte, 1024), 0o644)
-	t.Setenv("GOVC_URL", "")
-	if _, errOut, code := cli(t, "publish", "vsphere", vmdk, "--template", "t"); code != 1 || !strings.Contains(errOut, "no URL") {
-		t.Errorf("no url: exit %d %s", code, errOut)
-	}
-	if _, errOut, code := cli(t, "publish", "vsphere", vmdk, "--template", "t", "--url", "x", "--disk-controller", "lsilogic"); code != 1 || !strings.Contains(errOut, "LSI Logic") {
-		t.Errorf("lsilogic: exit %d %s", code, errOut)
-	}
-}

@@ -99,3 +99,17 @@ func (g *globalFlags) cache() (string, error) {
 	}
 	return layers.DefaultCacheDir()
 }
+
+// openCache opens the cache directory for a cache subcommand, shared or
+// (to change it) exclusive; doing ("listing") words the error.
+func (g *globalFlags) openCache(doing string, exclusive bool) (*layers.Cache, string, error) {
+	dir, err := g.cache()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s the cache: %w", doing, err)
+	}
+	cache, err := layers.OpenCache(dir, exclusive, nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening cache %s: %w", dir, err)
+	}
+	return cache, dir, nil
+}

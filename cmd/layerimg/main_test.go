@@ -48,17 +48,42 @@ func writeRecipe(t *testing.T, body string) string {
 	return p
 }
 
+// goodRecipe builds in a moment, with no root: it copies hello.txt, which
+// writeRecipe puts beside it.
+const goodRecipe = "name: x\nfrom: scratch\nsteps:\n  - copy: {src: hello.txt, dst: /hello.txt}\n"
+
+// cliCase is one run of the binary: the exit code it should end with, and
+// what its stderr and stdout should contain.
+type cliCase struct {
+	name           string
+	args           []string
+	code           int
+	stderr, stdout string
+}
+
+// cliCases runs each case as a subtest. A usage error (exit 2) must also
+// print nothing on stdout.
+func cliCases(t *testing.T, cases []cliCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := cli(t, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.stderr) || !strings.Contains(out, tc.stdout) {
+				t.Errorf("layerimg %s: exit %d (want %d)\nstdout: %s\nstderr: %s\nwant stderr to contain %q, stdout %q",
+					strings.Join(tc.args, " "), code, tc.code, out, errOut, tc.stderr, tc.stdout)
+			}
+			if code == 2 && out != "" {
+				t.Errorf("a usage error printed on stdout: %s", out)
+			}
+		})
+	}
+}
+
 func TestExitCodesAndErrors(t *testing.T) {
 	bad := writeRecipe(t, "name: x\nfrom: scratch\nsteps:\n  - rn: echo\n")
-	good := writeRecipe(t, "name: x\nfrom: scratch\nsteps:\n  - copy: {src: hello.txt, dst: /hello.txt}\n")
+	good := writeRecipe(t, goodRecipe)
 	cache := t.TempDir()
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stderr string
-		stdout string
-	}{
+	cliCases(t, []cliCase{
 		{"validate ok", []string{"validate", good}, 0, "", "ok (1 steps, 0 tests)"},
 		{"validate bad", []string{"validate", bad}, 1, bad + `:4:5: unknown key "rn" in steps[0] (did you mean "run"?)`, ""},
 		{"missing recipe", []string{"validate", "/nonexistent/recipe.yaml"}, 1, "/nonexistent/recipe.yaml", ""},
@@ -75,33 +100,40 @@ func TestExitCodesAndErrors(t *testing.T) {
 		{"cache prune", []string{"cache", "prune", "--keep-days", "1", "--cache-dir", cache}, 0, "", "removed 0 entries"},
 		{"help", []string{"build", "--help"}, 0, "", "--oci-layout"},
 		{"completion", []string{"completion", "bash"}, 0, "", "__layerimg"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, code := cli(t, tc.args...)
-			if code != tc.code || !strings.Contains(errOut, tc.stderr) || !strings.Contains(out, tc.stdout) {
-				t.Errorf("exit %d (want %d)\nstdout: %s\nstderr: %s\nwant stderr %q, stdout %q", code, tc.code, out, errOut, tc.stderr, tc.stdout)
-			}
-		})
+	})
+}
+
+// busyboxBin makes a directory whose bin/ holds the host's busybox and
+// links to it for applets, for recipes whose steps run. It skips unless
+// the test runs as root, as run steps need.
+func busyboxBin(tb testing.TB, applets ...string) string {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("run steps need root; CI runs as root")
 	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		tb.Fatal("busybox not found: apt-get install busybox-static")
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range applets {
+		os.Symlink("busybox", filepath.Join(dir, "bin", l))
+	}
+	return dir
 }
 
 // TestSIGKILLMidBuild kills the process while a step runs, then builds again
 // on the same cache: the rebuild succeeds, and the cache verifies clean.
 func TestSIGKILLMidBuild(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("run steps need root; CI runs as root")
-	}
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatal("busybox not found: apt-get install busybox-static")
-	}
-	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	data, _ := os.ReadFile(bb)
-	os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755)
-	for _, l := range []string{"sh", "sleep", "echo"} {
-		os.Symlink("busybox", filepath.Join(dir, "bin", l))
-	}
+	dir := busyboxBin(t, "sh", "sleep", "echo")
 	recipe := filepath.Join(dir, "recipe.yaml")
 	os.WriteFile(recipe, []byte("name: k\nargs: {SLEEP: \"0\"}\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - name: slow\n    run: sleep ${SLEEP}; echo done > /done\n"), 0o644)
 	cache := t.TempDir()

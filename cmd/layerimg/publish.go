@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,13 +14,13 @@ import (
 	"github.com/layerimg/layerimg/export/aws"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/vsphere"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 func newPublishAWSCmd(g *globalFlags) *cobra.Command {
-	var cfg aws.Config
+	cfg := aws.DefaultConfig()
 	var manifest string
 	var full bool
-	ena := true
 	c := &cobra.Command{
 		Use:   "aws DISK --region REGION",
 		Short: "Publish a raw disk (or fixed VHD) as an AMI through the EBS direct APIs",
@@ -42,7 +42,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 		Example: `  layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Date}}'
   layerimg publish aws out/disk.raw --region eu-west-1 --name 'web-{{.Digest}}' \
       --copy-to us-east-1,us-west-2 --share-with 123456789012 --manifest out/ami.json`,
-		Args: oneDisk,
+		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -51,9 +51,6 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 			cfg = cfg.FromEnv()
 			if cfg.Digest, err = disk.ContentDigest(args[0]); err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("ena") {
-				cfg.ENASupport = &ena
 			}
 			if !full {
 				dir, err := g.cache()
@@ -64,28 +61,23 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 			}
 			cfg.Log = log
 			res, err := aws.Publish(cmd.Context(), args[0], cfg)
-			if res != nil {
-				if werr := writeJSON(cmd.OutOrStdout(), manifest, res); werr != nil && err == nil {
-					err = werr
-				}
-			}
-			return err
+			return printResult(cmd.OutOrStdout(), manifest, res, err)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&cfg.Region, "region", "", "region (default $AWS_REGION)")
+	f.StringVar(&cfg.Region, "region", "", "region (default $"+aws.EnvRegion+")")
 	f.StringVar(&cfg.Profile, "profile", "", "shared config profile (default $AWS_PROFILE)")
-	f.StringVar(&cfg.Name, "name", "", "image name template (default {{.Name}}-{{.Digest}})")
-	f.StringVar(&cfg.Recipe, "recipe-name", "layerimg", "the {{.Name}} of the name template, and the layerimg:recipe tag")
+	f.StringVar(&cfg.Name, "name", cfg.Name, "image name template")
+	f.StringVar(&cfg.Recipe, "recipe-name", defaultRecipeName, "the {{.Name}} of the name template, and the layerimg:recipe tag")
 	f.StringVar(&cfg.Description, "description", "", "image description")
 	f.StringToStringVar(&cfg.Tags, "tag", nil, "tag `KEY=VALUE` for the image and snapshot (repeatable)")
-	f.StringVar(&cfg.BootMode, "boot-mode", "uefi", "uefi, uefi-preferred or legacy-bios")
-	f.StringVar(&cfg.Architecture, "architecture", "x86_64", "x86_64 or arm64")
-	f.BoolVar(&ena, "ena", true, "ENA support")
-	f.StringVar(&cfg.IMDSSupport, "imds-support", "v2.0", "v2.0 (instances require IMDSv2) or none")
+	f.StringVar(&cfg.BootMode, "boot-mode", cfg.BootMode, oneOf(recipes.AWSBootModes()))
+	f.StringVar(&cfg.Architecture, "architecture", cfg.Architecture, oneOf(recipes.AWSArchitectures()))
+	f.BoolVar(cfg.ENASupport, "ena", *cfg.ENASupport, "ENA support")
+	f.StringVar(&cfg.IMDSSupport, "imds-support", cfg.IMDSSupport, "v2.0 (instances require IMDSv2) or none")
 	f.StringVar(&cfg.TPMSupport, "tpm-support", "", "v2.0 for NitroTPM")
-	f.StringVar(&cfg.RootDeviceName, "root-device-name", "/dev/xvda", "root device name")
-	f.StringVar(&cfg.VolumeType, "volume-type", "gp3", "root volume type")
+	f.StringVar(&cfg.RootDeviceName, "root-device-name", cfg.RootDeviceName, "root device name")
+	f.StringVar(&cfg.VolumeType, "volume-type", cfg.VolumeType, "root volume type: "+oneOf(recipes.AWSVolumeTypes()))
 	f.Int64Var(&cfg.VolumeSize, "volume-size", 0, "root volume size in GiB (default: the disk's size)")
 	f.BoolVar(&cfg.Encrypted, "encrypted", false, "encrypt the snapshot")
 	f.StringVar(&cfg.KMSKeyID, "kms-key-id", "", "KMS key ARN for --encrypted")
@@ -93,21 +85,21 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 	f.StringSliceVar(&cfg.ShareAccounts, "share-with", nil, "grant launch permission to these account IDs")
 	f.StringSliceVar(&cfg.ShareOrganizations, "share-with-org", nil, "grant launch permission to these organization ARNs")
 	f.StringSliceVar(&cfg.ShareOrganizational, "share-with-ou", nil, "grant launch permission to these OU ARNs")
-	f.StringVar(&cfg.Method, "method", "ebs-direct", "ebs-direct or import-snapshot")
+	f.StringVar(&cfg.Method, "method", cfg.Method, oneOf(recipes.AWSMethods()))
 	f.StringVar(&cfg.S3Bucket, "s3-bucket", "", "bucket for --method import-snapshot")
 	f.StringVar(&cfg.RoleName, "role-name", "", "service role for --method import-snapshot (AWS's default: vmimport)")
-	f.IntVar(&cfg.Parallel, "parallel", 32, "concurrent block uploads")
+	f.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "concurrent block uploads")
 	f.BoolVar(&full, "full", false, "send every block, not only those changed since this --recipe-name's last upload")
-	f.DurationVar(&cfg.SnapshotTimeout, "snapshot-timeout", time.Hour, "how long to wait for the snapshot to complete")
-	f.DurationVar(&cfg.CopyTimeout, "copy-timeout", 2*time.Hour, "how long to wait for each copy")
-	f.DurationVar(&cfg.PollInterval, "poll-interval", 5*time.Second, "how often to ask whether a snapshot or copy is done")
+	f.DurationVar(&cfg.SnapshotTimeout, "snapshot-timeout", cfg.SnapshotTimeout, "how long to wait for the snapshot to complete")
+	f.DurationVar(&cfg.CopyTimeout, "copy-timeout", cfg.CopyTimeout, "how long to wait for each copy")
+	f.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how often to ask whether a snapshot or copy is done")
 	f.BoolVar(&cfg.Force, "force", false, "upload even if this disk is already published")
 	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
 	return c
 }
 
 func newPublishAzureCmd(g *globalFlags) *cobra.Command {
-	var cfg azure.Config
+	cfg := azure.DefaultConfig()
 	var gal azure.Gallery
 	var manifest, boot string
 	c := &cobra.Command{
@@ -128,7 +120,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 		Example: `  layerimg publish azure out/disk.vhd --resource-group images --location westeurope --image web-1.4
   layerimg publish azure out/disk.vhd --resource-group images --location westeurope \
       --gallery G --gallery-image web --gallery-version 1.4.0 --replicate-to northeurope,eastus`,
-		Args: oneDisk,
+		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -149,14 +141,11 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 			}
 			cfg.Log = log
 			res, err := azure.Publish(cmd.Context(), args[0], cfg)
-			if res != nil && err == nil {
-				err = writeJSON(cmd.OutOrStdout(), manifest, res)
-			}
-			return err
+			return printResult(cmd.OutOrStdout(), manifest, res, err)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&cfg.SubscriptionID, "subscription", "", "subscription ID (default $AZURE_SUBSCRIPTION_ID)")
+	f.StringVar(&cfg.SubscriptionID, "subscription", "", "subscription ID (default $"+azure.EnvSubscription+")")
 	f.StringVar(&cfg.ResourceGroup, "resource-group", "", "resource group (required)")
 	f.StringVar(&cfg.Location, "location", "", "region, such as westeurope (required)")
 	f.StringVar(&cfg.ImageName, "image", "", "make a managed image of this name")
@@ -165,27 +154,32 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 	f.StringVar(&gal.Version, "gallery-version", "", "version to make, MAJOR.MINOR.PATCH")
 	f.StringSliceVar(&gal.ReplicaRegions, "replicate-to", nil, "regions to replicate the version to")
 	f.BoolVar(&gal.ExcludeFromLatest, "exclude-from-latest", false, "keep the version out of 'latest'")
-	f.StringVar(&gal.Publisher, "publisher", "", "publisher for a new image definition (default layerimg)")
+	f.StringVar(&gal.Publisher, "publisher", "", "publisher for a new image definition (default "+azure.DefaultGalleryPublisher+")")
 	f.StringVar(&gal.Offer, "offer", "", "offer for a new image definition (default: --recipe-name)")
 	f.StringVar(&gal.SKU, "sku", "", "SKU for a new image definition (default: --recipe-name)")
-	f.StringVar(&cfg.Recipe, "recipe-name", "layerimg", "the layerimg-recipe tag")
-	f.StringVar(&cfg.HyperVGeneration, "hyper-v-generation", "V2", "V2 (UEFI) or V1")
-	f.StringVar(&cfg.SecurityType, "security-type", "Standard", "Standard or TrustedLaunch (needs a boot: grub disk)")
+	f.StringVar(&cfg.Recipe, "recipe-name", defaultRecipeName, "the layerimg-recipe tag")
+	f.StringVar(&cfg.HyperVGeneration, "hyper-v-generation", cfg.HyperVGeneration, "V2 (UEFI) or V1")
+	f.StringVar(&cfg.SecurityType, "security-type", cfg.SecurityType, "Standard or TrustedLaunch (needs a boot: grub disk)")
 	f.StringVar(&boot, "boot", "", "the disk's boot layout (grub, systemd-boot); read from the disk when empty")
 	f.StringToStringVar(&cfg.Tags, "tag", nil, "tag `KEY=VALUE` (repeatable)")
 	f.BoolVar(&cfg.KeepDisk, "keep-disk", false, "keep the upload's managed disk")
-	f.IntVar(&cfg.Parallel, "parallel", 16, "concurrent page writes")
-	f.Int64Var(&cfg.MergeGap, "merge-gap", azure.DefaultMergeGap, "send zero gaps up to this many bytes with their neighbours (-1: only non-zero sectors)")
+	f.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "concurrent page writes")
+	f.Int64Var(&cfg.MergeGap, "merge-gap", cfg.MergeGap, "send zero gaps up to this many bytes with their neighbours (-1: only non-zero sectors)")
 	f.BoolVar(&cfg.Force, "force", false, "upload again even if this disk is already published (replaces a managed image)")
 	f.StringVar(&manifest, "manifest", "", "also write the result (JSON) to `FILE`")
 	return c
 }
 
-func oneDisk(_ *cobra.Command, args []string) error {
-	if len(args) != 1 {
-		return usageError{fmt.Errorf("expected one disk, got %d arguments", len(args))}
+// defaultRecipeName is --recipe-name's default: what a disk published
+// without a recipe is named after.
+const defaultRecipeName = "layerimg"
+
+// oneOf words a list of allowed values for a flag's help: "a, b or c".
+func oneOf(vs []string) string {
+	if len(vs) < 2 {
+		return strings.Join(vs, "")
 	}
-	return nil
+	return strings.Join(vs[:len(vs)-1], ", ") + " or " + vs[len(vs)-1]
 }
 
 // bootLayout is the --boot flag, else what the disk's ESP holds.
@@ -198,6 +192,19 @@ func bootLayout(path, flag string) (string, error) {
 		return "", fmt.Errorf("%w (say the layout with --boot)", err)
 	}
 	return l, nil
+}
+
+// printResult prints what a publish made, when it made anything, and writes
+// it to manifest when set. A result can come with an error (an AMI made, a
+// copy failed): both are reported.
+func printResult[R any](w io.Writer, manifest string, res *R, err error) error {
+	if res == nil {
+		return err
+	}
+	if werr := writeJSON(w, manifest, res); err == nil {
+		err = werr
+	}
+	return err
 }
 
 // writeJSON prints v, and writes it to path when set.
@@ -217,7 +224,7 @@ func writeJSON(w io.Writer, path string, v any) error {
 }
 
 func newPublishVSphereCmd(g *globalFlags) *cobra.Command {
-	var cfg vsphere.Config
+	cfg := vsphere.DefaultConfig()
 	c := &cobra.Command{
 		Use:   "vsphere DISK.vmdk --template NAME",
 		Short: "Publish a streamOptimized VMDK as a vSphere template",
@@ -230,12 +237,7 @@ disk again returns the template already there (--force imports again).`,
 		Example: `  GOVC_URL=vc.example.com GOVC_USERNAME=builder GOVC_PASSWORD=... \
     layerimg publish vsphere out/disk.vmdk --template web-1.4 --cluster C --network 'VM Network'
   layerimg publish vsphere out/disk.vmdk --template web-1.4 --replace-existing --thumbprint AB:CD:...`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{fmt.Errorf("expected one VMDK, got %d arguments", len(args))}
-			}
-			return nil
-		},
+		Args: exactlyOne("VMDK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -247,17 +249,12 @@ disk again returns the template already there (--force imports again).`,
 			}
 			cfg.Digest, cfg.Log = digest, log
 			res, err := vsphere.Publish(cmd.Context(), args[0], cfg.FromEnv())
-			if err != nil {
-				return err
-			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(res)
+			return printResult(cmd.OutOrStdout(), "", res, err)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&cfg.URL, "url", "", "vCenter URL (default $GOVC_URL)")
-	f.StringVar(&cfg.Username, "username", "", "user (default $GOVC_USERNAME); the password comes from $GOVC_PASSWORD")
+	f.StringVar(&cfg.URL, "url", "", "vCenter URL (default $"+vsphere.EnvURL+")")
+	f.StringVar(&cfg.Username, "username", "", "user (default $"+vsphere.EnvUsername+"); the password comes from $"+vsphere.EnvPassword)
 	f.BoolVar(&cfg.Insecure, "insecure", false, "skip TLS verification (prefer --thumbprint)")
 	f.StringVar(&cfg.Thumbprint, "thumbprint", "", "trust the certificate with this SHA-1 thumbprint")
 	f.StringVar(&cfg.Datacenter, "datacenter", "", "datacenter")
@@ -268,13 +265,13 @@ disk again returns the template already there (--force imports again).`,
 	f.StringVar(&cfg.Folder, "folder", "", "VM folder")
 	f.StringVar(&cfg.Network, "network", "", "network for the NIC")
 	f.StringVar(&cfg.TemplateName, "template", "", "template name (required)")
-	f.IntVar(&cfg.CPUs, "cpus", 2, "virtual CPUs")
-	f.IntVar(&cfg.MemoryMB, "memory-mb", 2048, "memory in MiB")
-	f.StringVar(&cfg.HardwareVersion, "hardware-version", "vmx-19", "virtual hardware version")
-	f.StringVar(&cfg.GuestID, "guest-id", "debian12_64Guest", "guest OS id")
-	f.StringVar(&cfg.Firmware, "firmware", "efi", "efi or bios")
+	f.IntVar(&cfg.CPUs, "cpus", cfg.CPUs, "virtual CPUs")
+	f.IntVar(&cfg.MemoryMB, "memory-mb", cfg.MemoryMB, "memory in MiB")
+	f.StringVar(&cfg.HardwareVersion, "hardware-version", cfg.HardwareVersion, "virtual hardware version")
+	f.StringVar(&cfg.GuestID, "guest-id", cfg.GuestID, "guest OS id")
+	f.StringVar(&cfg.Firmware, "firmware", cfg.Firmware, oneOf(vsphere.Firmwares()))
 	f.BoolVar(&cfg.SecureBoot, "secure-boot", false, "enable UEFI Secure Boot (the disk must use boot: grub)")
-	f.StringVar(&cfg.DiskController, "disk-controller", "pvscsi", "pvscsi or nvme")
+	f.StringVar(&cfg.DiskController, "disk-controller", cfg.DiskController, oneOf(vsphere.DiskControllers()))
 	f.StringVar(&cfg.Annotation, "annotation", "", "the template's notes")
 	f.BoolVar(&cfg.ReplaceExisting, "replace-existing", false, "replace a template of the same name")
 	f.StringVar(&cfg.ContentLibrary, "content-library", "", "also store the OVF in this content library")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,8 +22,7 @@ import (
 // provide) that hands out the one token the fake accepts.
 func azureEnv(t *testing.T, s *armfake.Server, sub string) {
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o644)
+	ca := writeCA(t, dir, s.Certificate())
 	identity := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-IDENTITY-HEADER") != "layerimg-test" {
 			http.Error(w, "no identity header", http.StatusUnauthorized)
@@ -60,11 +58,7 @@ func TestPublishAzureCommand(t *testing.T) {
 	defer s.Close()
 	azureEnv(t, s, sub)
 	dir := t.TempDir()
-	raw := filepath.Join(dir, "disk.raw")
-	f, _ := os.Create(raw)
-	f.Truncate(64 << 20)
-	f.WriteAt([]byte(strings.Repeat("layerimg", 9000)), 3<<20)
-	f.Close()
+	raw := rawDisk(t, dir)
 	manifest := filepath.Join(dir, "azure.json")
 
 	out, errOut, code := cli(t, "publish", "azure", raw, "--resource-group", "rg", "--location", "westeurope",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"os"
@@ -16,8 +17,7 @@ import (
 // would set: AWS_ENDPOINT_URL and AWS_CA_BUNDLE, keys in AWS_*.
 func awsEnv(t *testing.T, s *awsfake.Server) {
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o644)
+	ca := writeCA(t, dir, s.Certificate())
 	for k, v := range map[string]string{
 		"AWS_ENDPOINT_URL": s.URL, "AWS_CA_BUNDLE": ca, "AWS_ACCESS_KEY_ID": "AKIDLAYERIMG",
 		"AWS_SECRET_ACCESS_KEY": "sekrit-never-logged", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_REGION": "",
@@ -28,16 +28,37 @@ func awsEnv(t *testing.T, s *awsfake.Server) {
 	}
 }
 
+// rawDisk writes dir/disk.raw: 64 MiB, sparse, with 72 KB of data 3 MiB in
+// and no partition table.
+func rawDisk(t *testing.T, dir string) string {
+	t.Helper()
+	raw := filepath.Join(dir, "disk.raw")
+	f, err := os.Create(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(64 << 20)
+	f.WriteAt([]byte(strings.Repeat("layerimg", 9000)), 3<<20)
+	return raw
+}
+
+// writeCA writes cert to dir/ca.pem, for AWS_CA_BUNDLE or SSL_CERT_FILE.
+func writeCA(t *testing.T, dir string, cert *x509.Certificate) string {
+	t.Helper()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
 func TestPublishAWSCommand(t *testing.T) {
 	s := awsfake.New()
 	defer s.Close()
 	awsEnv(t, s)
 	dir := t.TempDir()
-	raw := filepath.Join(dir, "disk.raw")
-	f, _ := os.Create(raw)
-	f.Truncate(64 << 20)
-	f.WriteAt([]byte(strings.Repeat("layerimg", 9000)), 3<<20)
-	f.Close()
+	raw := rawDisk(t, dir)
 	manifest := filepath.Join(dir, "ami.json")
 
 	cache := t.TempDir()
@@ -72,20 +93,12 @@ func TestPublishAWSCommand(t *testing.T) {
 		t.Fatalf("second publish: exit %d\n%s\n%s", code, out, errOut)
 	}
 
-	for _, tc := range []struct {
-		args []string
-		code int
-		want string
-	}{
-		{[]string{"publish", "aws"}, 2, "expected one disk"},
-		{[]string{"publish", "aws", raw}, 1, "no region"},
-		{[]string{"publish", "aws", filepath.Join(dir, "nope.raw"), "--region", "eu-west-1"}, 1, "nope.raw"},
-		{[]string{"publish", "aws", raw, "--region", "eu-west-1", "--boot-mode", "bios"}, 1, "boot_mode"},
-	} {
-		if _, errOut, code := cli(t, tc.args...); code != tc.code || !strings.Contains(errOut, tc.want) {
-			t.Errorf("%v: exit %d %s", tc.args, code, errOut)
-		}
-	}
+	cliCases(t, []cliCase{
+		{"no disk", []string{"publish", "aws"}, 2, "expected one disk", ""},
+		{"no region", []string{"publish", "aws", raw}, 1, "no region", ""},
+		{"missing disk", []string{"publish", "aws", filepath.Join(dir, "nope.raw"), "--region", "eu-west-1"}, 1, "nope.raw", ""},
+		{"bad boot mode", []string{"publish", "aws", raw, "--region", "eu-west-1", "--boot-mode", "bios"}, 1, "boot_mode", ""},
+	})
 }
 
 // TestPublishAzureCommandErrors covers what the command refuses before it
@@ -94,29 +107,30 @@ func TestPublishAWSCommand(t *testing.T) {
 // child process cannot be handed the fake's credential.
 func TestPublishAzureCommandErrors(t *testing.T) {
 	dir := t.TempDir()
-	raw := filepath.Join(dir, "disk.raw")
-	f, _ := os.Create(raw)
-	f.Truncate(64 << 20)
-	f.Close()
+	raw := rawDisk(t, dir)
 	t.Setenv("AZURE_SUBSCRIPTION_ID", "")
 	sub := "00000000-1111-2222-3333-444444444444"
-	for _, tc := range []struct {
-		args []string
-		code int
-		want string
-	}{
-		{[]string{"publish", "azure"}, 2, "expected one disk"},
-		{[]string{"publish", "azure", raw, "--resource-group", "rg", "--location", "westeurope", "--image", "i"}, 1, "no subscription"},
-		{[]string{"publish", "azure", raw, "--subscription", sub, "--location", "westeurope", "--image", "i"}, 1, "resource group"},
-		{[]string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope"}, 1, "nothing to make"},
-		{[]string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope",
-			"--gallery", "g", "--gallery-image", "d", "--gallery-version", "1.0.0", "--security-type", "TrustedLaunch", "--boot", "systemd-boot"}, 1, "needs the disk's boot: grub"},
-		{[]string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope",
-			"--gallery", "g", "--gallery-image", "d", "--gallery-version", "1.0.0", "--security-type", "TrustedLaunch"}, 1, "no partition table"},
-		{[]string{"publish", "azure", filepath.Join(dir, "nope.vhd"), "--subscription", sub, "--resource-group", "rg", "--location", "westeurope", "--image", "i", "--boot", "grub"}, 1, "nope.vhd"},
-	} {
-		if _, errOut, code := cli(t, tc.args...); code != tc.code || !strings.Contains(errOut, tc.want) {
-			t.Errorf("%v: exit %d %s", tc.args[2:], code, errOut)
-		}
-	}
+	cliCases(t, []cliCase{
+		{"no disk", []string{"publish", "azure"}, 2, "expected one disk", ""},
+		{"no subscription", []string{"publish", "azure", raw, "--resource-group", "rg", "--location", "westeurope", "--image", "i"}, 1, "no subscription", ""},
+		{"no resource group", []string{"publish", "azure", raw, "--subscription", sub, "--location", "westeurope", "--image", "i"}, 1, "resource group", ""},
+		{"nothing to make", []string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope"}, 1, "nothing to make", ""},
+		{"TrustedLaunch of systemd-boot", []string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope",
+			"--gallery", "g", "--gallery-image", "d", "--gallery-version", "1.0.0", "--security-type", "TrustedLaunch", "--boot", "systemd-boot"}, 1, "needs the disk's boot: grub", ""},
+		{"TrustedLaunch, no layout", []string{"publish", "azure", raw, "--subscription", sub, "--resource-group", "rg", "--location", "westeurope",
+			"--gallery", "g", "--gallery-image", "d", "--gallery-version", "1.0.0", "--security-type", "TrustedLaunch"}, 1, "no partition table", ""},
+		{"missing disk", []string{"publish", "azure", filepath.Join(dir, "nope.vhd"), "--subscription", sub, "--resource-group", "rg", "--location", "westeurope", "--image", "i", "--boot", "grub"}, 1, "nope.vhd", ""},
+	})
+}
+
+func TestPublishVSphereCommandErrors(t *testing.T) {
+	vmdk := filepath.Join(t.TempDir(), "d.vmdk")
+	os.WriteFile(vmdk, make([]byte, 1024), 0o644)
+	t.Setenv("GOVC_URL", "")
+	cliCases(t, []cliCase{
+		{"no args", []string{"publish", "vsphere"}, 2, "expected one VMDK", ""},
+		{"missing disk", []string{"publish", "vsphere", "/nonexistent.vmdk", "--template", "t", "--url", "vc.invalid"}, 1, "nonexistent.vmdk", ""},
+		{"no url", []string{"publish", "vsphere", vmdk, "--template", "t"}, 1, "no URL", ""},
+		{"lsilogic", []string{"publish", "vsphere", vmdk, "--template", "t", "--url", "x", "--disk-controller", "lsilogic"}, 1, "LSI Logic", ""},
+	})
 }

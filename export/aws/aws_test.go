@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/layerimg/layerimg/export/aws/awsfake"
+	"github.com/layerimg/layerimg/export/internal/exporttest"
 )
 
 // env points the SDK's credential chain at fixed keys and nothing else.
@@ -55,25 +56,12 @@ func sparseDisk(t *testing.T) string {
 }
 
 func writeSparseDisk(t *testing.T, p string, size int64) {
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	writes := map[int64][]byte{
+	exporttest.SparseDisk(t, p, size, map[int64][]byte{
 		0:                bytes.Repeat([]byte("GPT head"), 1<<17), // 1 MiB: two whole blocks
 		100<<20 + 12345:  []byte("one byte in the middle of a block"),
 		(512<<20 - 4096): bytes.Repeat([]byte{7}, 8192), // straddles a block boundary
 		size - 512:       bytes.Repeat([]byte{9}, 512),  // in the short last block
-	}
-	for off, b := range writes {
-		if _, err := f.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 }
 
 // sameAsDisk checks that the snapshot's blocks are the first size bytes of
@@ -341,14 +329,7 @@ func TestPublishCleansUp(t *testing.T) {
 			cfg := testConfig(s, io.Discard)
 			cfg.CopyTo = []string{"us-east-1"}
 			_, err := Publish(context.Background(), raw, cfg)
-			if err == nil {
-				t.Fatal("publish succeeded through a permanent fault")
-			}
-			for _, w := range append(tc.want, tc.code) {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not name %q", err, w)
-				}
-			}
+			exporttest.FailedNaming(t, err, append(tc.want, tc.code)...)
 			if tc.op == "CopyImage" {
 				// The primary image is complete and stays; the next publish
 				// finds it by digest and retries only the copy.

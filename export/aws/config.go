@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"text/template"
 	"time"
 
+	"github.com/layerimg/layerimg/export/internal/envvar"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -95,38 +95,62 @@ var (
 	amiNameRE = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$`)
 )
 
+// DefaultConfig holds the values Publish gives a Config's empty fields:
+// the ones the issue and AWS documentation recommend. A CLI shows them as
+// its flags' defaults.
+func DefaultConfig() Config {
+	ena := true
+	return Config{
+		Name:             "{{.Name}}-{{.Digest}}",
+		BootMode:         recipes.AWSBootModes()[0],
+		Architecture:     recipes.AWSArchitectures()[0],
+		ENASupport:       &ena,
+		IMDSSupport:      recipes.AWSIMDSSupport()[0],
+		RootDeviceName:   "/dev/xvda",
+		VolumeType:       recipes.AWSVolumeTypes()[0],
+		Method:           EBSDirect,
+		Parallel:         32,
+		SnapshotTimeout:  time.Hour,
+		CopyTimeout:      2 * time.Hour,
+		ImportTimeout:    2 * time.Hour,
+		PollInterval:     5 * time.Second,
+		ProgressInterval: 5 * time.Second,
+		MaxBackoff:       20 * time.Second,
+	}
+}
+
 func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	def := func(dst *string, v string) {
-		if *dst == "" {
-			*dst = v
+	d := DefaultConfig()
+	for _, s := range []struct {
+		dst *string
+		v   string
+	}{
+		{&c.BootMode, d.BootMode}, {&c.Architecture, d.Architecture}, {&c.IMDSSupport, d.IMDSSupport},
+		{&c.RootDeviceName, d.RootDeviceName}, {&c.VolumeType, d.VolumeType}, {&c.Method, d.Method}, {&c.Name, d.Name},
+	} {
+		if *s.dst == "" {
+			*s.dst = s.v
 		}
 	}
-	def(&c.BootMode, recipes.AWSBootModes()[0])
-	def(&c.Architecture, recipes.AWSArchitectures()[0])
-	def(&c.IMDSSupport, recipes.AWSIMDSSupport()[0])
-	def(&c.RootDeviceName, "/dev/xvda")
-	def(&c.VolumeType, recipes.AWSVolumeTypes()[0])
-	def(&c.Method, EBSDirect)
-	def(&c.Name, "{{.Name}}-{{.Digest}}")
 	if c.ENASupport == nil {
-		t := true
-		c.ENASupport = &t
+		c.ENASupport = d.ENASupport
 	}
-	durs := []struct {
-		d *time.Duration
-		v time.Duration
-	}{{&c.SnapshotTimeout, time.Hour}, {&c.CopyTimeout, 2 * time.Hour}, {&c.ImportTimeout, 2 * time.Hour},
-		{&c.PollInterval, 5 * time.Second}, {&c.ProgressInterval, 5 * time.Second}, {&c.MaxBackoff, 20 * time.Second}}
-	for _, d := range durs {
-		if *d.d <= 0 {
-			*d.d = d.v
+	for _, t := range []struct {
+		dst *time.Duration
+		v   time.Duration
+	}{
+		{&c.SnapshotTimeout, d.SnapshotTimeout}, {&c.CopyTimeout, d.CopyTimeout}, {&c.ImportTimeout, d.ImportTimeout},
+		{&c.PollInterval, d.PollInterval}, {&c.ProgressInterval, d.ProgressInterval}, {&c.MaxBackoff, d.MaxBackoff},
+	} {
+		if *t.dst <= 0 {
+			*t.dst = t.v
 		}
 	}
 	if c.Parallel <= 0 {
-		c.Parallel = 32
+		c.Parallel = d.Parallel
 	}
 	if c.Now.IsZero() {
 		c.Now = time.Now().UTC()
@@ -232,8 +256,6 @@ func FromRecipe(a *recipes.AWS) Config {
 // FromEnv fills an empty region from AWS_REGION. Everything else the SDK
 // reads itself (credentials, profile, AWS_ENDPOINT_URL, AWS_CA_BUNDLE).
 func (c Config) FromEnv() Config {
-	if c.Region == "" {
-		c.Region = os.Getenv(EnvRegion)
-	}
+	envvar.Default(&c.Region, EnvRegion)
 	return c
 }

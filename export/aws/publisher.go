@@ -6,6 +6,7 @@ import (
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
+	"github.com/layerimg/layerimg/export/internal/result"
 )
 
 // Target names this publisher in recipes, the CLI and manifests.
@@ -37,9 +38,5 @@ func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, 
 	if cfg.Architecture == "" && strings.HasSuffix(d.Platform, "/arm64") {
 		cfg.Architecture = "arm64"
 	}
-	res, err := Publish(ctx, d.Path, cfg)
-	if res == nil {
-		return nil, err // no typed nil in the interface
-	}
-	return res, err
+	return result.Of(Publish(ctx, d.Path, cfg))
 }

@@ -2,13 +2,13 @@ package aws
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"strings"
 	"testing"
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
+	"github.com/layerimg/layerimg/export/internal/exporttest"
 )
 
 var _ export.Publisher = (*Publisher)(nil)
@@ -29,13 +29,7 @@ func TestPublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Target() != "aws" {
-		t.Errorf("Target = %q", res.Target())
-	}
-	b, _ := json.Marshal(res)
-	if !strings.Contains(string(b), `"image_id":"ami-`) {
-		t.Errorf("manifest JSON: %s", b)
-	}
+	exporttest.Recorded(t, res, "aws", `"image_id":"ami-`)
 	if ims := s.Images(); len(ims) != 1 || ims[0].Architecture != "arm64" {
 		t.Errorf("images: %+v", ims)
 	}

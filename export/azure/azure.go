@@ -85,6 +85,25 @@ var (
 	subRE     = regexp.MustCompile(`^[0-9a-fA-F-]{36}$`)
 )
 
+// DefaultGalleryPublisher is the publisher of an image definition that
+// Publish creates, unless Gallery.Publisher says.
+const DefaultGalleryPublisher = "layerimg"
+
+// DefaultConfig holds the values Publish gives a Config's empty fields. A
+// CLI shows them as its flags' defaults.
+func DefaultConfig() Config {
+	return Config{
+		Cloud:            recipes.AzureClouds()[0],
+		HyperVGeneration: recipes.AzureHyperVGenerations()[0],
+		SecurityType:     recipes.AzureSecurityTypes()[0],
+		OSType:           recipes.AzureOSTypes()[0],
+		Parallel:         16,
+		MergeGap:         DefaultMergeGap,
+		PollInterval:     5 * time.Second,
+		ProgressInterval: 5 * time.Second,
+	}
+}
+
 func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -94,29 +113,30 @@ func (c *Config) defaults() error {
 			*dst = v
 		}
 	}
-	def(&c.Cloud, recipes.AzurePublic)
-	def(&c.HyperVGeneration, "V2")
-	def(&c.SecurityType, "Standard")
-	def(&c.OSType, "Linux")
+	d := DefaultConfig()
+	def(&c.Cloud, d.Cloud)
+	def(&c.HyperVGeneration, d.HyperVGeneration)
+	def(&c.SecurityType, d.SecurityType)
+	def(&c.OSType, d.OSType)
 	if c.Parallel <= 0 {
-		c.Parallel = 16
+		c.Parallel = d.Parallel
 	}
 	if c.PollInterval <= 0 {
-		c.PollInterval = 5 * time.Second
+		c.PollInterval = d.PollInterval
 	}
 	if c.ProgressInterval <= 0 {
-		c.ProgressInterval = 5 * time.Second
+		c.ProgressInterval = d.ProgressInterval
 	}
 	switch {
 	case c.MergeGap == 0:
-		c.MergeGap = DefaultMergeGap
+		c.MergeGap = d.MergeGap
 	case c.MergeGap < 0:
 		c.MergeGap = 0
 	case c.MergeGap%sector != 0 || c.MergeGap >= MaxWrite:
 		return fmt.Errorf("azure: merge gap %d: expected a multiple of 512 below 4 MiB", c.MergeGap)
 	}
 	if g := c.Gallery; g != nil {
-		def(&g.Publisher, "layerimg")
+		def(&g.Publisher, DefaultGalleryPublisher)
 		def(&g.Offer, c.Recipe)
 		def(&g.SKU, c.Recipe)
 	}

@@ -3,10 +3,10 @@ package azure
 import (
 	"fmt"
 	"maps"
-	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 
+	"github.com/layerimg/layerimg/export/internal/envvar"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -43,14 +43,9 @@ func FromRecipe(a *recipes.Azure) Config {
 // AZURE_RESOURCE_MANAGER_ENDPOINT and the Entra ID authority from
 // AZURE_AUTHORITY_HOST. It is the only place the package reads them.
 func (c Config) FromEnv() Config {
-	set := func(dst *string, env string) {
-		if *dst == "" {
-			*dst = os.Getenv(env)
-		}
-	}
-	set(&c.SubscriptionID, EnvSubscription)
-	set(&c.Endpoint, EnvARMEndpoint)
-	set(&c.AuthorityHost, EnvAuthorityHost)
+	envvar.Default(&c.SubscriptionID, EnvSubscription)
+	envvar.Default(&c.Endpoint, EnvARMEndpoint)
+	envvar.Default(&c.AuthorityHost, EnvAuthorityHost)
 	return c
 }
 

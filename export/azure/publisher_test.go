@@ -1,14 +1,13 @@
 package azure
 
 import (
-	"context"
-	"encoding/json"
 	"io"
 	"strings"
 	"testing"
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
+	"github.com/layerimg/layerimg/export/internal/exporttest"
 )
 
 var _ export.Publisher = (*Publisher)(nil)
@@ -24,17 +23,7 @@ func TestPublisher(t *testing.T) {
 	if got := p.Formats(); len(got) != 2 || got[0] != format.VHD {
 		t.Errorf("Formats = %v", got)
 	}
-	d := export.Disk{Path: rawDisk(t), Format: format.Raw, Boot: "systemd-boot", Digest: "sha256:" + strings.Repeat("12", 32)}
-	if res, err := p.Publish(context.Background(), d); err == nil || res != nil || !strings.Contains(err.Error(), "grub") {
-		t.Fatalf("TrustedLaunch of a systemd-boot disk: %v, %v", res, err)
-	}
-	d.Boot = "grub"
-	res, err := p.Publish(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(res)
-	if res.Target() != "azure" || !strings.Contains(string(b), `"gallery_image_version_id":"/subscriptions/`) {
-		t.Errorf("%s: %s", res.Target(), b)
-	}
+	d := export.Disk{Path: rawDisk(t), Format: format.Raw, Digest: "sha256:" + strings.Repeat("12", 32)}
+	res := exporttest.NeedsGrub(t, p, d)
+	exporttest.Recorded(t, res, "azure", `"gallery_image_version_id":"/subscriptions/`)
 }

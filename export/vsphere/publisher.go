@@ -5,6 +5,7 @@ import (
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
+	"github.com/layerimg/layerimg/export/internal/result"
 )
 
 // Target names this publisher in recipes, the CLI and manifests.
@@ -27,9 +28,5 @@ func (p *Publisher) Formats() []format.Format { return []format.Format{format.VM
 func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
 	cfg := p.cfg
 	cfg.Digest, cfg.BootMode = d.Digest, d.Boot
-	res, err := Publish(ctx, d.Path, cfg)
-	if res == nil {
-		return nil, err // no typed nil in the interface
-	}
-	return res, err
+	return result.Of(Publish(ctx, d.Path, cfg))
 }

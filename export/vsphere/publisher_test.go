@@ -1,13 +1,11 @@
 package vsphere
 
 import (
-	"context"
-	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
+	"github.com/layerimg/layerimg/export/internal/exporttest"
 )
 
 var _ export.Publisher = (*Publisher)(nil)
@@ -18,17 +16,7 @@ func TestPublisher(t *testing.T) {
 	if _, _, ok := export.Pick(p, map[format.Format]string{format.Raw: "disk.raw"}); ok {
 		t.Error("picked a raw disk for vSphere")
 	}
-	d := export.Disk{Path: streamVMDK(t), Format: format.VMDK, Boot: "systemd-boot", Digest: "sha256:publisher"}
-	if _, err := p.Publish(context.Background(), d); err == nil || !strings.Contains(err.Error(), "grub") {
-		t.Fatalf("secure boot of a systemd-boot disk: %v", err)
-	}
-	d.Boot = "grub"
-	res, err := p.Publish(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(res)
-	if res.Target() != "vsphere" || !strings.Contains(string(b), `"template":"web-publisher"`) {
-		t.Errorf("%s: %s", res.Target(), b)
-	}
+	d := export.Disk{Path: streamVMDK(t), Format: format.VMDK, Digest: "sha256:publisher"}
+	res := exporttest.NeedsGrub(t, p, d)
+	exporttest.Recorded(t, res, "vsphere", `"template":"web-publisher"`)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/export/internal/envvar"
 	"github.com/layerimg/layerimg/export/undo"
 )
 
@@ -61,51 +62,76 @@ type Config struct {
 	Log              *slog.Logger
 }
 
+// The govc variables that name the server and the user; FromEnv reads them
+// with the other GOVC_* placement variables.
+const (
+	EnvURL      = "GOVC_URL"
+	EnvUsername = "GOVC_USERNAME"
+	EnvPassword = "GOVC_PASSWORD"
+)
+
 // FromEnv fills empty fields from the GOVC_* variables govc users have set.
+// It is the only place the package reads them.
 func (c Config) FromEnv() Config {
-	set := func(dst *string, env string) {
-		if *dst == "" {
-			*dst = os.Getenv(env)
-		}
-	}
-	set(&c.URL, "GOVC_URL")
-	set(&c.Username, "GOVC_USERNAME")
-	set(&c.Password, "GOVC_PASSWORD")
-	set(&c.Thumbprint, "GOVC_TLS_KNOWN_HOSTS_THUMBPRINT")
-	set(&c.Datacenter, "GOVC_DATACENTER")
-	set(&c.Datastore, "GOVC_DATASTORE")
-	set(&c.Cluster, "GOVC_CLUSTER")
-	set(&c.Host, "GOVC_HOST")
-	set(&c.ResourcePool, "GOVC_RESOURCE_POOL")
-	set(&c.Folder, "GOVC_FOLDER")
-	set(&c.Network, "GOVC_NETWORK")
+	envvar.Default(&c.URL, EnvURL)
+	envvar.Default(&c.Username, EnvUsername)
+	envvar.Default(&c.Password, EnvPassword)
+	envvar.Default(&c.Thumbprint, "GOVC_TLS_KNOWN_HOSTS_THUMBPRINT")
+	envvar.Default(&c.Datacenter, "GOVC_DATACENTER")
+	envvar.Default(&c.Datastore, "GOVC_DATASTORE")
+	envvar.Default(&c.Cluster, "GOVC_CLUSTER")
+	envvar.Default(&c.Host, "GOVC_HOST")
+	envvar.Default(&c.ResourcePool, "GOVC_RESOURCE_POOL")
+	envvar.Default(&c.Folder, "GOVC_FOLDER")
+	envvar.Default(&c.Network, "GOVC_NETWORK")
 	if !c.Insecure {
 		c.Insecure, _ = strconv.ParseBool(os.Getenv("GOVC_INSECURE"))
 	}
 	return c
 }
 
+// Firmwares lists the firmware a template can boot with, the default first.
+func Firmwares() []string { return []string{"efi", "bios"} }
+
+// DiskControllers lists the controllers that Debian's cloud kernel finds
+// its root disk on, the default first.
+func DiskControllers() []string { return []string{"pvscsi", "nvme"} }
+
+// DefaultConfig holds the values Publish gives a Config's empty fields. A
+// CLI shows them as its flags' defaults.
+func DefaultConfig() Config {
+	return Config{
+		CPUs:            2,
+		MemoryMB:        2048,
+		HardwareVersion: "vmx-19",
+		GuestID:         "debian12_64Guest",
+		Firmware:        Firmwares()[0],
+		DiskController:  DiskControllers()[0],
+	}
+}
+
 func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	d := DefaultConfig()
 	if c.CPUs == 0 {
-		c.CPUs = 2
+		c.CPUs = d.CPUs
 	}
 	if c.MemoryMB == 0 {
-		c.MemoryMB = 2048
+		c.MemoryMB = d.MemoryMB
 	}
 	if c.HardwareVersion == "" {
-		c.HardwareVersion = "vmx-19"
+		c.HardwareVersion = d.HardwareVersion
 	}
 	if c.GuestID == "" {
-		c.GuestID = "debian12_64Guest"
+		c.GuestID = d.GuestID
 	}
 	if c.Firmware == "" {
-		c.Firmware = "efi"
+		c.Firmware = d.Firmware
 	}
 	if c.DiskController == "" {
-		c.DiskController = "pvscsi"
+		c.DiskController = d.DiskController
 	}
 	switch {
 	case c.URL == "":

@@ -29,6 +29,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/layerimg/layerimg/disk/format"
+	"github.com/layerimg/layerimg/export/internal/exporttest"
 )
 
 // sim starts govmomi's in-process vCenter and returns it with its URL
@@ -51,10 +52,7 @@ func streamVMDK(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "disk.raw")
-	f, _ := os.Create(raw)
-	f.Truncate(64 << 20)
-	f.WriteAt([]byte(strings.Repeat("layerimg", 5000)), 1<<20)
-	f.Close()
+	exporttest.SparseDisk(t, raw, 64<<20, map[int64][]byte{1 << 20: []byte(strings.Repeat("layerimg", 5000))})
 	out := filepath.Join(dir, "disk.vmdk")
 	if err := format.Convert(context.Background(), raw, out, format.VMDK, format.Stamp{}); err != nil {
 		t.Fatal(err)

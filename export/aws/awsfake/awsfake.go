@@ -17,12 +17,12 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,23 +134,22 @@ func (s *Server) Calls() []Call {
 func (s *Server) Snapshots() []*Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*Snapshot
-	for _, sn := range s.snapshots {
-		out = append(out, sn)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return byID(s.snapshots)
 }
 
 // Images returns the images that exist (not deregistered).
 func (s *Server) Images() []*Image {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*Image
-	for _, im := range s.images {
-		out = append(out, im)
+	return byID(s.images)
+}
+
+// byID lists the values of m, which is keyed by ID, in the order of their IDs.
+func byID[V any](m map[string]V) []V {
+	var out []V
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[id])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
@@ -411,6 +410,19 @@ func checkTags(in []struct{ Key, Value string }) (map[string]string, *apiError) 
 	return tags, nil
 }
 
+// pending is the snapshot that EBS direct may write blocks to or complete:
+// one that StartSnapshot made and CompleteSnapshot has not. s.mu is held.
+func (s *Server) pending(snapID string) (*Snapshot, *apiError) {
+	sn, ok := s.snapshots[snapID]
+	if !ok {
+		return nil, errf(404, "ResourceNotFoundException", "The snapshot %s does not exist", snapID)
+	}
+	if sn.Status != "pending" || sn.checksums == nil {
+		return nil, validation("INVALID_SNAPSHOT_ID", "The snapshot %s is not in the pending state", snapID)
+	}
+	return sn, nil
+}
+
 func (s *Server) putBlock(w http.ResponseWriter, r *http.Request, snapID, index string) *apiError {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -422,12 +434,9 @@ func (s *Server) putBlock(w http.ResponseWriter, r *http.Request, snapID, index 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sn, ok := s.snapshots[snapID]
-	if !ok {
-		return errf(404, "ResourceNotFoundException", "The snapshot %s does not exist", snapID)
-	}
-	if sn.Status != "pending" || sn.checksums == nil {
-		return validation("INVALID_SNAPSHOT_ID", "The snapshot %s is not in the pending state", snapID)
+	sn, e := s.pending(snapID)
+	if e != nil {
+		return e
 	}
 	if idx >= sn.VolumeSize<<30/BlockSize {
 		return validation("INVALID_BLOCK", "BlockIndex %d is beyond the volume size of %d GiB", idx, sn.VolumeSize)
@@ -461,12 +470,9 @@ func (s *Server) putBlock(w http.ResponseWriter, r *http.Request, snapID, index 
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, snapID string) *apiError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sn, ok := s.snapshots[snapID]
-	if !ok {
-		return errf(404, "ResourceNotFoundException", "The snapshot %s does not exist", snapID)
-	}
-	if sn.Status != "pending" || sn.checksums == nil {
-		return validation("INVALID_SNAPSHOT_ID", "The snapshot %s is not in the pending state", snapID)
+	sn, e := s.pending(snapID)
+	if e != nil {
+		return e
 	}
 	n, err := strconv.Atoi(r.Header.Get("X-Amz-Changedblockscount"))
 	if err != nil || n != len(sn.checksums) {

@@ -252,6 +252,21 @@ func (s *Server) fault(op string) *Fault {
 	return s.Inject(op, n)
 }
 
+// decodeResource reads a PUT's body into in and checks what ARM checks
+// first of every resource: the body is JSON and names a location (which
+// in holds at *location). It answers a 400 itself and says whether to go on.
+func decodeResource(w http.ResponseWriter, body []byte, in any, location *string) bool {
+	if err := json.Unmarshal(body, in); err != nil {
+		armError(w, 400, "InvalidRequestContent", "The request content was invalid: %v", err)
+		return false
+	}
+	if *location == "" {
+		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
+		return false
+	}
+	return true
+}
+
 // armError writes ARM's error shape.
 func armError(w http.ResponseWriter, status int, code, format string, args ...any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -332,17 +347,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "CreateDisk":
 		s.createDisk(rec, r, key, id, rest[1], body)
 	case "GetDisk":
-		d := s.disks[key]
-		if d == nil || d.Deleted {
-			armError(rec, 404, "ResourceNotFound", "The Resource '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, diskJSON(d))
+		getResource(rec, s.disk(key), diskJSON, "ResourceNotFound", "The Resource '%s' was not found.", id)
 	case "GrantAccess":
 		s.grantAccess(rec, r, key, id, body)
 	case "RevokeAccess":
-		d := s.disks[key]
-		if d == nil || d.Deleted {
+		d := s.disk(key)
+		if d == nil {
 			armError(rec, 404, "ResourceNotFound", "The Resource '%s' was not found.", id)
 			return
 		}
@@ -353,8 +363,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return nil, ""
 		}, nil)
 	case "DeleteDisk":
-		d := s.disks[key]
-		if d == nil || d.Deleted {
+		d := s.disk(key)
+		if d == nil {
 			rec.WriteHeader(204)
 			return
 		}
@@ -366,18 +376,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "CreateImage":
 		s.createImage(rec, r, key, id, rest[1], body)
 	case "GetImage":
-		im := s.images[key]
-		if im == nil {
-			armError(rec, 404, "NotFound", "The Resource '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, imageJSON(im))
+		getResource(rec, s.images[key], imageJSON, "NotFound", "The Resource '%s' was not found.", id)
 	case "DeleteImage":
-		if s.images[key] == nil {
-			rec.WriteHeader(204)
-			return
-		}
-		s.lro(rec, r, 202, nil, func() (*Fault, string) { delete(s.images, key); return nil, "" }, nil)
+		deleteResource(s, rec, r, s.images, key)
 	case "GetGallery":
 		loc, ok := s.galleries[key]
 		if !ok {
@@ -388,28 +389,42 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "CreateGalleryImage":
 		s.createGalleryImage(rec, r, rg, key, id, rest, body)
 	case "GetGalleryImage":
-		d := s.defs[key]
-		if d == nil {
-			armError(rec, 404, "ResourceNotFound", "The gallery image '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, defJSON(d))
+		getResource(rec, s.defs[key], defJSON, "ResourceNotFound", "The gallery image '%s' was not found.", id)
 	case "CreateVersion":
 		s.createVersion(rec, r, rg, key, id, rest, body)
 	case "GetVersion":
-		v := s.versions[key]
-		if v == nil {
-			armError(rec, 404, "ResourceNotFound", "The gallery image version '%s' was not found.", id)
-			return
-		}
-		writeJSON(rec, 200, versionJSON(v))
+		getResource(rec, s.versions[key], versionJSON, "ResourceNotFound", "The gallery image version '%s' was not found.", id)
 	case "DeleteVersion":
-		if s.versions[key] == nil {
-			rec.WriteHeader(204)
-			return
-		}
-		s.lro(rec, r, 202, nil, func() (*Fault, string) { delete(s.versions, key); return nil, "" }, nil)
+		deleteResource(s, rec, r, s.versions, key)
 	}
+}
+
+// disk is the disk at key unless there is none or it is deleted.
+func (s *Server) disk(key string) *Disk {
+	if d := s.disks[key]; d != nil && !d.Deleted {
+		return d
+	}
+	return nil
+}
+
+// getResource answers a GET of v with its JSON, or with ARM's 404 (code,
+// and a message that names id) when there is none.
+func getResource[T any](w http.ResponseWriter, v *T, toJSON func(*T) map[string]any, code, msg, id string) {
+	if v == nil {
+		armError(w, 404, code, msg, id)
+		return
+	}
+	writeJSON(w, 200, toJSON(v))
+}
+
+// deleteResource answers a DELETE of m[key]: a long-running operation that
+// removes it, or 204 when it is not there.
+func deleteResource[T any](s *Server, w http.ResponseWriter, r *http.Request, m map[string]*T, key string) {
+	if m[key] == nil {
+		w.WriteHeader(204)
+		return
+	}
+	s.lro(w, r, 202, nil, func() (*Fault, string) { delete(m, key); return nil, "" }, nil)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -510,19 +525,16 @@ type diskBody struct {
 }
 
 func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, name string, body []byte) {
+	if !nameRE.MatchString(name) {
+		armError(w, 400, "InvalidResourceName", "The resource name '%s' is invalid.", name)
+		return
+	}
 	var in diskBody
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "The request content was invalid: %v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case !nameRE.MatchString(name):
-		armError(w, 400, "InvalidResourceName", "The resource name '%s' is invalid.", name)
-		return
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.CreationData == nil || p.CreationData.CreateOption == "":
 		armError(w, 400, "InvalidParameter", "Required parameter 'creationData.createOption' is missing (null).")
 		return
@@ -542,7 +554,7 @@ func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, nam
 		armError(w, 400, "InvalidParameter", "hyperVGeneration %q", p.HyperVGeneration)
 		return
 	}
-	if old := s.disks[key]; old != nil && !old.Deleted {
+	if s.disk(key) != nil {
 		armError(w, 409, "Conflict", "Disk %s already exists.", name)
 		return
 	}
@@ -597,8 +609,8 @@ func diskJSON(d *Disk) map[string]any {
 }
 
 func (s *Server) grantAccess(w http.ResponseWriter, r *http.Request, key, id string, body []byte) {
-	d := s.disks[key]
-	if d == nil || d.Deleted {
+	d := s.disk(key)
+	if d == nil {
 		armError(w, 404, "ResourceNotFound", "The Resource '%s' was not found.", id)
 		return
 	}
@@ -725,15 +737,11 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, key, id, na
 			} `json:"storageProfile"`
 		} `json:"properties"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "%v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.StorageProfile == nil || p.StorageProfile.OSDisk == nil:
 		armError(w, 400, "InvalidParameter", "Required parameter 'storageProfile.osDisk' is missing (null).")
 		return
@@ -785,15 +793,11 @@ func (s *Server) createGalleryImage(w http.ResponseWriter, r *http.Request, rg, 
 			Features         []struct{ Name, Value string }          `json:"features"`
 		} `json:"properties"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "%v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.OSType == "" || p.OSState == "":
 		armError(w, 400, "InvalidParameter", "Required parameters 'osType' and 'osState' are missing.")
 		return
@@ -851,15 +855,11 @@ func (s *Server) createVersion(w http.ResponseWriter, r *http.Request, rg, key, 
 			} `json:"storageProfile"`
 		} `json:"properties"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		armError(w, 400, "InvalidRequestContent", "%v", err)
+	if !decodeResource(w, body, &in, &in.Location) {
 		return
 	}
 	p := in.Properties
 	switch {
-	case in.Location == "":
-		armError(w, 400, "LocationRequired", "The location property is required for this definition.")
-		return
 	case p == nil || p.StorageProfile == nil || p.StorageProfile.OSDiskImage == nil || p.StorageProfile.OSDiskImage.Source == nil || p.StorageProfile.OSDiskImage.Source.ID == "":
 		armError(w, 400, "InvalidParameter", "The version needs a source: storageProfile.osDiskImage.source.id.")
 		return
