@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/export/azure/armfake"
 	"github.com/layerimg/layerimg/export/azure/azurite"
@@ -77,7 +78,11 @@ func TestPublishAzureCommand(t *testing.T) {
 		t.Fatalf("--manifest wrote %q (%v), stdout %q", b, err, out)
 	}
 	ims := s.Images()
-	if len(ims) != 1 || ims[0].Tags["team"] != "platform" || len(ims[0].Tags[azure.DigestTag]) != 64 {
+	digest, err := disk.ContentDigest(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ims) != 1 || ims[0].Tags["team"] != "platform" || ims[0].Tags[azure.DigestTag] != digest {
 		t.Fatalf("images: %+v", ims)
 	}
 	if ds := s.Disks(); len(ds) != 1 || !ds[0].Deleted {
