@@ -3,7 +3,8 @@ package disktest
 import (
 	"context"
 	"os"
-	"path/filepath"
+
+	"github.com/layerimg/layerimg/disk/sparse"
 )
 
 // Writer is a format writer's shape (disk/format.Writer), repeated here so
@@ -16,26 +17,7 @@ type Writer interface {
 // Convert writes raw through w to out the way disk/format.Convert does: into
 // a temporary file beside out, renamed only on success.
 func Convert(ctx context.Context, raw, out string, w Writer) error {
-	in, err := os.Open(raw)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := w.Write(ctx, tmp, in, fi.Size()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), out)
+	return sparse.WriteAtomicFrom(out, raw, func(dst, src *os.File, size int64) error {
+		return w.Write(ctx, dst, src, size)
+	})
 }
