@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/internal/tartest"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -135,8 +136,8 @@ func TestDeterministicColdBuilds(t *testing.T) {
 		t.Errorf("layout holds %s, build said %s", d, results[0].Image)
 	}
 	// Flattening: ours against mutate.Extract, entry for entry.
-	want := tarSummary(t, mutate.Extract(img))
-	got := tarSummary(t, io.NopCloser(bytes.NewReader(a)))
+	want := tartest.Summary(t, mutate.Extract(img))
+	got := tartest.Summary(t, io.NopCloser(bytes.NewReader(a)))
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("rootfs tar differs from mutate.Extract:\n got %q\nwant %q", got, want)
 	}
@@ -197,7 +198,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	// Nor does the mount point: /run/secrets is not in the image.
 	rt, _ := os.ReadFile(filepath.Join(out, "rootfs.tar"))
-	for _, e := range tarSummary(t, io.NopCloser(bytes.NewReader(rt))) {
+	for _, e := range tartest.Summary(t, io.NopCloser(bytes.NewReader(rt))) {
 		if strings.HasPrefix(e, "run") {
 			t.Errorf("rootfs has %s", e)
 		}

@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,46 +104,6 @@ func statuses(steps []layerimg.StepPlan) string {
 		s = append(s, st.Name+"="+st.Status)
 	}
 	return strings.Join(s, " ")
-}
-
-func tarSummary(t *testing.T, rc io.ReadCloser) []string {
-	t.Helper()
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	var out []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
-		switch h.Typeflag {
-		case tar.TypeReg:
-			body, _ := io.ReadAll(tr)
-			out = append(out, name+" f "+modeStr(h.Mode)+" "+string(body))
-		case tar.TypeLink:
-			out = append(out, name+" h")
-		case tar.TypeSymlink:
-			out = append(out, name+" l "+h.Linkname)
-		case tar.TypeDir:
-			out = append(out, name+" d")
-		}
-	}
-	// A hardlink pair may be written either way round: keep names only.
-	for i, s := range out {
-		if strings.HasSuffix(s, " h") {
-			out[i] = strings.TrimSuffix(s, " h") + " f"
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func modeStr(m int64) string {
-	return "0" + strings.TrimLeft(string(rune('0'+(m>>9)&7))+string(rune('0'+(m>>6)&7))+string(rune('0'+(m>>3)&7))+string(rune('0'+m&7)), "0")
 }
 
 // startRegistry runs Debian's docker-registry (distribution 2.8) on a free
