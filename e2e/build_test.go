@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/layerimg/layerimg"
@@ -118,16 +117,7 @@ func TestDeterministicColdBuilds(t *testing.T) {
 		t.Error("rootfs tars differ")
 	}
 	// The OCI layout is a runnable image: load it back and check its config.
-	p, err := layout.FromPath(filepath.Join(out, "img0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, _ := p.ImageIndex()
-	im, _ := idx.IndexManifest()
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := layoutImage(t, filepath.Join(out, "img0"))
 	cf, _ := img.ConfigFile()
 	if cf.Config.WorkingDir != "/srv/app" || !slices.Contains(cf.Config.Env, "GREETING=hi") || cf.Architecture != "amd64" || cf.OS != "linux" {
 		t.Errorf("config: %+v", cf.Config)

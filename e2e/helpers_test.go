@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/layerimg/layerimg"
@@ -96,6 +98,23 @@ func build(t *testing.T, r *recipes.Recipe, o layerimg.Options) *layerimg.Result
 		t.Fatal(err)
 	}
 	return res
+}
+
+// layoutImage is the first image of the OCI layout at dir, as a build's
+// OCILayout output holds it.
+func layoutImage(t *testing.T, dir string) v1.Image {
+	t.Helper()
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := p.ImageIndex()
+	im, _ := idx.IndexManifest()
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
 
 func statuses(steps []layerimg.StepPlan) string {
