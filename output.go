@@ -32,44 +32,28 @@ func assembleImage(base v1.Image, steps []v1.Layer, r *recipes.Recipe, env []str
 		img = mutate.MediaType(img, types.OCIManifestSchema1)
 		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	}
-	var adds []mutate.Addendum
-	for i, l := range steps {
-		mt, err := l.MediaType()
-		if err != nil {
-			return nil, err
-		}
-		adds = append(adds, mutate.Addendum{Layer: l, MediaType: mt, History: v1.History{
-			Created: v1.Time{Time: epoch}, CreatedBy: fmt.Sprintf("layerimg step %d", i+1),
-		}})
-	}
-	img, err := mutate.Append(img, adds...)
+	img, err := layers.Append(img, steps, func(i int) v1.History {
+		return v1.History{Created: v1.Time{Time: epoch}, CreatedBy: fmt.Sprintf("layerimg step %d", i+1)}
+	})
 	if err != nil {
 		return nil, err
 	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
 	pl, err := v1.ParsePlatform(r.Platform)
 	if err != nil {
 		return nil, err
 	}
-	cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
-	cf.Created = v1.Time{Time: epoch}
-	cf.Config.Env = env
-	if workdir != "" {
-		cf.Config.WorkingDir = workdir
-	}
-	if cf.Config.Labels == nil {
-		cf.Config.Labels = map[string]string{}
-	}
-	cf.Config.Labels["org.opencontainers.image.title"] = r.Name
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		return nil, err
-	}
-	return img, nil
+	return layers.EditConfig(img, func(cf *v1.ConfigFile) {
+		cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
+		cf.Created = v1.Time{Time: epoch}
+		cf.Config.Env = env
+		if workdir != "" {
+			cf.Config.WorkingDir = workdir
+		}
+		if cf.Config.Labels == nil {
+			cf.Config.Labels = map[string]string{}
+		}
+		cf.Config.Labels["org.opencontainers.image.title"] = r.Name
+	})
 }
 
 // outputOptions are the image outputs a build writes besides disks.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/internal/tartest"
 )
 
 // A hostile --arg value reaches the step as data: the shell expands it from
@@ -38,7 +39,7 @@ tests:
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries := tarSummary(t, io.NopCloser(bytes.NewReader(rt)))
+	entries := tartest.Summary(t, io.NopCloser(bytes.NewReader(rt)))
 	var greeting string
 	for _, e := range entries {
 		if strings.HasPrefix(e, "injected") {

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/internal/tartest"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -117,16 +117,7 @@ func TestDeterministicColdBuilds(t *testing.T) {
 		t.Error("rootfs tars differ")
 	}
 	// The OCI layout is a runnable image: load it back and check its config.
-	p, err := layout.FromPath(filepath.Join(out, "img0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, _ := p.ImageIndex()
-	im, _ := idx.IndexManifest()
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := layoutImage(t, filepath.Join(out, "img0"))
 	cf, _ := img.ConfigFile()
 	if cf.Config.WorkingDir != "/srv/app" || !slices.Contains(cf.Config.Env, "GREETING=hi") || cf.Architecture != "amd64" || cf.OS != "linux" {
 		t.Errorf("config: %+v", cf.Config)
@@ -135,8 +126,8 @@ func TestDeterministicColdBuilds(t *testing.T) {
 		t.Errorf("layout holds %s, build said %s", d, results[0].Image)
 	}
 	// Flattening: ours against mutate.Extract, entry for entry.
-	want := tarSummary(t, mutate.Extract(img))
-	got := tarSummary(t, io.NopCloser(bytes.NewReader(a)))
+	want := tartest.Summary(t, mutate.Extract(img))
+	got := tartest.Summary(t, io.NopCloser(bytes.NewReader(a)))
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("rootfs tar differs from mutate.Extract:\n got %q\nwant %q", got, want)
 	}
@@ -197,7 +188,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	// Nor does the mount point: /run/secrets is not in the image.
 	rt, _ := os.ReadFile(filepath.Join(out, "rootfs.tar"))
-	for _, e := range tarSummary(t, io.NopCloser(bytes.NewReader(rt))) {
+	for _, e := range tartest.Summary(t, io.NopCloser(bytes.NewReader(rt))) {
 		if strings.HasPrefix(e, "run") {
 			t.Errorf("rootfs has %s", e)
 		}

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk/disktest"
 	"github.com/layerimg/layerimg/disk/qemu"
@@ -71,16 +69,7 @@ func TestDebianCloud(t *testing.T) {
 	})
 
 	t.Run("disk matches image", func(t *testing.T) {
-		p, err := layout.FromPath(o.OCILayout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, _ := p.ImageIndex()
-		im, _ := idx.IndexManifest()
-		img, err := idx.Image(im.Manifests[0].Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := layoutImage(t, o.OCILayout)
 		ls, _ := img.Layers()
 		last, _ := ls[len(ls)-1].Digest()
 		if last.String() != res.Disk.Layer {

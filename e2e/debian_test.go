@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/internal/tartest"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -38,7 +39,7 @@ func TestDebianExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries := tarSummary(t, io.NopCloser(bytes.NewReader(data)))
+	entries := tartest.Summary(t, io.NopCloser(bytes.NewReader(data)))
 	for _, want := range []string{"etc/motd f 0644 Built by layerimg.\n", "etc/greeting f 0644 hello from layerimg\n", "usr/bin/less f", "etc/debian_version f"} {
 		found := false
 		for _, e := range entries {

@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/layerimg/layerimg"
@@ -100,52 +101,29 @@ func build(t *testing.T, r *recipes.Recipe, o layerimg.Options) *layerimg.Result
 	return res
 }
 
+// layoutImage is the first image of the OCI layout at dir, as a build's
+// OCILayout output holds it.
+func layoutImage(t *testing.T, dir string) v1.Image {
+	t.Helper()
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := p.ImageIndex()
+	im, _ := idx.IndexManifest()
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 func statuses(steps []layerimg.StepPlan) string {
 	var s []string
 	for _, st := range steps {
 		s = append(s, st.Name+"="+st.Status)
 	}
 	return strings.Join(s, " ")
-}
-
-func tarSummary(t *testing.T, rc io.ReadCloser) []string {
-	t.Helper()
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	var out []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
-		switch h.Typeflag {
-		case tar.TypeReg:
-			body, _ := io.ReadAll(tr)
-			out = append(out, name+" f "+modeStr(h.Mode)+" "+string(body))
-		case tar.TypeLink:
-			out = append(out, name+" h")
-		case tar.TypeSymlink:
-			out = append(out, name+" l "+h.Linkname)
-		case tar.TypeDir:
-			out = append(out, name+" d")
-		}
-	}
-	// A hardlink pair may be written either way round: keep names only.
-	for i, s := range out {
-		if strings.HasSuffix(s, " h") {
-			out[i] = strings.TrimSuffix(s, " h") + " f"
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func modeStr(m int64) string {
-	return "0" + strings.TrimLeft(string(rune('0'+(m>>9)&7))+string(rune('0'+(m>>6)&7))+string(rune('0'+(m>>3)&7))+string(rune('0'+m&7)), "0")
 }
 
 // startRegistry runs Debian's docker-registry (distribution 2.8) on a free

@@ -193,6 +193,13 @@ func fakeBootFiles(except ...string) []hostEntry {
 	return es
 }
 
+// climbingOut is a layer of boot files in which path is a relative symlink
+// that climbs out of the image to the host's secret.
+func climbingOut(c *canary, path string) [][]hostEntry {
+	rel := strings.Repeat("../", 12) + strings.TrimPrefix(c.secretPath, "/")
+	return [][]hostEntry{append(fakeBootFiles(path), hostEntry{name: path, typ: tar.TypeSymlink, link: rel})}
+}
+
 func TestHostileBases(t *testing.T) {
 	needRoot(t)
 	if testing.Short() {
@@ -240,18 +247,14 @@ func TestHostileBases(t *testing.T) {
 		{
 			name: "the kernel climbs out of the image to a host file",
 			layers: func(c *canary) [][]hostEntry {
-				es := fakeBootFiles("boot/vmlinuz-6.1.0-9-cloud-amd64")
-				rel := strings.Repeat("../", 12) + strings.TrimPrefix(c.secretPath, "/")
-				return [][]hostEntry{append(es, hostEntry{name: "boot/vmlinuz-6.1.0-9-cloud-amd64", typ: tar.TypeSymlink, link: rel})}
+				return climbingOut(c, "boot/vmlinuz-6.1.0-9-cloud-amd64")
 			},
 			wantErr: []string{"/boot/vmlinuz-6.1.0-9-cloud-amd64", "points outside the root"},
 		},
 		{
 			name: "the initrd climbs out of the image to a host file",
 			layers: func(c *canary) [][]hostEntry {
-				es := fakeBootFiles("boot/initrd.img-6.1.0-9-cloud-amd64")
-				rel := strings.Repeat("../", 12) + strings.TrimPrefix(c.secretPath, "/")
-				return [][]hostEntry{append(es, hostEntry{name: "boot/initrd.img-6.1.0-9-cloud-amd64", typ: tar.TypeSymlink, link: rel})}
+				return climbingOut(c, "boot/initrd.img-6.1.0-9-cloud-amd64")
 			},
 			wantErr: []string{"/boot/initrd.img-6.1.0-9-cloud-amd64", "points outside the root"},
 		},
@@ -330,14 +333,7 @@ func TestHostileBaseDigestMismatch(t *testing.T) {
 	ctx := t.TempDir()
 	dir := filepath.Join(ctx, "img")
 	ref := hostileImage(t, dir, []hostEntry{{name: "etc/", typ: tar.TypeDir}, {name: "etc/good", body: "good"}})
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, _ := p.ImageIndex()
-	im, _ := idx.IndexManifest()
-	img, _ := idx.Image(im.Manifests[0].Digest)
-	ls, _ := img.Layers()
+	ls, _ := layoutImage(t, dir).Layers()
 	want, _ := ls[0].Digest()
 	// Another layer, in the good one's place.
 	evil := hostileTar(t, []hostEntry{{name: "etc/", typ: tar.TypeDir}, {name: "etc/evil", body: "evil"}})
@@ -351,7 +347,7 @@ func TestHostileBaseDigestMismatch(t *testing.T) {
 	os.WriteFile(filepath.Join(ctx, "recipe.yaml"), []byte("name: hostile\nfrom: "+ref+"\n"), 0o644)
 	out := t.TempDir()
 	o := layerimg.Options{CacheDir: t.TempDir(), RootfsTar: filepath.Join(out, "rootfs.tar")}
-	_, err = layerimg.Build(context.Background(), load(t, ctx, nil), o)
+	_, err := layerimg.Build(context.Background(), load(t, ctx, nil), o)
 	if err == nil {
 		t.Fatal("a swapped blob was built")
 	}

@@ -213,23 +213,22 @@ func ociLayout(spec string, o BaseOptions) (*Base, error) {
 		}
 		for _, cd := range cm.Manifests {
 			if cd.Platform != nil && cd.Platform.Satisfies(*pl) {
-				img, err := child.Image(cd.Digest)
-				if err != nil {
-					return nil, fmt.Errorf("from %s: %w", ref, err)
-				}
-				if err := checkDigest(ref, "manifest", img, cd.Digest); err != nil {
-					return nil, err
-				}
-				return imageBase(ref, img, true)
+				return layoutImageBase(ref, child, cd.Digest)
 			}
 		}
 		return nil, fmt.Errorf("from %s: no image for platform %s", ref, o.Platform)
 	}
-	img, err := idx.Image(d.Digest)
+	return layoutImageBase(ref, idx, d.Digest)
+}
+
+// layoutImageBase is the base made of the image d names in idx, a layout's
+// index or one of its children, refused if its manifest is not d.
+func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash) (*Base, error) {
+	img, err := idx.Image(d)
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
 	}
-	if err := checkDigest(ref, "manifest", img, d.Digest); err != nil {
+	if err := checkDigest(ref, "manifest", img, d); err != nil {
 		return nil, err
 	}
 	return imageBase(ref, img, true)

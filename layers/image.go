@@ -34,15 +34,7 @@ func (l *cachedLayer) Uncompressed() (io.ReadCloser, error) {
 func imageFromLayers(ls []v1.Layer, plat string) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	var adds []mutate.Addendum
-	for _, l := range ls {
-		mt, err := l.MediaType()
-		if err != nil {
-			return nil, err
-		}
-		adds = append(adds, mutate.Addendum{Layer: l, MediaType: mt})
-	}
-	img, err := mutate.Append(img, adds...)
+	img, err := Append(img, ls, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -50,11 +42,37 @@ func imageFromLayers(ls []v1.Layer, plat string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	return EditConfig(img, func(cf *v1.ConfigFile) {
+		cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
+	})
+}
+
+// Append returns img with ls on top, each under its own media type and,
+// when history is not nil, with history(i) as the i-th one's history.
+func Append(img v1.Image, ls []v1.Layer, history func(i int) v1.History) (v1.Image, error) {
+	adds := make([]mutate.Addendum, 0, len(ls))
+	for i, l := range ls {
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		add := mutate.Addendum{Layer: l, MediaType: mt}
+		if history != nil {
+			add.History = history(i)
+		}
+		adds = append(adds, add)
+	}
+	return mutate.Append(img, adds...)
+}
+
+// EditConfig returns img with its config file changed by edit, which gets
+// a copy of it.
+func EditConfig(img v1.Image, edit func(*v1.ConfigFile)) (v1.Image, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Variant = pl.OS, pl.Architecture, pl.Variant
+	edit(cf)
 	return mutate.ConfigFile(img, cf)
 }

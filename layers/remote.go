@@ -265,7 +265,7 @@ func (l *lazyLayer) ensure() error {
 		return fmt.Errorf("pulling layer of step %s: %w", l.e.Step, err)
 	}
 	l.rc.pulled.Add(l.d.Size)
-	l.rc.reg.log().Info("pulled layer", "step", l.e.Step, "digest", l.d.Digest.String()[:19], "bytes", l.d.Size, "rate", rate(l.d.Size, time.Since(start)))
+	l.rc.reg.log().Info("pulled layer", "step", l.e.Step, "digest", l.d.Digest.String()[:19], "bytes", l.d.Size, "rate", Rate(l.d.Size, time.Since(start)))
 	e := l.e
 	e.Created = time.Now().UTC()
 	return l.c.Store(e)
@@ -298,7 +298,9 @@ func (l *lazyLayer) Source() v1.Layer {
 	return rl
 }
 
-func rate(n int64, d time.Duration) string {
+// Rate is a transfer's speed as progress lines say it: n bytes in d, in
+// MB/s. Layers and disk sets, pushed or pulled, report it alike.
+func Rate(n int64, d time.Duration) string {
 	if d <= 0 {
 		d = time.Millisecond
 	}

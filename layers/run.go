@@ -35,28 +35,27 @@ func sandbox(ctx context.Context, c *Cache, lowers []string, o RunOptions) (scra
 	if err != nil {
 		return "", "", err
 	}
-	upper = filepath.Join(scratch, "upper")
 	spec := rootfs.RunSpec{
 		Lowers:     lowers,
-		Upper:      upper,
-		Work:       filepath.Join(scratch, "work"),
-		Merged:     filepath.Join(scratch, "merged"),
 		Argv:       o.Argv,
 		Env:        o.Env,
 		Workdir:    o.Workdir,
 		Network:    o.Network,
 		Hostname:   "layerimg",
 		ResolvConf: o.Network != "none",
-		StateFile:  filepath.Join(scratch, "created"),
 	}
 	if len(lowers) == 0 { // overlayfs needs one lower dir
 		spec.Lowers = []string{filepath.Join(scratch, "empty")}
 	}
-	for _, d := range append([]string{spec.Upper, spec.Work, spec.Merged}, spec.Lowers...) {
+	if err := spec.InScratch(scratch); err != nil {
+		return scratch, "", err
+	}
+	for _, d := range spec.Lowers {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return scratch, "", err
 		}
 	}
+	upper = spec.Upper
 	var secrets [][]byte
 	for _, s := range o.Secrets {
 		spec.Binds = append(spec.Binds, rootfs.Bind{Src: s.Src, Target: s.Target})

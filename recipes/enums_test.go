@@ -1,8 +1,6 @@
 package recipes
 
 import (
-	"encoding/json"
-	"os"
 	"slices"
 	"testing"
 )
@@ -10,10 +8,6 @@ import (
 // TestSchemaEnums keeps the enums in schema.json equal to the Go lists the
 // parser and the publishers check against, defaults first.
 func TestSchemaEnums(t *testing.T) {
-	data, err := os.ReadFile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	type prop struct {
 		Enum    []string `json:"enum"`
 		Default any      `json:"default"`
@@ -23,9 +17,7 @@ func TestSchemaEnums(t *testing.T) {
 			Properties map[string]prop `json:"properties"`
 		} `json:"$defs"`
 	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		t.Fatal(err)
-	}
+	readSchema(t, &s)
 	for _, tc := range []struct {
 		def, key string
 		want     []string

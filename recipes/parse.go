@@ -272,15 +272,9 @@ func (p *parser) recipe(n *yaml.Node, r *Recipe) {
 				if c.Kind == yaml.ScalarNode {
 					p.command(c, what, &t.Run)
 				} else {
-					p.fields(c, what, testKeys, func(k string, v *yaml.Node) {
-						switch k {
-						case "name":
-							p.str(v, what+".name", &t.Name)
-						case "run":
-							p.command(v, what+".run", &t.Run)
-						case "boot":
-							t.Boot = p.bootTest(v, what+".boot")
-						}
+					p.settings(c, what, testKeys, map[string]setter{
+						"name": p.toStr(&t.Name), "run": p.toCommand(&t.Run),
+						"boot": func(v *yaml.Node, what string) { t.Boot = p.bootTest(v, what) },
 					})
 					if t.Run.IsZero() == (t.Boot == nil) {
 						p.errorf(c, "%s must have exactly one of run or boot", what)
@@ -349,39 +343,78 @@ func (p *parser) integer(n *yaml.Node, what string, dst *int) {
 	*dst = v
 }
 
+// A setter parses one key's value into the field it sets; what is the key's
+// path in the recipe, such as publish.aws.region.
+type setter func(v *yaml.Node, what string)
+
+// settings walks a mapping whose keys each set one field, parsing each
+// key's value with its setter in table. keys gives the allowed keys in the
+// order error messages list them.
+func (p *parser) settings(n *yaml.Node, what string, keys []string, table map[string]setter) {
+	p.fields(n, what, keys, func(k string, v *yaml.Node) {
+		table[k](v, what+"."+k)
+	})
+}
+
+// toStr sets a string; with allowed, it must be one of them.
+func (p *parser) toStr(dst *string, allowed ...string) setter {
+	return func(v *yaml.Node, what string) {
+		p.str(v, what, dst)
+		if len(allowed) > 0 {
+			p.oneOf(v, what, *dst, allowed...)
+		}
+	}
+}
+
+func (p *parser) toCommand(dst *Command) setter {
+	return func(v *yaml.Node, what string) { p.command(v, what, dst) }
+}
+
+func (p *parser) toBool(dst *bool) setter {
+	return func(v *yaml.Node, what string) { p.boolean(v, what, dst) }
+}
+
+func (p *parser) toInt(dst *int) setter {
+	return func(v *yaml.Node, what string) { p.integer(v, what, dst) }
+}
+
+func (p *parser) toList(dst *[]string) setter {
+	return func(v *yaml.Node, what string) { p.strList(v, what, dst) }
+}
+
+func (p *parser) toMap(dst *map[string]string) setter {
+	return func(v *yaml.Node, what string) { p.strMap(v, what, dst) }
+}
+
 func (p *parser) vsphere(n *yaml.Node) *VSphere {
 	vs := &VSphere{}
-	strs := map[string]*string{
-		"url": &vs.URL, "username": &vs.Username, "password": &vs.Password, "thumbprint": &vs.Thumbprint,
-		"datacenter": &vs.Datacenter, "datastore": &vs.Datastore, "cluster": &vs.Cluster, "host": &vs.Host,
-		"resource_pool": &vs.ResourcePool, "folder": &vs.Folder, "network": &vs.Network, "template_name": &vs.TemplateName,
-		"hardware_version": &vs.HardwareVersion, "guest_id": &vs.GuestID, "firmware": &vs.Firmware,
-		"disk_controller": &vs.DiskController, "annotation": &vs.Annotation, "content_library": &vs.ContentLibrary,
-	}
-	p.fields(n, "publish.vsphere", vsphereKeys, func(k string, v *yaml.Node) {
-		what := "publish.vsphere." + k
-		switch k {
-		case "insecure":
-			p.boolean(v, what, &vs.Insecure)
-		case "secure_boot":
-			p.boolean(v, what, &vs.SecureBoot)
-		case "replace_existing":
-			p.boolean(v, what, &vs.ReplaceExisting)
-		case "cpus":
-			p.integer(v, what, &vs.CPUs)
-		case "memory_mb":
-			p.integer(v, what, &vs.MemoryMB)
-		default:
-			p.str(v, what, strs[k])
-		}
-		switch {
-		case k == "firmware" && vs.Firmware != "efi" && vs.Firmware != "bios":
-			p.errorf(v, "%s must be efi or bios", what)
-		case k == "disk_controller" && (vs.DiskController == "lsilogic" || vs.DiskController == "sata"):
-			p.errorf(v, "%s %s: Debian's cloud kernel has no LSI Logic or AHCI driver; use pvscsi or nvme", what, vs.DiskController)
-		case k == "disk_controller" && vs.DiskController != "pvscsi" && vs.DiskController != "nvme":
-			p.errorf(v, "%s must be pvscsi or nvme", what)
-		}
+	p.settings(n, "publish.vsphere", vsphereKeys, map[string]setter{
+		"url": p.toStr(&vs.URL), "username": p.toStr(&vs.Username), "password": p.toStr(&vs.Password),
+		"insecure": p.toBool(&vs.Insecure), "thumbprint": p.toStr(&vs.Thumbprint),
+		"datacenter": p.toStr(&vs.Datacenter), "datastore": p.toStr(&vs.Datastore), "cluster": p.toStr(&vs.Cluster),
+		"host": p.toStr(&vs.Host), "resource_pool": p.toStr(&vs.ResourcePool), "folder": p.toStr(&vs.Folder),
+		"network": p.toStr(&vs.Network), "template_name": p.toStr(&vs.TemplateName),
+		"cpus": p.toInt(&vs.CPUs), "memory_mb": p.toInt(&vs.MemoryMB),
+		"hardware_version": p.toStr(&vs.HardwareVersion), "guest_id": p.toStr(&vs.GuestID),
+		"firmware": func(v *yaml.Node, what string) {
+			p.str(v, what, &vs.Firmware)
+			if vs.Firmware != "efi" && vs.Firmware != "bios" {
+				p.errorf(v, "%s must be efi or bios", what)
+			}
+		},
+		"secure_boot": p.toBool(&vs.SecureBoot),
+		"disk_controller": func(v *yaml.Node, what string) {
+			p.str(v, what, &vs.DiskController)
+			switch vs.DiskController {
+			case "pvscsi", "nvme":
+			case "lsilogic", "sata":
+				p.errorf(v, "%s %s: Debian's cloud kernel has no LSI Logic or AHCI driver; use pvscsi or nvme", what, vs.DiskController)
+			default:
+				p.errorf(v, "%s must be pvscsi or nvme", what)
+			}
+		},
+		"annotation": p.toStr(&vs.Annotation), "replace_existing": p.toBool(&vs.ReplaceExisting),
+		"content_library": p.toStr(&vs.ContentLibrary),
 	})
 	return vs
 }
@@ -395,99 +428,65 @@ func (p *parser) oneOf(n *yaml.Node, what, v string, allowed ...string) {
 
 func (p *parser) aws(n *yaml.Node) *AWS {
 	a := &AWS{}
-	strs := map[string]*string{
-		"region": &a.Region, "name": &a.Name, "description": &a.Description, "boot_mode": &a.BootMode,
-		"architecture": &a.Architecture, "imds_support": &a.IMDSSupport, "tpm_support": &a.TPMSupport,
-		"root_device_name": &a.RootDeviceName, "volume_type": &a.VolumeType, "kms_key_id": &a.KMSKeyID,
-		"method": &a.Method, "s3_bucket": &a.S3Bucket, "role_name": &a.RoleName,
-	}
-	p.fields(n, "publish.aws", awsKeys, func(k string, v *yaml.Node) {
-		what := "publish.aws." + k
-		switch k {
-		case "tags":
-			p.strMap(v, what, &a.Tags)
-		case "ena_support":
+	p.settings(n, "publish.aws", awsKeys, map[string]setter{
+		"region": p.toStr(&a.Region), "name": p.toStr(&a.Name), "description": p.toStr(&a.Description),
+		"tags":         p.toMap(&a.Tags),
+		"boot_mode":    p.toStr(&a.BootMode, AWSBootModes()...),
+		"architecture": p.toStr(&a.Architecture, AWSArchitectures()...),
+		"ena_support": func(v *yaml.Node, what string) {
 			var b bool
 			p.boolean(v, what, &b)
 			a.ENASupport = &b
-		case "encrypted":
-			p.boolean(v, what, &a.Encrypted)
-		case "volume_size":
-			p.integer(v, what, &a.VolumeSize)
-		case "copy_to":
-			p.strList(v, what, &a.CopyTo)
-		case "launch_permissions":
+		},
+		"imds_support":     p.toStr(&a.IMDSSupport, AWSIMDSSupport()...),
+		"tpm_support":      p.toStr(&a.TPMSupport, AWSTPMSupport()...),
+		"root_device_name": p.toStr(&a.RootDeviceName),
+		"volume_type":      p.toStr(&a.VolumeType, AWSVolumeTypes()...),
+		"volume_size":      p.toInt(&a.VolumeSize),
+		"encrypted":        p.toBool(&a.Encrypted),
+		"kms_key_id":       p.toStr(&a.KMSKeyID),
+		"copy_to":          p.toList(&a.CopyTo),
+		"launch_permissions": func(v *yaml.Node, what string) {
 			lp := &LaunchPermissions{}
-			p.fields(v, what, launchPermissionKeys, func(k string, v *yaml.Node) {
-				dst := map[string]*[]string{"accounts": &lp.Accounts, "organizations": &lp.Organizations, "organizational_units": &lp.OrganizationalUnits}[k]
-				p.strList(v, what+"."+k, dst)
+			p.settings(v, what, launchPermissionKeys, map[string]setter{
+				"accounts": p.toList(&lp.Accounts), "organizations": p.toList(&lp.Organizations),
+				"organizational_units": p.toList(&lp.OrganizationalUnits),
 			})
 			a.LaunchPermissions = lp
-		default:
-			p.str(v, what, strs[k])
-		}
-		switch k {
-		case "boot_mode":
-			p.oneOf(v, what, a.BootMode, AWSBootModes()...)
-		case "architecture":
-			p.oneOf(v, what, a.Architecture, AWSArchitectures()...)
-		case "imds_support":
-			p.oneOf(v, what, a.IMDSSupport, AWSIMDSSupport()...)
-		case "tpm_support":
-			p.oneOf(v, what, a.TPMSupport, AWSTPMSupport()...)
-		case "volume_type":
-			p.oneOf(v, what, a.VolumeType, AWSVolumeTypes()...)
-		case "method":
-			p.oneOf(v, what, a.Method, AWSMethods()...)
-		}
+		},
+		"method":    p.toStr(&a.Method, AWSMethods()...),
+		"s3_bucket": p.toStr(&a.S3Bucket), "role_name": p.toStr(&a.RoleName),
 	})
 	return a
 }
 
 func (p *parser) azure(n *yaml.Node) *Azure {
 	a := &Azure{}
-	strs := map[string]*string{
-		"subscription_id": &a.SubscriptionID, "resource_group": &a.ResourceGroup, "location": &a.Location, "cloud": &a.Cloud,
-		"image_name": &a.ImageName, "hyper_v_generation": &a.HyperVGeneration, "security_type": &a.SecurityType, "os_type": &a.OSType,
-	}
-	p.fields(n, "publish.azure", azureKeys, func(k string, v *yaml.Node) {
-		what := "publish.azure." + k
-		switch k {
-		case "tags":
-			p.strMap(v, what, &a.Tags)
-		case "keep_disk":
-			p.boolean(v, what, &a.KeepDisk)
-		case "gallery":
+	p.settings(n, "publish.azure", azureKeys, map[string]setter{
+		"subscription_id": p.toStr(&a.SubscriptionID), "resource_group": p.toStr(&a.ResourceGroup),
+		"location": p.toStr(&a.Location), "cloud": p.toStr(&a.Cloud, AzureClouds()...),
+		"image_name": p.toStr(&a.ImageName),
+		"gallery": func(v *yaml.Node, what string) {
 			g := &Gallery{}
-			gs := map[string]*string{"name": &g.Name, "image_definition": &g.ImageDefinition, "version": &g.Version,
-				"publisher": &g.Publisher, "offer": &g.Offer, "sku": &g.SKU}
-			p.fields(v, what, galleryKeys, func(k string, v *yaml.Node) {
-				switch k {
-				case "replica_regions":
-					p.strList(v, what+"."+k, &g.ReplicaRegions)
-				case "exclude_from_latest":
-					p.boolean(v, what+"."+k, &g.ExcludeFromLatest)
-				default:
-					p.str(v, what+"."+k, gs[k])
-				}
-				if k == "version" && !galleryVersionRE.MatchString(g.Version) && !strings.Contains(g.Version, "${") {
-					p.errorf(v, "%s.version %q: expected MAJOR.MINOR.PATCH, such as 1.4.0", what, g.Version)
-				}
+			p.settings(v, what, galleryKeys, map[string]setter{
+				"name": p.toStr(&g.Name), "image_definition": p.toStr(&g.ImageDefinition),
+				"version": func(v *yaml.Node, what string) {
+					p.str(v, what, &g.Version)
+					if !galleryVersionRE.MatchString(g.Version) && !strings.Contains(g.Version, "${") {
+						p.errorf(v, "%s %q: expected MAJOR.MINOR.PATCH, such as 1.4.0", what, g.Version)
+					}
+				},
+				"replica_regions":     p.toList(&g.ReplicaRegions),
+				"exclude_from_latest": p.toBool(&g.ExcludeFromLatest),
+				"publisher":           p.toStr(&g.Publisher), "offer": p.toStr(&g.Offer), "sku": p.toStr(&g.SKU),
 			})
 			a.Gallery = g
-		default:
-			p.str(v, what, strs[k])
-		}
-		switch k {
-		case "cloud":
-			p.oneOf(v, what, a.Cloud, AzureClouds()...)
-		case "hyper_v_generation":
-			p.oneOf(v, what, a.HyperVGeneration, AzureHyperVGenerations()...)
-		case "security_type":
-			p.oneOf(v, what, a.SecurityType, AzureSecurityTypes()...)
-		case "os_type":
-			p.oneOf(v, what, a.OSType, AzureOSTypes()...)
-		}
+		},
+		"hyper_v_generation": p.toStr(&a.HyperVGeneration, AzureHyperVGenerations()...),
+		"security_type":      p.toStr(&a.SecurityType, AzureSecurityTypes()...),
+		"os_type":            p.toStr(&a.OSType, AzureOSTypes()...),
+		"tags":               p.toMap(&a.Tags),
+		"keep_disk":          p.toBool(&a.KeepDisk),
 	})
 	return a
 }
@@ -532,99 +531,85 @@ func (p *parser) base(n *yaml.Node, b *Base) {
 		return
 	}
 	p.fields(n, "from", []string{"bootstrap"}, func(k string, v *yaml.Node) {
-		b.Bootstrap = &Bootstrap{}
+		bs := &Bootstrap{}
+		b.Bootstrap = bs
+		set := map[string]setter{
+			"distro": p.toStr(&bs.Distro), "suite": p.toStr(&bs.Suite), "mirror": p.toStr(&bs.Mirror),
+			"variant": p.toStr(&bs.Variant), "packages": p.toList(&bs.Packages),
+		}
+		// Its errors name the keys bootstrap.KEY, without from.
 		p.fields(v, "from.bootstrap", bootstrapKeys, func(k string, v *yaml.Node) {
-			bs := b.Bootstrap
-			switch k {
-			case "distro":
-				p.str(v, "bootstrap.distro", &bs.Distro)
-			case "suite":
-				p.str(v, "bootstrap.suite", &bs.Suite)
-			case "mirror":
-				p.str(v, "bootstrap.mirror", &bs.Mirror)
-			case "variant":
-				p.str(v, "bootstrap.variant", &bs.Variant)
-			case "packages":
-				p.strList(v, "bootstrap.packages", &bs.Packages)
-			}
+			set[k](v, "bootstrap."+k)
 		})
 	})
 }
 
 func (p *parser) step(n *yaml.Node, i int, s *Step) {
 	s.Pos = pos(n)
-	what := fmt.Sprintf("steps[%d]", i)
-	p.fields(n, what, stepKeys, func(k string, v *yaml.Node) {
-		switch k {
-		case "name":
-			p.str(v, what+".name", &s.Name)
-		case "run":
-			p.command(v, what+".run", &s.Run)
-		case "env":
-			p.strMap(v, what+".env", &s.Env)
-		case "workdir":
-			p.str(v, what+".workdir", &s.Workdir)
-		case "network":
-			p.str(v, what+".network", &s.Network)
+	p.settings(n, fmt.Sprintf("steps[%d]", i), stepKeys, map[string]setter{
+		"name": p.toStr(&s.Name), "run": p.toCommand(&s.Run), "env": p.toMap(&s.Env), "workdir": p.toStr(&s.Workdir),
+		"network": func(v *yaml.Node, what string) {
+			p.str(v, what, &s.Network)
 			if s.Network != "host" && s.Network != "none" {
-				p.errorf(v, "%s.network must be host or none, not %q", what, s.Network)
+				p.errorf(v, "%s must be host or none, not %q", what, s.Network)
 			}
-		case "secrets":
-			if v.Kind != yaml.SequenceNode {
-				p.errorf(v, "%s.secrets must be a list, not %s", what, kindName(v))
-				return
-			}
-			for j, c := range v.Content {
-				var sec Secret
-				w := fmt.Sprintf("%s.secrets[%d]", what, j)
-				p.fields(c, w, secretKeys, func(k string, v *yaml.Node) {
-					switch k {
-					case "id":
-						p.str(v, w+".id", &sec.ID)
-					case "src":
-						p.str(v, w+".src", &sec.Src)
-					case "target":
-						p.str(v, w+".target", &sec.Target)
-					}
-				})
-				s.Secrets = append(s.Secrets, sec)
-			}
-		case "copy":
-			items := []*yaml.Node{v}
-			if v.Kind == yaml.SequenceNode {
-				items = v.Content
-				if len(items) == 0 {
-					p.errorf(v, "%s.copy is an empty list", what)
-				}
-			}
-			for j, c := range items {
-				var cp Copy
-				w := fmt.Sprintf("%s.copy", what)
-				if v.Kind == yaml.SequenceNode {
-					w = fmt.Sprintf("%s.copy[%d]", what, j)
-				}
-				p.fields(c, w, copyKeys, func(k string, v *yaml.Node) {
-					switch k {
-					case "src":
-						p.str(v, w+".src", &cp.Src)
-					case "dst":
-						p.str(v, w+".dst", &cp.Dst)
-					case "mode":
-						p.str(v, w+".mode", &cp.Mode)
-						if _, err := ParseMode(cp.Mode); err != nil {
-							p.errorf(v, "%s.mode: %v", w, err)
-						}
-					case "owner":
-						p.str(v, w+".owner", &cp.Owner)
-						if _, _, err := ParseOwner(cp.Owner); err != nil {
-							p.errorf(v, "%s.owner: %v", w, err)
-						}
-					}
-				})
-				s.Copy = append(s.Copy, cp)
-			}
-		}
+		},
+		"secrets": func(v *yaml.Node, what string) { s.Secrets = p.secrets(v, what) },
+		"copy":    func(v *yaml.Node, what string) { s.Copy = p.copies(v, what) },
 	})
+}
+
+// secrets parses a step's list of secrets.
+func (p *parser) secrets(v *yaml.Node, what string) []Secret {
+	if v.Kind != yaml.SequenceNode {
+		p.errorf(v, "%s must be a list, not %s", what, kindName(v))
+		return nil
+	}
+	var secs []Secret
+	for j, c := range v.Content {
+		var sec Secret
+		p.settings(c, fmt.Sprintf("%s[%d]", what, j), secretKeys, map[string]setter{
+			"id": p.toStr(&sec.ID), "src": p.toStr(&sec.Src), "target": p.toStr(&sec.Target),
+		})
+		secs = append(secs, sec)
+	}
+	return secs
+}
+
+// copies parses a step's copy: one mapping or a list of them.
+func (p *parser) copies(v *yaml.Node, what string) []Copy {
+	items := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		items = v.Content
+		if len(items) == 0 {
+			p.errorf(v, "%s is an empty list", what)
+		}
+	}
+	var cps []Copy
+	for j, c := range items {
+		var cp Copy
+		w := what
+		if v.Kind == yaml.SequenceNode {
+			w = fmt.Sprintf("%s[%d]", what, j)
+		}
+		p.settings(c, w, copyKeys, map[string]setter{
+			"src": p.toStr(&cp.Src), "dst": p.toStr(&cp.Dst),
+			"mode": func(v *yaml.Node, what string) {
+				p.str(v, what, &cp.Mode)
+				if _, err := ParseMode(cp.Mode); err != nil {
+					p.errorf(v, "%s: %v", what, err)
+				}
+			},
+			"owner": func(v *yaml.Node, what string) {
+				p.str(v, what, &cp.Owner)
+				if _, _, err := ParseOwner(cp.Owner); err != nil {
+					p.errorf(v, "%s: %v", what, err)
+				}
+			},
+		})
+		cps = append(cps, cp)
+	}
+	return cps
 }
 
 func kindName(n *yaml.Node) string {

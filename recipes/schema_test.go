@@ -11,19 +11,13 @@ import (
 // TestSchemaMatchesTypes keeps recipes/schema.json, the Go types and the keys
 // the parser accepts in step: a field added to one must be added to all.
 func TestSchemaMatchesTypes(t *testing.T) {
-	data, err := os.ReadFile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var s struct {
 		Properties map[string]json.RawMessage `json:"properties"`
 		Defs       map[string]struct {
 			Properties map[string]json.RawMessage `json:"properties"`
 		} `json:"$defs"`
 	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		t.Fatalf("schema.json: %v", err)
-	}
+	readSchema(t, &s)
 	for _, tc := range []struct {
 		def    string
 		props  map[string]json.RawMessage
@@ -87,4 +81,17 @@ func dedupe(s []string) []string {
 		}
 	}
 	return out
+}
+
+// readSchema decodes recipes/schema.json into v, the parts of it a test
+// checks.
+func readSchema(t *testing.T, v any) {
+	t.Helper()
+	data, err := os.ReadFile("schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("schema.json: %v", err)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerimg/layerimg/internal/tartest"
 )
 
 func needRoot(t *testing.T) {
@@ -185,8 +186,8 @@ func TestFlattenMatchesCraneExport(t *testing.T) {
 	if err := WriteTar(context.Background(), &mine, root, TarOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want := summarize(t, mutate.Extract(img))
-	got := summarize(t, io.NopCloser(&mine))
+	want := tartest.Summary(t, mutate.Extract(img))
+	got := tartest.Summary(t, io.NopCloser(&mine))
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("flattened tree differs from mutate.Extract\n got: %q\nwant: %q", got, want)
 	}
@@ -215,46 +216,6 @@ func TestXattrOrder(t *testing.T) {
 			t.Fatalf("run %d: xattrs listed as %q", i, got)
 		}
 	}
-}
-
-// summarize lists a tar's entries as "name type content", sorted, with
-// hardlinks resolved to their content so that either side may be the link.
-func summarize(t *testing.T, rc io.ReadCloser) []string {
-	t.Helper()
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	content := map[string]string{}
-	var out []string
-	var links [][2]string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
-		switch h.Typeflag {
-		case tar.TypeReg:
-			b, _ := io.ReadAll(tr)
-			content[name] = string(b)
-			out = append(out, name+" f "+string(b))
-		case tar.TypeLink:
-			links = append(links, [2]string{name, h.Linkname})
-		case tar.TypeSymlink:
-			out = append(out, name+" l "+h.Linkname)
-		case tar.TypeDir:
-			out = append(out, name+" d")
-		case tar.TypeChar:
-			out = append(out, name+" c")
-		}
-	}
-	for _, l := range links {
-		out = append(out, l[0]+" f "+content[strings.TrimPrefix(l[1], "./")])
-	}
-	sort.Strings(out)
-	return out
 }
 
 // TestOverlayRoundTrip: a layer applied in overlay form, then archived as an

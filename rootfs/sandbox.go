@@ -46,6 +46,21 @@ type RunSpec struct {
 	StateFile string `json:"state_file"`
 }
 
+// InScratch lays out s's Upper, Work and Merged directories and its
+// StateFile in dir, making the directories.
+func (s *RunSpec) InScratch(dir string) error {
+	s.Upper = filepath.Join(dir, "upper")
+	s.Work = filepath.Join(dir, "work")
+	s.Merged = filepath.Join(dir, "merged")
+	s.StateFile = filepath.Join(dir, "created")
+	for _, d := range []string{s.Upper, s.Work, s.Merged} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ExitError is a command that ran and failed.
 type ExitError struct {
 	Code int

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,9 +23,6 @@ func TestSandboxDebianStep(t *testing.T) {
 	scratch := t.TempDir()
 	spec := RunSpec{
 		Lowers: []string{lower},
-		Upper:  filepath.Join(scratch, "upper"),
-		Work:   filepath.Join(scratch, "work"),
-		Merged: filepath.Join(scratch, "merged"),
 		Argv: []string{"/bin/sh", "-ec", `
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends hello >/dev/null
@@ -40,12 +36,9 @@ echo step-done`},
 		Network:    "host",
 		Hostname:   "layerimg",
 		ResolvConf: true,
-		StateFile:  filepath.Join(scratch, "created"),
 	}
-	for _, d := range []string{spec.Upper, spec.Work, spec.Merged} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := spec.InScratch(scratch); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -95,19 +95,13 @@ func runProbe(t *testing.T, lower string, tweak func(*RunSpec), args ...string) 
 	t.Helper()
 	scratch := t.TempDir()
 	spec := RunSpec{
-		Lowers:    []string{lower},
-		Upper:     filepath.Join(scratch, "upper"),
-		Work:      filepath.Join(scratch, "work"),
-		Merged:    filepath.Join(scratch, "merged"),
-		Argv:      append([]string{"/probe"}, args...),
-		Env:       []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Network:   "none",
-		StateFile: filepath.Join(scratch, "created"),
+		Lowers:  []string{lower},
+		Argv:    append([]string{"/probe"}, args...),
+		Env:     []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Network: "none",
 	}
-	for _, d := range []string{spec.Upper, spec.Work, spec.Merged} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := spec.InScratch(scratch); err != nil {
+		t.Fatal(err)
 	}
 	if tweak != nil {
 		tweak(&spec)

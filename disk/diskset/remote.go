@@ -153,7 +153,7 @@ func (r *Remote) pullFile(rs remoteSet, f, p string) (File, error) {
 		if err != nil {
 			err = fmt.Errorf("pulling %s disk from %s: %w", f, rs.repo, err)
 		} else {
-			r.log.Info("pulled disk", "format", f, "bytes", n, "rate", rate(n, time.Since(start)))
+			r.log.Info("pulled disk", "format", f, "bytes", n, "rate", layers.Rate(n, time.Since(start)))
 		}
 		pw.CloseWithError(err)
 	}()
@@ -173,13 +173,6 @@ func (r *Remote) pullFile(rs remoteSet, f, p string) (File, error) {
 		return File{}, fmt.Errorf("unpacked to %d bytes, the cache says %d", df.Size, b.FileSize)
 	}
 	return df, nil
-}
-
-func rate(n int64, d time.Duration) string {
-	if d <= 0 {
-		d = time.Millisecond
-	}
-	return fmt.Sprintf("%.1f MB/s", float64(n)/1e6/d.Seconds())
 }
 
 // Packed is a set ready for a registry: each file compressed, as a blob.

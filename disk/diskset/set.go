@@ -154,20 +154,11 @@ func copyOut(src, dst string) error {
 		os.Remove(tmp)
 		return err
 	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	return sparse.WriteAtomic(dst, func(out *os.File) error {
-		if err := out.Truncate(fi.Size()); err != nil {
+	return sparse.WriteAtomicFrom(dst, src, func(out, in *os.File, size int64) error {
+		if err := out.Truncate(size); err != nil {
 			return err
 		}
-		return sparse.Copy(out, 0, in, fi.Size())
+		return sparse.Copy(out, 0, in, size)
 	})
 }
 

@@ -13,15 +13,8 @@ import (
 // random bytes at each offset (clipped at the end).
 func MakeRaw(t testing.TB, size int64, offs ...int64) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := createHole(t, size)
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewSource(size))
 	for _, off := range offs {
 		b := make([]byte, min(4096, size-off))
@@ -30,7 +23,7 @@ func MakeRaw(t testing.TB, size int64, offs ...int64) string {
 			t.Fatal(err)
 		}
 	}
-	return p
+	return f.Name()
 }
 
 // QemuImg runs qemu-img, the outside oracle for every disk format, and
@@ -52,15 +45,8 @@ func QemuImg(t testing.TB, args ...string) string {
 // filesystem lays files out (extents may overlap). Upload benchmarks use it.
 func ScatteredDisk(t testing.TB, size, data int64) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := createHole(t, size)
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewSource(size ^ data))
 	buf := make([]byte, 4<<20)
 	for i := range buf {
@@ -74,5 +60,19 @@ func ScatteredDisk(t testing.TB, size, data int64) string {
 		}
 		written += n
 	}
-	return p
+	return f.Name()
+}
+
+// createHole creates disk.raw in a temporary directory: size bytes, all hole.
+func createHole(t testing.TB, size int64) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return f
 }

@@ -142,18 +142,9 @@ func Convert(ctx context.Context, raw, dst string, f Format, s Stamp) error {
 		_, err := Parse(string(f))
 		return err
 	}
-	in, err := os.Open(raw)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
 	s.Name = filepath.Base(dst)
 	w := spec.writer(s)
-	if err := sparse.WriteAtomic(dst, func(out *os.File) error { return w.Write(ctx, out, in, fi.Size()) }); err != nil {
+	if err := sparse.WriteAtomicFrom(dst, raw, func(out, in *os.File, size int64) error { return w.Write(ctx, out, in, size) }); err != nil {
 		return fmt.Errorf("writing %s as %s: %w", dst, f, err)
 	}
 	return nil
@@ -162,23 +153,19 @@ func Convert(ctx context.Context, raw, dst string, f Format, s Stamp) error {
 // Sniff tells a file's format from its bytes, not its name. A file no
 // format claims is raw.
 func Sniff(path string) (Format, error) {
-	f, err := os.Open(path)
+	f, size, err := sparse.Open(path, os.O_RDONLY)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
 	head := make([]byte, 512)
 	if _, err := f.ReadAt(head, 0); err != nil && err != io.EOF {
 		return "", fmt.Errorf("reading %s: %w", path, err)
 	}
 	var tail []byte
-	if fi.Size() >= 512 {
+	if size >= 512 {
 		tail = make([]byte, 512)
-		if _, err := f.ReadAt(tail, fi.Size()-512); err != nil {
+		if _, err := f.ReadAt(tail, size-512); err != nil {
 			return "", fmt.Errorf("reading %s: %w", path, err)
 		}
 	}

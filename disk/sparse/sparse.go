@@ -104,6 +104,32 @@ func Copy(dst *os.File, dstOff int64, src *os.File, size int64) error {
 	})
 }
 
+// Open opens path with flag (os.O_RDONLY, os.O_RDWR) and returns the file
+// and its size.
+func Open(path string, flag int) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
+// WriteAtomicFrom creates dst through WriteAtomic from the file src: fill
+// gets the temporary file, src open for reading and src's size.
+func WriteAtomicFrom(dst, src string, fill func(out, in *os.File, size int64) error) error {
+	in, size, err := Open(src, os.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return WriteAtomic(dst, func(out *os.File) error { return fill(out, in, size) })
+}
+
 // WriteAtomic creates path through fill on a temporary file beside it and
 // renames it into place only when fill succeeds: an interrupted or failed
 // write never leaves a file that looks finished.

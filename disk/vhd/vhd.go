@@ -140,22 +140,18 @@ func (w Writer) Write(_ context.Context, dst, src *os.File, size int64) error {
 // AppendInPlace turns a raw disk into a fixed VHD by padding it to a whole
 // MiB and appending the footer, with no copy.
 func AppendInPlace(path string, id [16]byte, stamp time.Time) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, rawSize, err := sparse.Open(path, os.O_RDWR)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if ok, _ := hasFooter(f, fi.Size()); ok {
+	if ok, _ := hasFooter(f, rawSize); ok {
 		return fmt.Errorf("%s already ends with a VHD footer", path)
 	}
-	if err := checkSize(fi.Size()); err != nil {
+	if err := checkSize(rawSize); err != nil {
 		return err
 	}
-	size := Size(fi.Size())
+	size := Size(rawSize)
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
@@ -180,20 +176,16 @@ func hasFooter(f io.ReaderAt, size int64) (bool, error) {
 // cookie, type and checksum, and a virtual size that is a whole MiB and
 // matches the file.
 func Check(path string) error {
-	f, err := os.Open(path)
+	f, size, err := sparse.Open(path, os.O_RDONLY)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if fi.Size() < FooterSize || (fi.Size()-FooterSize)%mib != 0 {
-		return fmt.Errorf("%s: size %d is not a whole number of MiB plus the 512-byte footer", path, fi.Size())
+	if size < FooterSize || (size-FooterSize)%mib != 0 {
+		return fmt.Errorf("%s: size %d is not a whole number of MiB plus the 512-byte footer", path, size)
 	}
 	ft := make([]byte, FooterSize)
-	if _, err := f.ReadAt(ft, fi.Size()-FooterSize); err != nil {
+	if _, err := f.ReadAt(ft, size-FooterSize); err != nil {
 		return err
 	}
 	switch {
@@ -203,8 +195,8 @@ func Check(path string) error {
 		return fmt.Errorf("%s: not a fixed VHD (disk type %d)", path, binary.BigEndian.Uint32(ft[60:]))
 	case binary.BigEndian.Uint32(ft[64:]) != checksum(ft):
 		return fmt.Errorf("%s: footer checksum is wrong", path)
-	case int64(binary.BigEndian.Uint64(ft[48:])) != fi.Size()-FooterSize:
-		return fmt.Errorf("%s: footer says %d bytes, file holds %d", path, binary.BigEndian.Uint64(ft[48:]), fi.Size()-FooterSize)
+	case int64(binary.BigEndian.Uint64(ft[48:])) != size-FooterSize:
+		return fmt.Errorf("%s: footer says %d bytes, file holds %d", path, binary.BigEndian.Uint64(ft[48:]), size-FooterSize)
 	}
 	return nil
 }

@@ -16,41 +16,33 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 	const mib = 1 << 20
 	id := [16]byte{1, 2, 3}
 	stamp := time.Unix(0, 0)
-	for _, tc := range []struct {
-		name string
-		size int64
-		offs []int64
-	}{
-		{"one sector", 512, []int64{0}},
-		{"all zero", 8 * mib, nil},
-		{"holes", 100 * mib, []int64{0, 5 * mib, 99 * mib}},
-		{"not a MiB multiple", 3*mib + 1536, []int64{3 * mib}},
-		{"2040 GiB sparse (the VHD maximum)", MaxSize, []int64{0, MaxSize - 4096}},
+	for _, tc := range []disktest.Case{
+		{Name: "one sector", Size: 512, Offs: []int64{0}},
+		{Name: "all zero", Size: 8 * mib, Offs: nil},
+		{Name: "holes", Size: 100 * mib, Offs: []int64{0, 5 * mib, 99 * mib}},
+		{Name: "not a MiB multiple", Size: 3*mib + 1536, Offs: []int64{3 * mib}},
+		{Name: "2040 GiB sparse (the VHD maximum)", Size: MaxSize, Offs: []int64{0, MaxSize - 4096}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
-			out := filepath.Join(t.TempDir(), "disk.vhd")
-			if err := disktest.Convert(context.Background(), raw, out, Writer{ID: id, Created: stamp}); err != nil {
-				t.Fatal(err)
-			}
+		t.Run(tc.Name, func(t *testing.T) {
+			raw, out := disktest.ConvertCase(t, tc, Writer{ID: id, Created: stamp}, "disk.vhd")
 			if err := Check(out); err != nil {
 				t.Fatal(err)
 			}
 			info := disktest.QemuImg(t, "info", "-f", "vpc", out)
-			want := Size(tc.size)
+			want := Size(tc.Size)
 			if !strings.Contains(info, "("+itoa(want)+" bytes)") {
 				t.Errorf("virtual size should be %d:\n%s", want, info)
 			}
 			// The data is the raw disk, padded with zeros to a whole MiB.
-			if tc.size < 1<<30 {
+			if tc.Size < 1<<30 {
 				padded := filepath.Join(t.TempDir(), "padded.raw")
 				data, _ := os.ReadFile(raw)
-				os.WriteFile(padded, append(data, make([]byte, want-tc.size)...), 0o644)
+				os.WriteFile(padded, append(data, make([]byte, want-tc.Size)...), 0o644)
 				disktest.QemuImg(t, "compare", "-f", "raw", "-F", "vpc", padded, out)
 			}
 			// Sparse: the file takes no more room than its data and footer.
 			var st = statBlocks(t, out)
-			if st > int64(len(tc.offs))*(1<<20)+(64<<10) {
+			if st > int64(len(tc.Offs))*(1<<20)+(64<<10) {
 				t.Errorf("vhd occupies %d bytes; holes were filled", st)
 			}
 		})

@@ -12,24 +12,12 @@ import (
 
 func TestConvertMatchesQemuImg(t *testing.T) {
 	const mib = 1 << 20
-	for _, tc := range []struct {
-		name string
-		size int64
-		offs []int64
-	}{
-		{"one sector", 512, []int64{0}},
-		{"all zero", 64 * mib, nil},
-		{"holes", 100 * mib, []int64{0, 5 * mib, 33*mib + 7, 99 * mib}},
-		{"not a grain multiple", 3*mib + 1536, []int64{3 * mib}},
-		{"gt boundary", 64 * mib, []int64{32*mib - 4096, 32 * mib}},
-		{"2 TiB sparse", 2 << 40, []int64{0, 1 << 40, 2<<40 - 4096}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			raw := disktest.MakeRaw(t, tc.size, tc.offs...)
-			out := filepath.Join(t.TempDir(), "disk.vmdk")
-			if err := disktest.Convert(context.Background(), raw, out, Writer{CID: 0x1234, Name: "disk.vmdk"}); err != nil {
-				t.Fatal(err)
-			}
+	for _, tc := range disktest.SparseCases(
+		disktest.Case{Name: "not a grain multiple", Size: 3*mib + 1536, Offs: []int64{3 * mib}},
+		disktest.Case{Name: "gt boundary", Size: 64 * mib, Offs: []int64{32*mib - 4096, 32 * mib}},
+	) {
+		t.Run(tc.Name, func(t *testing.T) {
+			raw, out := disktest.ConvertCase(t, tc, Writer{CID: 0x1234, Name: "disk.vmdk"}, "disk.vmdk")
 			info := disktest.QemuImg(t, "info", out)
 			if !strings.Contains(info, "create type: streamOptimized") || !strings.Contains(info, "compressed: true") {
 				t.Errorf("qemu-img info:\n%s", info)
@@ -38,16 +26,13 @@ func TestConvertMatchesQemuImg(t *testing.T) {
 			// compare needs equal sizes (the VMDK rounds up to a sector) and
 			// reads every byte, too slow for 2 TiB: there, map the data.
 			switch {
-			case tc.size > 1<<30:
-				m := disktest.QemuImg(t, "map", "--output=json", out)
-				if n := strings.Count(m, `"data": true`); n != len(tc.offs) {
-					t.Errorf("%d data extents, want %d:\n%s", n, len(tc.offs), m)
-				}
-			case tc.size%512 == 0:
+			case tc.Size > 1<<30:
+				disktest.CheckDataExtents(t, out, len(tc.Offs))
+			case tc.Size%512 == 0:
 				disktest.QemuImg(t, "compare", "-f", "raw", "-F", "vmdk", raw, out)
 			}
 			fi, _ := os.Stat(out)
-			if max := int64(128<<10) + int64(len(tc.offs))*(12<<10) + tc.size/(32*mib)*4/512*512 + 4096; fi.Size() > max {
+			if max := int64(128<<10) + int64(len(tc.Offs))*(12<<10) + tc.Size/(32*mib)*4/512*512 + 4096; fi.Size() > max {
 				t.Errorf("vmdk is %d bytes; zero grains should be left out (max %d)", fi.Size(), max)
 			}
 		})
