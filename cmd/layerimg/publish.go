@@ -46,21 +46,24 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
-				return err
+				return fmt.Errorf("setting up the log: %w", err)
 			}
 			cfg = cfg.FromEnv()
 			if cfg.Digest, err = disk.ContentDigest(args[0]); err != nil {
-				return err
+				return fmt.Errorf("publishing %s: %w", args[0], err)
 			}
 			if !full {
 				dir, err := g.cache()
 				if err != nil {
-					return err
+					return fmt.Errorf("finding the cache for the block hashes: %w", err)
 				}
 				cfg.StateDir = filepath.Join(dir, "publish")
 			}
 			cfg.Log = log
 			res, err := aws.Publish(cmd.Context(), args[0], cfg)
+			if err != nil {
+				err = fmt.Errorf("publishing %s to aws %s: %w", args[0], cfg.Region, err)
+			}
 			return printResult(cmd.OutOrStdout(), manifest, res, err)
 		},
 	}
@@ -124,7 +127,7 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
-				return err
+				return fmt.Errorf("setting up the log: %w", err)
 			}
 			cfg = cfg.FromEnv()
 			if gal.Name != "" || gal.ImageDefinition != "" || gal.Version != "" {
@@ -133,14 +136,17 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
 			cfg.BootMode = boot
 			if cfg.SecurityType == "TrustedLaunch" { // only then does the layout matter
 				if cfg.BootMode, err = bootLayout(args[0], boot); err != nil {
-					return err
+					return fmt.Errorf("publishing %s: %w", args[0], err)
 				}
 			}
 			if cfg.Digest, err = disk.ContentDigest(args[0]); err != nil {
-				return err
+				return fmt.Errorf("publishing %s: %w", args[0], err)
 			}
 			cfg.Log = log
 			res, err := azure.Publish(cmd.Context(), args[0], cfg)
+			if err != nil {
+				err = fmt.Errorf("publishing %s to azure %s/%s: %w", args[0], cfg.ResourceGroup, cfg.Location, err)
+			}
 			return printResult(cmd.OutOrStdout(), manifest, res, err)
 		},
 	}
@@ -241,14 +247,19 @@ disk again returns the template already there (--force imports again).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
-				return err
+				return fmt.Errorf("setting up the log: %w", err)
 			}
 			digest, err := disk.ContentDigest(args[0])
 			if err != nil {
-				return err
+				return fmt.Errorf("publishing %s: %w", args[0], err)
 			}
 			cfg.Digest, cfg.Log = digest, log
-			res, err := vsphere.Publish(cmd.Context(), args[0], cfg.FromEnv())
+			cfg = cfg.FromEnv()
+			res, err := vsphere.Publish(cmd.Context(), args[0], cfg)
+			if err != nil {
+				// Not the URL: GOVC_URL may carry a password.
+				err = fmt.Errorf("publishing %s to vsphere template %s: %w", args[0], cfg.TemplateName, err)
+			}
 			return printResult(cmd.OutOrStdout(), "", res, err)
 		},
 	}
