@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/layerimg/layerimg/internal/proc"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -329,7 +330,9 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		args = append(args, "--include="+strings.Join(bs.Packages, ","))
 	}
 	args = append(args, bs.Suite, out, bs.Mirror)
-	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
+	// mmdebstrap runs apt and dpkg: they must die with it.
+	cmd := proc.Command(ctx, "mmdebstrap", args...)
+	proc.KillTree(cmd)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", o.Epoch))
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	if err := cmd.Run(); err != nil {
