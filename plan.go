@@ -59,6 +59,7 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	bo := layers.BaseOptions{Remote: rc,
 		Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Compression: o.Compression,
 		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Logger: o.Log, Offline: offline,
+		Dir: r.Dir,
 	}
 	if r.From.Bootstrap != nil && !offline {
 		o.Log.Info("bootstrapping base (cached after the first build)", "suite", r.From.Bootstrap.Suite)
