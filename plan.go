@@ -46,6 +46,7 @@ type planner struct {
 	base   *layers.Base
 	record map[string]layers.KeyInput
 	env    []string
+	envIdx map[string]int // env's index by name, once an env step ran
 	remote *layers.RemoteCache
 	reg    layers.Registry
 }
@@ -59,6 +60,7 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	bo := layers.BaseOptions{Remote: rc,
 		Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Compression: o.Compression,
 		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Logger: o.Log, Offline: offline,
+		Dir: r.Dir,
 	}
 	if r.From.Bootstrap != nil && !offline {
 		o.Log.Info("bootstrapping base (cached after the first build)", "suite", r.From.Bootstrap.Suite)
@@ -82,6 +84,30 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 }
 
 var defaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+
+// setEnv sets each K=V of add in p.env, as mergeEnv does, in time
+// proportional to add: copying and scanning the whole environment at each
+// env step made planning quadratic in the number of env steps.
+func (p *planner) setEnv(add []string) {
+	if p.envIdx == nil {
+		// A copy of its own (p.env may be defaultEnv), one entry a name.
+		p.env = mergeEnv(nil, p.env)
+		p.envIdx = make(map[string]int, len(p.env))
+		for i, e := range p.env {
+			k, _, _ := strings.Cut(e, "=")
+			p.envIdx[k] = i
+		}
+	}
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := p.envIdx[k]; ok {
+			p.env[i] = kv
+		} else {
+			p.envIdx[k] = len(p.env)
+			p.env = append(p.env, kv)
+		}
+	}
+}
 
 // mergeEnv sets each K=V of add in env, keeping order and replacing by name.
 func mergeEnv(env, add []string) []string {
@@ -197,7 +223,7 @@ func (p *planner) step(i int, parent string) (StepPlan, layers.KeyInput, *layers
 	st := &p.r.Steps[i]
 	sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
 	if st.Kind() == "env" {
-		p.env = mergeEnv(p.env, envList(st.Env))
+		p.setEnv(envList(st.Env))
 		return sp, layers.KeyInput{}, nil, nil, nil
 	}
 	in, err := p.keyInput(st, parent)

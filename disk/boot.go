@@ -1,10 +1,10 @@
 package disk
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +12,7 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 
+	"github.com/layerimg/layerimg/internal/proc"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
@@ -215,7 +216,7 @@ func LayoutOf(path string) (string, error) {
 		{"::/EFI/BOOT/grubx64.efi", BootGrub},
 		{"::/loader/loader.conf", BootSystemd},
 	} {
-		if exec.Command("mdir", "-i", img, c.file).Run() == nil {
+		if proc.Command(context.Background(), "mdir", "-i", img, c.file).Run() == nil {
 			return c.layout, nil
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/layerimg/layerimg/disk/sparse"
+	"github.com/layerimg/layerimg/internal/proc"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
@@ -442,7 +443,7 @@ func checkFAT(dirfd int, name, p string) error {
 }
 
 func run(ctx context.Context, env []string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := proc.Command(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

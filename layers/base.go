@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/layerimg/layerimg/internal/proc"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -52,6 +53,18 @@ type BaseOptions struct {
 	Remote             *RemoteCache // --cache-from, may be nil
 	// Offline refuses to run mmdebstrap: plan must not build.
 	Offline bool
+	// Dir is the folder relative oci-layout: and docker-archive: paths are
+	// read from: the recipe's. Empty means the current directory.
+	Dir string
+}
+
+// inDir resolves a relative path against dir, as a copy source resolves
+// against the build context.
+func inDir(dir, p string) string {
+	if dir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }
 
 // ResolveBase finds (and for a bootstrap, makes or loads from cache) a base.
@@ -66,7 +79,7 @@ func ResolveBase(ctx context.Context, c *Cache, b recipes.Base, o BaseOptions) (
 	case strings.HasPrefix(ref, "oci-layout:"):
 		return ociLayout(strings.TrimPrefix(ref, "oci-layout:"), o)
 	case strings.HasPrefix(ref, "docker-archive:"):
-		return dockerArchive(ref, strings.TrimPrefix(ref, "docker-archive:"))
+		return dockerArchive(ref, inDir(o.Dir, strings.TrimPrefix(ref, "docker-archive:")))
 	}
 	return remoteBase(ctx, ref, o)
 }
@@ -170,7 +183,7 @@ func ociLayout(spec string, o BaseOptions) (*Base, error) {
 		dir, sel = spec[:i], spec[i+1:]
 	}
 	ref := "oci-layout:" + spec
-	idx, err := layout.ImageIndexFromPath(dir)
+	idx, err := layout.ImageIndexFromPath(inDir(o.Dir, dir))
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
 	}
@@ -328,7 +341,9 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		args = append(args, "--include="+strings.Join(bs.Packages, ","))
 	}
 	args = append(args, bs.Suite, out, bs.Mirror)
-	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
+	// mmdebstrap runs apt and dpkg: they must die with it.
+	cmd := proc.Command(ctx, "mmdebstrap", args...)
+	proc.KillTree(cmd)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", o.Epoch))
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	if err := cmd.Run(); err != nil {

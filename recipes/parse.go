@@ -1,6 +1,7 @@
 package recipes
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	goccy "github.com/goccy/go-yaml"
+	goccyparser "github.com/goccy/go-yaml/parser"
 	"gopkg.in/yaml.v3"
 
 	"github.com/layerimg/layerimg/disk/format"
@@ -63,7 +66,7 @@ func Parse(file string, data []byte) (*Recipe, error) {
 	p := &parser{file: file}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{p.yamlError(err)}
+		return nil, Errors{p.yamlError(err, data)}
 	}
 	r := &Recipe{File: file, Dir: filepath.Dir(file)}
 	if len(doc.Content) == 0 {
@@ -97,12 +100,20 @@ type parser struct {
 	errs Errors
 }
 
-func (p *parser) yamlError(err error) *Error {
-	// yaml.v3 says "yaml: line N: msg"; keep its line as a position.
+func (p *parser) yamlError(err error, data []byte) *Error {
+	// yaml.v3 says "yaml: line N: msg", where N is often the line of the
+	// enclosing collection, counted from 0, and gives no column. goccy's
+	// parser points at the offending character: take its position.
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	var line int
 	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
 		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+	}
+	var se *goccy.SyntaxError
+	if _, gerr := goccyparser.ParseBytes(data, 0); errors.As(gerr, &se) && se.Token != nil && se.Token.Position != nil {
+		return &Error{File: p.file, Pos: Pos{Line: se.Token.Position.Line, Column: se.Token.Position.Column}, Msg: "invalid YAML: " + msg}
+	}
+	if line > 0 {
 		return &Error{File: p.file, Pos: Pos{Line: line, Column: 1}, Msg: "invalid YAML: " + msg}
 	}
 	return &Error{File: p.file, Msg: "invalid YAML: " + msg}

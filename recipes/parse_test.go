@@ -115,7 +115,7 @@ func TestParseErrors(t *testing.T) {
 		{"run type", "name: x\nfrom: scratch\nsteps:\n  - run: {a: b}\n", `steps[0].run must be a shell script (string) or an argv`},
 		{"steps not list", "name: x\nfrom: scratch\nsteps: {}\n", "recipe.yaml:3:8: steps must be a list, not a mapping"},
 		{"dup step", "name: x\nfrom: scratch\nsteps:\n  - {name: a, run: x}\n  - {name: a, run: y}\n", "name is already used by step 1"},
-		{"bad yaml", "name: x\nfrom: [\n", "recipe.yaml:2:1: invalid YAML"},
+		{"bad yaml", "name: x\nfrom: [\n", "recipe.yaml:2:7: invalid YAML"},
 		{"empty", "", "recipe is empty"},
 		{"platform", "name: x\nplatform: windows/amd64\nfrom: scratch\n", `platform "windows/amd64" is not a linux platform`},
 		{"secret no src", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    secrets: [{id: tok}]\n", `secret "tok" needs src`},
@@ -291,5 +291,22 @@ func TestArgvFormRefusesArgs(t *testing.T) {
 	err = r.Expand(nil)
 	if err == nil || !strings.Contains(err.Error(), "r.yaml:5:5: step 1 (step-1): an argv-form command has no shell to expand args") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A YAML syntax error is reported where the parser found it: line and
+// column, not the enclosing collection's line at column 1.
+func TestYAMLErrorPositions(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		// The flow list opened on line 4 is still open when line 5 starts.
+		{"unclosed [", "name: x\nfrom: scratch\nsteps:\n  - run: [echo, hi\n  - run: echo\n", "recipe.yaml:5:3: invalid YAML: did not find expected ',' or ']'"},
+		{"bad indent", "name: x\nfrom: scratch\nsteps:\n  - run: echo\n   name: bad\n", "recipe.yaml:5:4: invalid YAML: "},
+		{"tab", "name: x\nfrom: scratch\nsteps:\n  - run: echo\n  \t- run: echo\n", "recipe.yaml:5:3: invalid YAML: found a tab character"},
+		{"duplicate key", "name: x\nfrom: scratch\nsteps:\n  - run: echo\n    run: again\n", `recipe.yaml:5:5: key "run" repeated in steps[0]`},
+	} {
+		_, err := Parse("recipe.yaml", []byte(tc.yaml))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %s...", tc.name, err, tc.want)
+		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/layerimg/layerimg/internal/proc"
 )
 
 // sandboxEnv marks the re-executed binary as a sandbox's first process.
@@ -136,7 +138,10 @@ func Run(ctx context.Context, spec RunSpec, out io.Writer) error {
 	if spec.Network == "none" {
 		flags |= unix.CLONE_NEWNET
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags), Pdeathsig: syscall.SIGKILL}
+	// Its first process gets SIGKILL when layerimg dies; the kernel then
+	// kills the rest of the namespace.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: uintptr(flags)}
+	proc.Own(cmd)
 	err = cmd.Start()
 	outW.Close()
 	if err != nil {

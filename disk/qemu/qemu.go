@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/layerimg/layerimg/disk/format"
+	"github.com/layerimg/layerimg/internal/proc"
 )
 
 // Failure patterns: the boot is over and it did not work.
@@ -110,7 +110,7 @@ func Boot(ctx context.Context, o Options) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd := proc.Command(ctx, "qemu-system-x86_64", args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
