@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -63,7 +62,7 @@ func CheckRecord(path string) error {
 	}
 	var st blockState
 	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("%s: unreadable: %w", filepath.Base(path), err)
+		return fmt.Errorf("unreadable: %w", err)
 	}
 	return st.check()
 }
