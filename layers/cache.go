@@ -270,18 +270,22 @@ func (c *Cache) VerifyBlob(d v1.Hash) error {
 	return nil
 }
 
-// OpenLayer opens the uncompressed tar of a stored layer.
+// OpenLayer opens the uncompressed tar of a stored layer. The reader
+// fails at EOF unless the blob has d's digest and its content d's diff_id.
 func (c *Cache) OpenLayer(d Descriptor) (io.ReadCloser, error) {
 	f, err := os.Open(c.BlobPath(d.Digest))
 	if err != nil {
 		return nil, err
 	}
-	r, err := decompress(f, d.MediaType)
+	name := "cached layer " + d.Digest.String()
+	blob := newVerifyReader(f, f, name, d.Digest, "content", "its name says")
+	r, err := decompress(blob, d.MediaType)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &multiCloser{r, []io.Closer{r, f}}, nil
+	tr := newVerifyReader(r, r, name, d.DiffID, "uncompressed content", "its cache entry's diff_id is")
+	return &multiCloser{tr, []io.Closer{r, f}}, nil
 }
 
 type multiCloser struct {
@@ -309,7 +313,7 @@ func (c *Cache) keyPath(key string) string {
 // entry is dropped with a warning naming the file, and the step is rebuilt.
 // A corrupt blob is dropped too.
 func (c *Cache) Lookup(key string) (*Entry, error) {
-	e, err := c.checkEntry(key)
+	e, err := c.checkEntry(key, false)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -337,10 +341,11 @@ type badItem struct {
 
 func (b *badItem) Error() string { return b.path + ": " + b.why.Error() }
 
-// checkEntry reads and checks the entry for key. A key file written before
-// entries had checksums is checked through its layer alone and then
-// rewritten with one.
-func (c *Cache) checkEntry(key string) (*Entry, error) {
+// checkEntry reads and checks the entry for key; deep also checks its
+// layer's diff_id (see checkLayer). A key file written before entries had
+// checksums is checked through its layer, deeply, and then rewritten with
+// one.
+func (c *Cache) checkEntry(key string, deep bool) (*Entry, error) {
 	kp := c.keyPath(key)
 	data, err := os.ReadFile(kp)
 	if err != nil {
@@ -351,7 +356,7 @@ func (c *Cache) checkEntry(key string) (*Entry, error) {
 	if err != nil {
 		return nil, &badItem{c.rel(kp), err, dropKey}
 	}
-	if err := c.checkLayer(e.Layer); err != nil {
+	if err := c.checkLayer(e.Layer, deep || legacy); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			err = fmt.Errorf("its layer blob %s is missing", e.Layer.Digest)
 		}

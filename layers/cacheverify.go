@@ -49,7 +49,7 @@ func (c *Cache) Verify(ctx context.Context, repair bool) (checked int, bad []Pro
 		}
 		checked++
 		key := "sha256:" + strings.TrimSuffix(filepath.Base(kp), ".json")
-		e, err := c.checkEntry(key)
+		e, err := c.checkEntry(key, true)
 		var b *badItem
 		switch {
 		case errors.As(err, &b):
