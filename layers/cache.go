@@ -433,15 +433,20 @@ func (c *Cache) Entries() ([]Entry, []time.Time, error) {
 // extracting it once. open supplies the uncompressed tar. The tree's digest
 // is recorded beside it when it is extracted and checked every time it is
 // handed out: a tree that changed is dropped with a warning and extracted
-// again.
+// again. (Checking the digest costs ~0.3 s for a 110 MB tree of 4000
+// files, extracting it again ~5 s: BenchmarkUnpackedCheck.)
 func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open func() (io.ReadCloser, error)) (string, error) {
 	dst := filepath.Join(c.dir, "unpacked", diffID.Hex)
 	if _, err := os.Stat(dst); err == nil {
 		err := checkTree(dst)
-		if err == nil {
+		switch {
+		case err == nil:
 			return dst, nil
+		case errors.Is(err, errNoTreeDigest):
+			c.log.Info("an unpacked layer has no tree digest to check it by; unpacking it again", "dir", c.rel(dst), "layer", name)
+		default:
+			c.log.Warn("dropping a corrupt unpacked layer; unpacking it again", "dir", c.rel(dst), "layer", name, "why", err)
 		}
-		c.log.Warn("dropping a corrupt unpacked layer; unpacking it again", "dir", c.rel(dst), "layer", name, "why", err)
 		c.dropTree(dst)
 	}
 	tmp, err := os.MkdirTemp(c.tmp, "unpack-")

@@ -225,11 +225,15 @@ func xattrs(p string) ([]string, error) {
 	return out, nil
 }
 
+// errNoTreeDigest is a tree with no digest beside it: unpacked by an older
+// layerimg, or the digest file lost.
+var errNoTreeDigest = errors.New("no tree digest recorded beside it")
+
 // checkTree compares the tree at dir with the digest recorded beside it.
 func checkTree(dir string) error {
 	want, err := os.ReadFile(treeSumPath(dir))
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no tree digest recorded (%s is missing)", filepath.Base(treeSumPath(dir)))
+		return errNoTreeDigest
 	}
 	if err != nil {
 		return err

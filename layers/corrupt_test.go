@@ -229,7 +229,7 @@ func TestCacheUnpackedTreeCorruption(t *testing.T) {
 			if err != nil || again != dir {
 				t.Fatalf("unpack again: %s, %v", again, err)
 			}
-			if !strings.Contains(w.String(), "unpacked/"+diffID.Hex) {
+			if how != "digest lost" && !strings.Contains(w.String(), "unpacked/"+diffID.Hex) { // a lost digest is only an info
 				t.Errorf("the warning does not name the tree: %s", w.String())
 			}
 			if got, _ := os.ReadFile(p); string(got) != "clean content" {
