@@ -67,7 +67,13 @@ func (c *Cache) Lookup(ctx context.Context, key string, fs []string) (*Set, bool
 		return nil, false
 	}
 	for _, f := range fs {
-		if err := s.check(ctx, f); err != nil {
+		err := s.check(ctx, f)
+		if errors.Is(err, errLegacy) {
+			c.log.Info("the cached disks have no content digest this version checks; making them again", "file", c.rel(s.Path(f)))
+			c.drop(dir)
+			return nil, false
+		}
+		if err != nil {
 			c.log.Warn("dropping corrupt cached disks; making them again", "file", c.rel(s.Path(f)), "why", err)
 			c.drop(dir)
 			return nil, false

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/layerimg/layerimg/disk/format"
@@ -148,6 +149,9 @@ func Describe(p string) (File, error) {
 // it was made: its size, and its content digest.
 func (s *Set) check(ctx context.Context, f string) error {
 	want := s.Files[f]
+	if !strings.HasPrefix(want.Content, contentAlgo+":") {
+		return errLegacy // no digest, or one this version does not make
+	}
 	fi, err := os.Stat(s.Path(f))
 	if err != nil {
 		return err
