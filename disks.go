@@ -154,7 +154,7 @@ func lookupEntry(c *layers.Cache, rc *layers.RemoteCache, key string) (*layers.E
 // else from a registry cache, so that nothing is flattened or formatted at
 // all; nil when the disks must be made.
 func cachedSet(ctx context.Context, ds *diskset.Cache, remote *diskset.Remote, key string, o diskOptions) *diskset.Set {
-	if set, ok := ds.Lookup(key, o.Formats); ok {
+	if set, ok := ds.Lookup(ctx, key, o.Formats); ok {
 		return set
 	}
 	if !remote.Has(key, o.Formats) {

@@ -121,3 +121,48 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// BenchmarkUnpackedCheck weighs the two ways to trust an unpacked lower:
+// check its recorded tree digest (what Unpacked does), or extract it again
+// from its verified blob every time.
+func BenchmarkUnpackedCheck(b *testing.B) {
+	dir, n := makeBenchTree(b)
+	c, err := OpenCache(b.TempDir(), false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.WriteLayer(Zstd, func(w io.Writer) error {
+		return rootfs.WriteTar(context.Background(), w, dir, rootfs.TarOptions{})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("tree-digest", func(b *testing.B) {
+		b.SetBytes(n)
+		for i := 0; i < b.N; i++ {
+			if _, err := TreeDigest(dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("re-extract", func(b *testing.B) {
+		b.SetBytes(n)
+		for i := 0; i < b.N; i++ {
+			dst := filepath.Join(c.TempDir(), "x")
+			os.Mkdir(dst, 0o755)
+			rc, err := c.OpenLayer(d)
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = rootfs.Apply(context.Background(), dst, rc, rootfs.ApplyOptions{Layer: "bench", Overlay: true})
+			rc.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			os.RemoveAll(dst)
+			b.StartTimer()
+		}
+	})
+}

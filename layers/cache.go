@@ -45,6 +45,9 @@ type Entry struct {
 	Input   KeyInput   `json:"input"`
 	Layer   Descriptor `json:"layer"`
 	Created time.Time  `json:"created"`
+	// Sum is the checksum of the rest of the entry (see entrySum): a key
+	// file that was changed is noticed and dropped.
+	Sum string `json:"sum,omitempty"`
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/layerimg, or ~/.cache/layerimg.
@@ -151,8 +154,9 @@ func (c *Cache) cleanStaleTmp() {
 		}
 		f.Close()
 	}
-	// Blob temp files carry no lock; they are only ever a moment old unless
-	// their writer died, so an hour is a safe age.
+	// Blobs and key files are written in the scratch dir, so a dead
+	// build's temp files went with it above. Older versions wrote them
+	// beside the blobs, with no lock: those go once an hour old.
 	tmps, _ := filepath.Glob(filepath.Join(c.dir, "blobs", "sha256", ".tmp-*"))
 	keys, _ := filepath.Glob(filepath.Join(c.dir, "keys", ".tmp-*"))
 	for _, t := range append(tmps, keys...) {
@@ -162,9 +166,19 @@ func (c *Cache) cleanStaleTmp() {
 	}
 }
 
+// tempFile creates a temporary file for something to be renamed into dir:
+// in this process's scratch dir, so that it goes with it if the process
+// dies (same filesystem, so the rename is atomic).
+func (c *Cache) tempFile(dir string) (*os.File, error) {
+	if c.tmp != "" {
+		dir = c.tmp
+	}
+	return os.CreateTemp(dir, ".tmp-*")
+}
+
 // writeFile writes data to path atomically.
 func (c *Cache) writeFile(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	f, err := c.tempFile(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
@@ -191,7 +205,7 @@ func (c *Cache) BlobPath(d v1.Hash) string {
 
 // WriteLayer compresses the tar that fill writes and stores it as a blob.
 func (c *Cache) WriteLayer(comp Compression, fill func(io.Writer) error) (Descriptor, error) {
-	f, err := os.CreateTemp(filepath.Join(c.dir, "blobs", "sha256"), ".tmp-*")
+	f, err := c.tempFile(filepath.Join(c.dir, "blobs", "sha256"))
 	if err != nil {
 		return Descriptor{}, err
 	}
@@ -220,7 +234,7 @@ func (c *Cache) WriteLayer(comp Compression, fill func(io.Writer) error) (Descri
 
 // PutBlob stores r's bytes, verifying them against want.
 func (c *Cache) PutBlob(r io.Reader, want v1.Hash) error {
-	f, err := os.CreateTemp(filepath.Join(c.dir, "blobs", "sha256"), ".tmp-*")
+	f, err := c.tempFile(filepath.Join(c.dir, "blobs", "sha256"))
 	if err != nil {
 		return err
 	}
@@ -256,18 +270,22 @@ func (c *Cache) VerifyBlob(d v1.Hash) error {
 	return nil
 }
 
-// OpenLayer opens the uncompressed tar of a stored layer.
+// OpenLayer opens the uncompressed tar of a stored layer. The reader
+// fails at EOF unless the blob has d's digest and its content d's diff_id.
 func (c *Cache) OpenLayer(d Descriptor) (io.ReadCloser, error) {
 	f, err := os.Open(c.BlobPath(d.Digest))
 	if err != nil {
 		return nil, err
 	}
-	r, err := decompress(f, d.MediaType)
+	name := "cached layer " + d.Digest.String()
+	blob := newVerifyReader(f, f, name, d.Digest, "content", "its name says")
+	r, err := decompress(blob, d.MediaType)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &multiCloser{r, []io.Closer{r, f}}, nil
+	tr := newVerifyReader(r, r, name, d.DiffID, "uncompressed content", "its cache entry's diff_id is")
+	return &multiCloser{tr, []io.Closer{r, f}}, nil
 }
 
 type multiCloser struct {
@@ -289,36 +307,85 @@ func (c *Cache) keyPath(key string) string {
 	return filepath.Join(c.dir, "keys", strings.TrimPrefix(key, "sha256:")+".json")
 }
 
-// Lookup returns the entry for key, or nil when there is none. A corrupt or
-// missing blob is reported, and the entry and blob are dropped so that the
-// step is rebuilt.
+// Lookup returns the entry for key, or nil when there is none. The key
+// file must match its checksum and the layer it names must match the
+// entry (its blob's digest and size, its content's diff_id); otherwise the
+// entry is dropped with a warning naming the file, and the step is rebuilt.
+// A corrupt blob is dropped too.
 func (c *Cache) Lookup(key string) (*Entry, error) {
-	data, err := os.ReadFile(c.keyPath(key))
+	e, err := c.checkEntry(key, false)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	var e Entry
-	if err := json.Unmarshal(data, &e); err != nil || e.Key != key {
-		c.log.Warn("dropping unreadable cache entry", "key", key)
-		os.Remove(c.keyPath(key))
-		return nil, nil
-	}
-	if err := c.VerifyBlob(e.Layer.Digest); err != nil {
-		c.log.Warn("dropping cache entry: its layer is missing or corrupt; the step will be rebuilt", "step", e.Step, "key", key, "err", err)
-		os.Remove(c.BlobPath(e.Layer.Digest))
-		os.Remove(c.keyPath(key))
+		var bad *badItem
+		if !errors.As(err, &bad) {
+			return nil, err
+		}
+		c.log.Warn("dropping a corrupt cache entry; the step will be rebuilt", "file", bad.path, "why", bad.why)
+		bad.drop()
 		return nil, nil
 	}
 	now := time.Now()
 	os.Chtimes(c.keyPath(key), now, now) // last use, for prune
+	return e, nil
+}
+
+// badItem is a cache item that failed its check: path names it, drop
+// removes it (and what depends on it).
+type badItem struct {
+	path string
+	why  error
+	drop func()
+}
+
+func (b *badItem) Error() string { return b.path + ": " + b.why.Error() }
+
+// checkEntry reads and checks the entry for key; deep also checks its
+// layer's diff_id (see checkLayer). A key file written before entries had
+// checksums is checked through its layer, deeply, and then rewritten with
+// one.
+func (c *Cache) checkEntry(key string, deep bool) (*Entry, error) {
+	kp := c.keyPath(key)
+	data, err := os.ReadFile(kp)
+	if err != nil {
+		return nil, err
+	}
+	dropKey := func() { os.Remove(kp) }
+	e, legacy, err := readEntry(data, key)
+	if err != nil {
+		return nil, &badItem{c.rel(kp), err, dropKey}
+	}
+	if err := c.checkLayer(e.Layer, deep || legacy); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("its layer blob %s is missing", e.Layer.Digest)
+		}
+		return nil, &badItem{c.rel(kp), err, func() {
+			// The blob goes too unless it is sound and only the entry
+			// lied about it.
+			if c.VerifyBlob(e.Layer.Digest) != nil {
+				os.Remove(c.BlobPath(e.Layer.Digest))
+			}
+			dropKey()
+		}}
+	}
+	if legacy {
+		c.Store(e) // add the checksum; a failure only costs the next check
+	}
 	return &e, nil
+}
+
+// rel is p relative to the cache, for messages.
+func (c *Cache) rel(p string) string {
+	if r, err := filepath.Rel(c.dir, p); err == nil {
+		return r
+	}
+	return p
 }
 
 // Store records that key produced the layer in e. The blob must be stored.
 func (c *Cache) Store(e Entry) error {
+	e.Sum = entrySum(e)
 	data, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
 		return err
@@ -363,11 +430,24 @@ func (c *Cache) Entries() ([]Entry, []time.Time, error) {
 }
 
 // Unpacked returns a directory holding the layer extracted in overlayfs form,
-// extracting it once. open supplies the uncompressed tar.
+// extracting it once. open supplies the uncompressed tar. The tree's digest
+// is recorded beside it when it is extracted and checked every time it is
+// handed out: a tree that changed is dropped with a warning and extracted
+// again. (Checking the digest costs ~0.3 s for a 110 MB tree of 4000
+// files, extracting it again ~5 s: BenchmarkUnpackedCheck.)
 func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open func() (io.ReadCloser, error)) (string, error) {
 	dst := filepath.Join(c.dir, "unpacked", diffID.Hex)
 	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
+		err := checkTree(dst)
+		switch {
+		case err == nil:
+			return dst, nil
+		case errors.Is(err, errNoTreeDigest):
+			c.log.Info("an unpacked layer has no tree digest to check it by; unpacking it again", "dir", c.rel(dst), "layer", name)
+		default:
+			c.log.Warn("dropping a corrupt unpacked layer; unpacking it again", "dir", c.rel(dst), "layer", name, "why", err)
+		}
+		c.dropTree(dst)
 	}
 	tmp, err := os.MkdirTemp(c.tmp, "unpack-")
 	if err != nil {
@@ -391,6 +471,14 @@ func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open 
 	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
 		return "", fmt.Errorf("layer %s: uncompressed content has digest sha256:%s, its diff_id is %s", name, got, diffID)
 	}
+	sum, err := TreeDigest(tmp)
+	if err != nil {
+		return "", fmt.Errorf("layer %s: digesting the unpacked tree: %w", name, err)
+	}
+	// The digest goes first: a tree is never in place without one.
+	if err := c.writeFile(treeSumPath(dst), []byte(sum+"\n")); err != nil {
+		return "", err
+	}
 	if err := os.Rename(tmp, dst); err != nil {
 		if _, serr := os.Stat(dst); serr == nil {
 			return dst, nil // another build unpacked it first
@@ -398,6 +486,18 @@ func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open 
 		return "", err
 	}
 	return dst, nil
+}
+
+// dropTree removes an unpacked tree. It is first renamed into this
+// process's scratch dir, so no other build sees it half removed (a build
+// that has it mounted keeps its files).
+func (c *Cache) dropTree(dir string) {
+	os.Remove(treeSumPath(dir))
+	gone := dir
+	if aside := filepath.Join(c.tmp, "drop-"+filepath.Base(dir)); os.Rename(dir, aside) == nil {
+		gone = aside
+	}
+	os.RemoveAll(gone)
 }
 
 // Prune drops entries unused for keepDays and every blob and unpacked layer
@@ -432,7 +532,7 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 			return removed, freed, err
 		}
 		for _, d := range ents {
-			if live[d.Name()] {
+			if live[strings.TrimSuffix(d.Name(), ".tree")] {
 				continue
 			}
 			p := filepath.Join(c.dir, sub, d.Name())

@@ -1,6 +1,8 @@
 package diskset
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -37,19 +39,60 @@ func (c *Cache) Dir(key string) string {
 }
 
 // Lookup finds the set with key holding every format of fs, as it was
-// made. A set written to through a handed-out link is reported and not
-// returned: the caller makes it again.
-func (c *Cache) Lookup(key string, fs []string) (*Set, bool) {
-	s, ok := readSet(c.Dir(key))
-	if !ok || !s.has(fs) {
+// made. Its meta.json must match its checksum, and each file its size and
+// content digest; a set that fails is dropped with a warning naming the
+// file, and the caller makes it again. A set written to through a
+// handed-out link is reported the same way.
+func (c *Cache) Lookup(ctx context.Context, key string, fs []string) (*Set, bool) {
+	dir := c.Dir(key)
+	s, err := readSet(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, false
+	case errors.Is(err, errLegacy):
+		c.log.Info("the cached disks have no checksums (made by an older layerimg); making them again", "dir", c.rel(dir))
+		c.drop(dir)
+		return nil, false
+	case err != nil:
+		c.log.Warn("dropping corrupt cached disks; making them again", "file", c.rel(filepath.Join(dir, "meta.json")), "why", err)
+		c.drop(dir)
+		return nil, false
+	}
+	if !s.has(fs) {
 		return nil, false
 	}
 	if f := s.changed(fs); f != "" {
-		c.log.Warn("a cached disk changed since it was made (written to through a link?); making it again", "format", f)
+		c.log.Warn("a cached disk changed since it was made (written to through a link?); making it again", "format", f, "file", c.rel(s.Path(f)))
+		c.drop(dir)
 		return nil, false
+	}
+	for _, f := range fs {
+		err := s.check(ctx, f)
+		if errors.Is(err, errLegacy) {
+			c.log.Info("the cached disks have no content digest this version checks; making them again", "file", c.rel(s.Path(f)))
+			c.drop(dir)
+			return nil, false
+		}
+		if err != nil {
+			c.log.Warn("dropping corrupt cached disks; making them again", "file", c.rel(s.Path(f)), "why", err)
+			c.drop(dir)
+			return nil, false
+		}
 	}
 	return s, true
 }
+
+// rel is p relative to the layer cache, for messages.
+func (c *Cache) rel(p string) string {
+	if r, err := filepath.Rel(c.layers.Dir(), p); err == nil {
+		return r
+	}
+	return p
+}
+
+// drop removes the set in dir. Files handed out by hardlink keep their
+// own names.
+func (c *Cache) drop(dir string) { os.RemoveAll(dir) }
 
 // Scratch is a new empty folder on the cache's filesystem in which to make
 // a set for Put; the caller removes it if Put is not called.

@@ -2,6 +2,7 @@ package diskset
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,11 +46,11 @@ func putRaw(t *testing.T, c *Cache, key string) []byte {
 func TestLookupNoticesWritesThroughLinks(t *testing.T) {
 	c := openCache(t)
 	putRaw(t, c, "sha256:aa")
-	set, ok := c.Lookup("sha256:aa", []string{"raw"})
+	set, ok := c.Lookup(context.Background(), "sha256:aa", []string{"raw"})
 	if !ok {
 		t.Fatal("set not found")
 	}
-	if _, ok := c.Lookup("sha256:aa", []string{"raw", "vhd"}); ok {
+	if _, ok := c.Lookup(context.Background(), "sha256:aa", []string{"raw", "vhd"}); ok {
 		t.Error("found a format the set lacks")
 	}
 	out := t.TempDir()
@@ -60,7 +61,7 @@ func TestLookupNoticesWritesThroughLinks(t *testing.T) {
 	f, _ := os.OpenFile(files["raw"].Path, os.O_WRONLY, 0)
 	f.WriteAt([]byte("user data"), 1<<20)
 	f.Close()
-	if _, ok := c.Lookup("sha256:aa", []string{"raw"}); ok {
+	if _, ok := c.Lookup(context.Background(), "sha256:aa", []string{"raw"}); ok {
 		t.Error("a set written to through a link was reused")
 	}
 }
@@ -69,7 +70,7 @@ func TestLookupNoticesWritesThroughLinks(t *testing.T) {
 func TestPackRoundTrip(t *testing.T) {
 	c := openCache(t)
 	want := putRaw(t, c, "sha256:bb")
-	set, _ := c.Lookup("sha256:bb", []string{"raw"})
+	set, _ := c.Lookup(context.Background(), "sha256:bb", []string{"raw"})
 	p, err := set.Pack("sha256:bb")
 	if err != nil {
 		t.Fatal(err)

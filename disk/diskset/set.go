@@ -1,10 +1,14 @@
 package diskset
 
 import (
+	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/layerimg/layerimg/disk/format"
@@ -22,6 +26,10 @@ type File struct {
 	// Stamp identifies the cached file's state, to notice a write through a
 	// hardlink without hashing gigabytes.
 	Stamp string `json:"stamp,omitempty"`
+	// Content is the cached file's content digest (ContentDigest), checked
+	// before the file is handed out: a write that kept the stamp (the mtime
+	// put back) or a flipped bit is caught by it.
+	Content string `json:"content,omitempty"`
 }
 
 // Set is a finished set of disks in one folder, described there by
@@ -29,6 +37,8 @@ type File struct {
 type Set struct {
 	Boot  string          `json:"boot"`
 	Files map[string]File `json:"files"`
+	// Sum is the checksum of the rest of meta.json (see metaSum).
+	Sum string `json:"sum,omitempty"`
 	// Dir holds the files: the cache's folder for the key, or for disks
 	// with random ids a scratch folder the caller removes.
 	Dir string `json:"-"`
@@ -48,19 +58,43 @@ func (s *Set) Formats() []string {
 	return out
 }
 
-// readSet reads the meta.json of dir.
-func readSet(dir string) (*Set, bool) {
+// readSet reads the meta.json of dir and checks it against its checksum.
+func readSet(dir string) (*Set, error) {
 	var s Set
 	data, err := os.ReadFile(filepath.Join(dir, "meta.json"))
-	if err != nil || json.Unmarshal(data, &s) != nil {
-		return nil, false
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("unreadable: %w", err)
+	}
+	if s.Sum == "" {
+		return nil, errLegacy
+	}
+	if got := s.metaSum(); got != s.Sum {
+		return nil, fmt.Errorf("its content has checksum %s, it records %s (the file was changed)", got, s.Sum)
 	}
 	s.Dir = dir
-	return &s, true
+	return &s, nil
 }
 
-// writeMeta writes s's meta.json into dir.
+// errLegacy is a set made before sets had checksums: it cannot be checked.
+var errLegacy = errors.New("made by an older layerimg, with no checksums to check it by")
+
+// metaSum is the sha256 of s's meta.json without Sum. Its JSON is
+// deterministic: struct fields in order, map keys sorted.
+func (s Set) metaSum() string {
+	s.Sum = ""
+	data, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("disk set does not encode: %v", err)) // only our own types
+	}
+	return fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+}
+
+// writeMeta writes s's meta.json into dir, with its checksum.
 func (s *Set) writeMeta(dir string) error {
+	s.Sum = s.metaSum()
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
@@ -97,13 +131,42 @@ func (s *Set) changed(fs []string) string {
 	return ""
 }
 
-// Describe is the File for the disk file at p, stamped.
+// Describe is the File for the disk file at p, stamped and with its
+// content digest.
 func Describe(p string) (File, error) {
 	fi, err := os.Stat(p)
 	if err != nil {
 		return File{}, err
 	}
-	return File{Path: p, Size: fi.Size(), Stamp: stamp(fi)}, nil
+	content, err := ContentDigest(context.Background(), p)
+	if err != nil {
+		return File{}, err
+	}
+	return File{Path: p, Size: fi.Size(), Stamp: stamp(fi), Content: content}, nil
+}
+
+// check compares the set's file of format f with what was recorded when
+// it was made: its size, and its content digest.
+func (s *Set) check(ctx context.Context, f string) error {
+	want := s.Files[f]
+	if !strings.HasPrefix(want.Content, contentAlgo+":") {
+		return errLegacy // no digest, or one this version does not make
+	}
+	fi, err := os.Stat(s.Path(f))
+	if err != nil {
+		return err
+	}
+	if fi.Size() != want.Size {
+		return fmt.Errorf("it has %d bytes, meta.json records %d", fi.Size(), want.Size)
+	}
+	got, err := ContentDigest(ctx, s.Path(f))
+	if err != nil {
+		return err
+	}
+	if got != want.Content {
+		return fmt.Errorf("its content digest is %s, meta.json records %s", got, want.Content)
+	}
+	return nil
 }
 
 // stamp is a file's inode, size and mtime: a write changes it. (Not ctime:
@@ -133,7 +196,7 @@ func (s *Set) HandOut(outDir string, fs []string, digests bool) (map[string]File
 				return nil, err
 			}
 		}
-		df.Path, df.Stamp = dst, ""
+		df.Path, df.Stamp, df.Content = dst, "", ""
 		out[f] = df
 	}
 	return out, nil

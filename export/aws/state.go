@@ -22,7 +22,8 @@ type blockState struct {
 	Region     string           `json:"region"`
 	VolumeGiB  int64            `json:"volume_gib"`
 	Digest     string           `json:"digest"`
-	Blocks     map[int32]string `json:"blocks"` // index -> base64 SHA-256
+	Blocks     map[int32]string `json:"blocks"`        // index -> base64 SHA-256
+	Sum        string           `json:"sum,omitempty"` // see record.go
 }
 
 // statePath is where the state of cfg's recipe and region lives.
@@ -50,6 +51,10 @@ func (p *publisher) parent(ctx context.Context) *blockState {
 		p.cfg.Log.Warn("ignoring unreadable upload state", "file", path)
 		return nil
 	}
+	if err := st.check(); err != nil {
+		p.cfg.Log.Warn("ignoring the last upload's block hashes; uploading every block", "file", path, "why", err)
+		return nil
+	}
 	out, err := p.ec2(p.cfg.Region).DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{st.SnapshotID}})
 	if err != nil || len(out.Snapshots) != 1 || out.Snapshots[0].State != types.SnapshotStateCompleted ||
 		aws.ToInt32(out.Snapshots[0].VolumeSize) != int32(st.VolumeGiB) {
@@ -66,6 +71,7 @@ func (p *publisher) saveState() {
 	if path == "" || p.state == nil {
 		return
 	}
+	p.state.seal()
 	b, err := json.Marshal(p.state)
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(path), 0o755)
