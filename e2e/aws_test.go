@@ -10,7 +10,7 @@ import (
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/export/aws"
-	"github.com/layerimg/layerimg/export/aws/awsfake"
+	"github.com/layerimg/layerimg/internal/awsfake"
 )
 
 // TestBuildPublishAWS runs build --publish aws against the EC2/EBS fake,

@@ -13,8 +13,8 @@ import (
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/export/azure"
-	"github.com/layerimg/layerimg/export/azure/armfake"
-	"github.com/layerimg/layerimg/export/azure/azurite"
+	"github.com/layerimg/layerimg/internal/armfake"
+	"github.com/layerimg/layerimg/internal/azurite"
 )
 
 type fakeToken struct{}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/export/azure"
-	"github.com/layerimg/layerimg/export/azure/armfake"
-	"github.com/layerimg/layerimg/export/azure/azurite"
+	"github.com/layerimg/layerimg/internal/armfake"
+	"github.com/layerimg/layerimg/internal/azurite"
 )
 
 // azureEnv points a child layerimg at the ARM fake through the variables

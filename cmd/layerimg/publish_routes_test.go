@@ -8,7 +8,7 @@ import (
 
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/export/aws"
-	"github.com/layerimg/layerimg/export/aws/awsfake"
+	"github.com/layerimg/layerimg/internal/awsfake"
 )
 
 // One digest names a published disk, whichever route publishes it: a disk

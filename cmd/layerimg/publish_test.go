@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/layerimg/layerimg/export/aws"
-	"github.com/layerimg/layerimg/export/aws/awsfake"
+	"github.com/layerimg/layerimg/internal/awsfake"
 )
 
 // awsEnv points a child layerimg at the fake through the variables a user

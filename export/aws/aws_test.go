@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/layerimg/layerimg/export/aws/awsfake"
 	"github.com/layerimg/layerimg/export/internal/exporttest"
+	"github.com/layerimg/layerimg/internal/awsfake"
 )
 
 // env points the SDK's credential chain at fixed keys and nothing else.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/layerimg/layerimg/disk/disktest"
-	"github.com/layerimg/layerimg/export/aws/awsfake"
+	"github.com/layerimg/layerimg/internal/awsfake"
 )
 
 // benchDisk is a sparse 4 GiB disk with about 450 MiB of data; it returns

@@ -15,7 +15,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/layerimg/layerimg/disk/format"
-	"github.com/layerimg/layerimg/export/aws/awsfake"
+	"github.com/layerimg/layerimg/internal/awsfake"
 )
 
 // s3 starts gofakes3 in-process with one bucket and wires the fake EC2's

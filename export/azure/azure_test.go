@@ -20,9 +20,9 @@ import (
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/vhd"
-	"github.com/layerimg/layerimg/export/azure/armfake"
-	"github.com/layerimg/layerimg/export/azure/azurite"
 	"github.com/layerimg/layerimg/export/internal/exporttest"
+	"github.com/layerimg/layerimg/internal/armfake"
+	"github.com/layerimg/layerimg/internal/azurite"
 )
 
 const sub = "00000000-1111-2222-3333-444444444444"
