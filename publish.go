@@ -53,11 +53,14 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		if res.Disk == nil {
 			return fmt.Errorf("--push-disk needs disks: add -o DIR")
 		}
-		if err := p.pushContainerDisk(ctx, res); err != nil {
+		if err := p.publishTo(ctx, registry.ContainerDiskTarget, res); err != nil {
 			return fmt.Errorf("--push-disk: %w", err)
 		}
 	}
 	for _, target := range o.Publish {
+		if target == registry.ContainerDiskTarget {
+			return fmt.Errorf("--publish %s: unknown target; --push-disk REF pushes a containerDisk", target)
+		}
 		if err := p.publishTo(ctx, target, res); err != nil {
 			return fmt.Errorf("--publish %s: %w", target, err)
 		}
@@ -76,48 +79,6 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 		}
 		o.Log.Info("pushed disk artifact", "ref", o.DiskArtifact, "digest", d)
 	}
-	return nil
-}
-
-// pushContainerDisk pushes the qcow2 (made from the raw disk if the outputs
-// lack it) as a KubeVirt containerDisk.
-func (p *planner) pushContainerDisk(ctx context.Context, res *Result) error {
-	qcow2 := ""
-	if f, ok := res.Disk.Files["qcow2"]; ok {
-		qcow2 = f.Path
-	} else if f, ok := res.Disk.Files["raw"]; ok {
-		tmp, err := os.MkdirTemp(p.c.TempDir(), "containerdisk-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		qcow2 = filepath.Join(tmp, "disk.qcow2")
-		if err := Convert(ctx, f.Path, "qcow2", qcow2, false); err != nil {
-			return err
-		}
-	} else {
-		return fmt.Errorf("needs the raw or qcow2 output")
-	}
-	epoch := time.Unix(p.o.Epoch, 0).UTC()
-	desc, err := p.c.WriteLayer(p.o.Compression, func(w io.Writer) error {
-		return registry.WriteContainerDiskTar(w, qcow2, epoch)
-	})
-	if err != nil {
-		return err
-	}
-	pl, err := v1.ParsePlatform(p.r.Platform)
-	if err != nil {
-		return err
-	}
-	img, err := registry.ContainerDisk(p.c.Layer(desc), pl, epoch)
-	if err != nil {
-		return err
-	}
-	d, err := registry.PushImage(ctx, p.o.PushDisk, img, p.reg)
-	if err != nil {
-		return err
-	}
-	p.o.Log.Info("pushed containerDisk", "ref", p.o.PushDisk, "digest", d)
 	return nil
 }
 
@@ -144,6 +105,17 @@ func (p *planner) publisher(target string) (export.Publisher, error) {
 			cfg.TemplateName = p.r.Name
 		}
 		return vsphere.New(cfg.FromEnv()), nil
+	case registry.ContainerDiskTarget: // --push-disk, not a --publish target
+		return &registry.ContainerDiskPublisher{
+			Ref: p.o.PushDisk, Registry: p.reg, Created: time.Unix(p.o.Epoch, 0).UTC(), Log: p.o.Log,
+			Layer: func(write func(io.Writer) error) (v1.Layer, error) {
+				desc, err := p.c.WriteLayer(p.o.Compression, write)
+				if err != nil {
+					return nil, err
+				}
+				return p.c.Layer(desc), nil
+			},
+		}, nil
 	}
 	return nil, fmt.Errorf("unknown target (%s, %s, %s)", aws.Target, azure.Target, vsphere.Target)
 }
