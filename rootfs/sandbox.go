@@ -116,6 +116,13 @@ func Run(ctx context.Context, spec RunSpec, out io.Writer) error {
 	if err := CheckPrivileges(); err != nil {
 		return err
 	}
+	// overlayfs splits its options at ',' and its lower dirs at ':', and a
+	// path holding one fails with a bare ENOENT from mount.
+	for _, d := range append([]string{spec.Upper, spec.Work}, spec.Lowers...) {
+		if strings.ContainsAny(d, ",:") {
+			return fmt.Errorf("overlayfs cannot take the path %s (it holds ',' or ':'): use a cache directory (--cache-dir) without them", d)
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err

@@ -409,3 +409,13 @@ func TestSandboxStillWorks(t *testing.T) {
 		t.Errorf("upper dir after RemoveCreated holds %q, want only \"work\"", got)
 	}
 }
+
+// A path overlayfs would misread is refused up front, with the reason.
+func TestSandboxRefusesOverlayUnsafePaths(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a,b")
+	spec := RunSpec{Lowers: []string{filepath.Join(dir, "lower")}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"), Merged: filepath.Join(dir, "merged"), Argv: []string{"/bin/true"}}
+	err := Run(context.Background(), spec, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "holds ',' or ':'") {
+		t.Fatalf("err = %v", err)
+	}
+}
