@@ -360,3 +360,64 @@ func TestHostileBaseDigestMismatch(t *testing.T) {
 		t.Error("a refused base left rootfs.tar behind")
 	}
 }
+
+// A step that swaps the directory the sandbox made for a secret's mount
+// point for a link to a host directory cannot make layerimg delete the
+// host's file of that name when it takes its mount points out of the layer.
+func TestHostileStepSwapsMountPoint(t *testing.T) {
+	needRoot(t)
+	c := newCanary(t)
+	os.WriteFile(filepath.Join(c.dir, "tok"), []byte("host file"), 0o600)
+	c.before = c.snapshot(t)
+	dir := busyboxContext(t, fixture(t, "bb-header.yaml")+`  - name: swap
+    secrets: [{id: tok, src: token.txt}]
+    run: /bin/busybox mv /run/secrets /run/moved && ln -s `+c.dir+` /run/secrets
+`, map[string]string{"token.txt": "a-secret-value\n"})
+	out, cache := t.TempDir(), t.TempDir()
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: cache, RootfsTar: filepath.Join(out, "rootfs.tar")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.check(t, out, cache)
+}
+
+// The last lines a failed step's error quotes are redacted as its streamed
+// output is.
+func TestSecretNotInFailureTail(t *testing.T) {
+	needRoot(t)
+	const secret = "tok-failing-step-4d1e"
+	dir := busyboxContext(t, fixture(t, "bb-header.yaml")+`  - name: fail
+    secrets: [{id: tok, src: token.txt}]
+    run: cat /run/secrets/tok; exit 3
+`, map[string]string{"token.txt": secret + "\n"})
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir(), Output: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "***") {
+		t.Errorf("the error quotes the secret: %v", err)
+	}
+}
+
+// A mount point that is a symlink in the image is refused: mount(2) would
+// follow it from the host's root.
+func TestHostileMountPointSymlink(t *testing.T) {
+	needRoot(t)
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal("busybox not found: apt-get install busybox-static")
+	}
+	ctx := t.TempDir()
+	ref := hostileImage(t, filepath.Join(ctx, "img"), []hostEntry{
+		{name: "bin/", typ: tar.TypeDir},
+		{name: "bin/busybox", body: string(bb), mode: 0o755},
+		{name: "bin/sh", typ: tar.TypeSymlink, link: "busybox"},
+		{name: "etc/", typ: tar.TypeDir},
+		{name: "proc", typ: tar.TypeSymlink, link: "/etc"},
+	})
+	os.WriteFile(filepath.Join(ctx, "recipe.yaml"), []byte("name: hostile\nfrom: "+ref+"\nsteps:\n  - run: echo hi\n"), 0o644)
+	_, err = layerimg.Build(context.Background(), load(t, ctx, nil), layerimg.Options{CacheDir: t.TempDir(), Output: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "proc is a symlink in the image") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package layers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -66,10 +67,19 @@ func sandbox(ctx context.Context, c *Cache, lowers []string, o RunOptions) (scra
 		secrets = append(secrets, bytes.TrimSpace(data))
 	}
 	out := o.Out
+	red := &redactor{w: out, secrets: secrets}
 	if len(secrets) > 0 {
-		out = &redactor{w: out, secrets: secrets}
+		out = red
 	}
 	if err := rootfs.Run(ctx, spec, out); err != nil {
+		// The error quotes the step's last lines: redact them as the
+		// streamed output is.
+		var ee *rootfs.ExitError
+		if errors.As(err, &ee) {
+			for i, l := range ee.Tail {
+				ee.Tail[i] = string(red.redact([]byte(l)))
+			}
+		}
 		return scratch, "", err
 	}
 	if err := rootfs.RemoveCreated(upper, spec.StateFile); err != nil {
@@ -154,14 +164,17 @@ type redactor struct {
 }
 
 func (r *redactor) Write(p []byte) (int, error) {
-	q := p
-	for _, s := range r.secrets {
-		if len(s) > 0 {
-			q = bytes.ReplaceAll(q, s, []byte("***"))
-		}
-	}
-	if _, err := r.w.Write(q); err != nil {
+	if _, err := r.w.Write(r.redact(p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+func (r *redactor) redact(p []byte) []byte {
+	for _, s := range r.secrets {
+		if len(s) > 0 {
+			p = bytes.ReplaceAll(p, s, []byte("***"))
+		}
+	}
+	return p
 }

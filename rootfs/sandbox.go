@@ -229,7 +229,12 @@ func child() error {
 		if err != nil {
 			return err
 		}
-		if _, err := os.Lstat(p); err == nil {
+		if fi, err := os.Lstat(p); err == nil {
+			// mount(2) would follow the link from the host's root, not
+			// the image's: the mount would land elsewhere.
+			if fi.Mode()&os.ModeSymlink != 0 {
+				return fmt.Errorf("%s is a symlink in the image; a mount point must not be", rel)
+			}
 			return nil
 		}
 		// Record each missing parent too, deepest last.
@@ -502,15 +507,49 @@ func RemoveCreated(upper, stateFile string) error {
 		}
 		return err
 	}
+	root, err := os.Open(upper)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		if lines[i] == "" {
 			continue
 		}
-		p := filepath.Join(upper, lines[i])
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-			return err
+		if err := removeBeneath(root, lines[i]); err != nil {
+			return fmt.Errorf("removing the mount point /%s: %w", lines[i], err)
 		}
 	}
 	return nil
+}
+
+// removeBeneath removes rel (a file or an empty dir) below the directory
+// root without following a symlink on the way: the step may have replaced
+// a mount point's parent with a link to a host directory.
+func removeBeneath(root *os.File, rel string) error {
+	dir, base := filepath.Split(rel)
+	fd := int(root.Fd())
+	if dir != "" {
+		pfd, err := unix.Openat2(fd, dir, &unix.OpenHow{
+			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EXDEV) {
+			return nil // gone, or no longer the dir the sandbox made: not ours to remove
+		}
+		if err != nil {
+			return err
+		}
+		defer unix.Close(pfd)
+		fd = pfd
+	}
+	err := unix.Unlinkat(fd, base, 0)
+	if errors.Is(err, unix.EISDIR) {
+		err = unix.Unlinkat(fd, base, unix.AT_REMOVEDIR)
+	}
+	if err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
 }
