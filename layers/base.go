@@ -109,8 +109,11 @@ func dockerArchive(ref, file string) (*Base, error) {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
 	}
 	man, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
-	if err != nil || len(man) != 1 {
-		return nil, fmt.Errorf("from %s: reading manifest.json: %v", ref, err)
+	if err != nil {
+		return nil, fmt.Errorf("from %s: reading manifest.json: %w", ref, err)
+	}
+	if len(man) != 1 {
+		return nil, fmt.Errorf("from %s: manifest.json lists %d images, want 1", ref, len(man))
 	}
 	m, err := img.Manifest()
 	if err != nil {

@@ -279,7 +279,9 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 		TLSHandshakeStart: func() { at.Store(int32(phaseTLS)) },
 		WroteRequest: func(httptrace.WroteRequestInfo) {
 			at.Store(int32(phaseSent))
-			w.arm(headerWait, &timeoutError{msg: fmt.Sprintf("registry %s %s %s", host, headerErr, headerWait)})
+			// armUpload: a registry may answer before the upload is
+			// written (a 401 or 413 mid-body); the wait is over then.
+			w.armUpload(headerWait, &timeoutError{msg: fmt.Sprintf("registry %s %s %s", host, headerErr, headerWait)})
 		},
 	}
 	out := req.WithContext(httptrace.WithClientTrace(ctx, trace))

@@ -73,6 +73,9 @@ func (c *Cache) Lookup(ctx context.Context, key string, fs []string) (*Set, bool
 			c.drop(dir)
 			return nil, false
 		}
+		if ctx.Err() != nil {
+			return nil, false // interrupted, not corrupt: keep the set
+		}
 		if err != nil {
 			c.log.Warn("dropping corrupt cached disks; making them again", "file", c.rel(s.Path(f)), "why", err)
 			c.drop(dir)

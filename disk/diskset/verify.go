@@ -29,6 +29,9 @@ func (c *Cache) Check(ctx context.Context, repair bool) (checked int, bad []laye
 		dir := filepath.Join(c.dir, d.Name())
 		checked++
 		item, why := c.checkSet(ctx, dir)
+		if err := ctx.Err(); err != nil {
+			return checked, bad, err // interrupted: the set is not known bad
+		}
 		if why == nil {
 			continue
 		}

@@ -178,7 +178,12 @@ func connect(ctx context.Context, c Config) (*govmomi.Client, *url.Userinfo, err
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vsphere: url: %w", err)
+		// Not err itself: a *url.Error quotes the whole URL, password too.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, nil, fmt.Errorf("vsphere: the vCenter URL does not parse: %w", err)
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/sdk"
