@@ -5,7 +5,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/layerimg/layerimg/layers"
 )
@@ -85,7 +88,7 @@ func TestPackRoundTrip(t *testing.T) {
 	defer zr.Close()
 	out, _ := os.Create(filepath.Join(t.TempDir(), "back"))
 	defer out.Close()
-	if err := decompressSparse(zr, out); err != nil {
+	if err := decompressSparse(zr, out, int64(len(want))); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(out.Name())
@@ -95,5 +98,26 @@ func TestPackRoundTrip(t *testing.T) {
 	var exp layers.CacheExport
 	if err := p.AddTo(&exp); err != nil || len(exp.Extra[Section]) == 0 || len(exp.Blobs) != 1 {
 		t.Fatalf("AddTo: %+v, %v", exp, err)
+	}
+}
+
+// A blob that unpacks to more than the cache index says is refused as soon
+// as it passes that size, not after it has filled the disk.
+func TestDecompressStopsAtIndexSize(t *testing.T) {
+	var zbuf bytes.Buffer
+	zw, err := zstd.NewWriter(&zbuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(bytes.Repeat([]byte("x"), 8<<20))
+	zw.Close()
+	out, _ := os.Create(filepath.Join(t.TempDir(), "big"))
+	defer out.Close()
+	err = decompressSparse(&zbuf, out, 1<<20)
+	if err == nil || !strings.Contains(err.Error(), "more than the 1048576 bytes") {
+		t.Fatalf("err = %v", err)
+	}
+	if fi, _ := out.Stat(); fi.Size() > 1<<20 {
+		t.Errorf("wrote %d bytes past the limit", fi.Size())
 	}
 }

@@ -148,7 +148,9 @@ func (r *Remote) pullFile(rs remoteSet, f, p string) (File, error) {
 	b := rs.d.Files[f]
 	pr, pw := io.Pipe()
 	start := time.Now()
+	fetched := make(chan struct{})
 	go func() {
+		defer close(fetched)
 		n, err := r.rc.FetchBlob(rs.repo, b.Digest, pw)
 		if err != nil {
 			err = fmt.Errorf("pulling %s disk from %s: %w", f, rs.repo, err)
@@ -157,8 +159,9 @@ func (r *Remote) pullFile(rs remoteSet, f, p string) (File, error) {
 		}
 		pw.CloseWithError(err)
 	}()
-	err = decompressSparse(pr, out)
+	err = decompressSparse(pr, out, b.FileSize)
 	pr.CloseWithError(err)
+	<-fetched // the fetch ends once the pipe is closed
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -254,9 +257,10 @@ func compressFile(src, dst string) error {
 	return err
 }
 
-// decompressSparse unpacks a zstd stream into dst, leaving runs of zeros as
-// holes.
-func decompressSparse(r io.Reader, dst *os.File) error {
+// decompressSparse unpacks the zstd stream r into dst, leaving runs of
+// zeros as holes. It stops at max bytes: a registry cache's blob that
+// unpacks to more than its index says would otherwise fill the disk first.
+func decompressSparse(r io.Reader, dst *os.File, max int64) error {
 	d, err := zstd.NewReader(r)
 	if err != nil {
 		return err
@@ -266,6 +270,9 @@ func decompressSparse(r io.Reader, dst *os.File) error {
 	var off int64
 	for {
 		n, err := io.ReadFull(d, buf)
+		if off+int64(n) > max {
+			return fmt.Errorf("the blob unpacks to more than the %d bytes the cache index says", max)
+		}
 		if n > 0 {
 			if err := writeData(dst, buf[:n], off); err != nil {
 				return err
