@@ -26,6 +26,3 @@ const (
 func Convert(ctx context.Context, raw, dst string, f Format, ids IDs, created time.Time) error {
 	return format.Convert(ctx, raw, dst, f, format.Stamp{VHDID: ids.VHD, VMDKCID: ids.VMDKCID, Created: created})
 }
-
-// Sniff tells a disk file's format from its bytes.
-func Sniff(path string) (Format, error) { return format.Sniff(path) }

@@ -14,7 +14,6 @@ import (
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/internal/armfake"
-	"github.com/layerimg/layerimg/internal/azurite"
 )
 
 type fakeToken struct{}
@@ -29,14 +28,8 @@ func (fakeToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.A
 // result names it. A second build finds the image and uploads nothing.
 func TestBuildPublishAzure(t *testing.T) {
 	needRoot(t)
-	st, err := azurite.Start(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Stop()
 	const sub = "00000000-1111-2222-3333-444444444444"
-	s := armfake.New(sub, st.URL, azurite.Account, azurite.Key)
-	defer s.Close()
+	s := armfake.WithAzurite(t, sub)
 	t.Setenv("AZURE_SUBSCRIPTION_ID", sub) // the subscription stays out of the recipe
 	recipe := fixture(t, "story.yaml") + `publish:
   azure:
@@ -66,7 +59,7 @@ func TestBuildPublishAzure(t *testing.T) {
 	pb, _ := s.BlobClient(d)
 	blob := filepath.Join(t.TempDir(), "blob.vhd")
 	f, _ := os.Create(blob)
-	_, err = pb.DownloadFile(context.Background(), f, nil)
+	_, err := pb.DownloadFile(context.Background(), f, nil)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -188,13 +188,6 @@ func wantExists(t *testing.T, p string) {
 	}
 }
 
-func wantAbsent(t *testing.T, p string) {
-	t.Helper()
-	if _, err := os.Lstat(p); err == nil {
-		t.Errorf("%s exists", p)
-	}
-}
-
 // wantGone passes for a path deleted or, in overlay form, whited out.
 func wantGone(t *testing.T, p string) {
 	t.Helper()

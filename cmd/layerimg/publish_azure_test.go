@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +12,6 @@ import (
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/export/azure"
 	"github.com/layerimg/layerimg/internal/armfake"
-	"github.com/layerimg/layerimg/internal/azurite"
 )
 
 // azureEnv points a child layerimg at the ARM fake through the variables
@@ -49,14 +47,8 @@ func azureEnv(t *testing.T, s *armfake.Server, sub string) {
 // TestPublishAzureCommand drives the real `layerimg publish azure` against
 // the ARM fake (and Azurite behind it) end to end.
 func TestPublishAzureCommand(t *testing.T) {
-	st, err := azurite.Start(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Stop()
 	const sub = "00000000-1111-2222-3333-444444444444"
-	s := armfake.New(sub, st.URL, azurite.Account, azurite.Key)
-	defer s.Close()
+	s := armfake.WithAzurite(t, sub)
 	azureEnv(t, s, sub)
 	dir := t.TempDir()
 	raw := rawDisk(t, dir)
