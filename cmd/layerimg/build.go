@@ -59,7 +59,7 @@ time other than 1970-01-01 on what is made.`,
 	}
 	f := c.Flags()
 	f.StringVar(&ociLayout, "oci-layout", "", "write the image as an OCI layout to `DIR`")
-	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` (needs root)")
+	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` as one tar")
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
 	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
 	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
