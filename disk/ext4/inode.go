@@ -59,7 +59,7 @@ func fileType(mode uint16) uint8 {
 // Times ext4 can store: a signed 32-bit second count plus two epoch bits.
 var (
 	minTime = time.Unix(-1<<31, 0)
-	maxTime = time.Unix(1<<34+1<<31-1, 999999999)
+	maxTime = time.Unix(3<<32+1<<31-1, 999999999)
 )
 
 // encodeTime splits t into i_*time and i_*time_extra.
