@@ -168,8 +168,8 @@ func cachedSet(ctx context.Context, ds *diskset.Cache, remote *diskset.Remote, k
 	return set
 }
 
-// diskBuild makes one disk set from an image: flatten it, add the
-// generated layer, assemble the raw disk, convert it.
+// diskBuild makes one disk set from an image: index its layers, add the
+// generated layer, stream them into the raw disk, convert it.
 type diskBuild struct {
 	c  *layers.Cache
 	ds *diskset.Cache
@@ -194,11 +194,7 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	tree := filepath.Join(work, "rootfs")
-	if err := os.Mkdir(tree, 0o755); err != nil {
-		return nil, nil, err
-	}
-	prep, entry, err := b.prepare(ctx, img, tree, filepath.Join(work, "stage"), spec)
+	tree, prep, entry, err := b.prepare(ctx, img, filepath.Join(work, "stage"), spec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -222,48 +218,44 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 	return entry, set, nil
 }
 
-// prepare flattens img into tree, stages the files the disk adds in stage,
-// stores them as the generated layer and applies it to tree.
-func (b diskBuild) prepare(ctx context.Context, img v1.Image, tree, stage string, spec disk.Spec) (*disk.Prepared, *layers.Entry, error) {
+// prepare indexes img's layers into a tree, stages the files the disk adds
+// in stage, stores them as the generated layer and puts it on top of the
+// tree. Nothing of the image is unpacked on the host.
+func (b diskBuild) prepare(ctx context.Context, img v1.Image, stage string, spec disk.Spec) (*rootfs.Tree, *disk.Prepared, *layers.Entry, error) {
 	if err := os.Mkdir(stage, 0o755); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	b.o.Log.Info("flattening the image for the disk")
+	b.o.Log.Info("indexing the image for the disk")
 	phase := time.Now()
-	if err := rootfs.Flatten(ctx, img, tree); err != nil {
-		return nil, nil, err
-	}
-	b.o.Log.Debug("flattened", "elapsed", time.Since(phase).Round(time.Millisecond))
-	prep, err := disk.Prepare(tree, stage, spec)
+	tree, err := rootfs.Index(ctx, img)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	b.o.Log.Debug("indexed", "elapsed", time.Since(phase).Round(time.Millisecond))
+	prep, err := disk.Prepare(ctx, tree, stage, spec)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	epoch := time.Unix(b.o.Epoch, 0)
 	desc, err := b.c.WriteLayer(b.o.Compression, func(w io.Writer) error {
-		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch})
+		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch, RootOwned: true})
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	entry := &layers.Entry{Key: b.in.Key(), Step: "disk", Input: b.in, Layer: desc, Created: time.Now().UTC()}
 	if err := b.c.Store(*entry); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	rc, err := b.c.OpenLayer(desc)
-	if err != nil {
-		return nil, nil, err
+	if err := tree.Append(ctx, "disk (generated)", b.c.Layer(desc)); err != nil {
+		return nil, nil, nil, err
 	}
-	err = rootfs.Apply(ctx, tree, rc, rootfs.ApplyOptions{Layer: "disk (generated)"})
-	rc.Close()
-	if err != nil {
-		return nil, nil, err
-	}
-	return prep, entry, nil
+	return tree, prep, entry, nil
 }
 
 // assemble writes the raw disk of tree into out and converts it to every
 // format asked for; the raw file stays only if raw was asked for.
-func (b diskBuild) assemble(ctx context.Context, tree string, prep *disk.Prepared, spec disk.Spec, out string) error {
+func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.Prepared, spec disk.Spec, out string) error {
 	layout, err := disk.PlanLayout(tree, spec)
 	if err != nil {
 		return err

@@ -1,25 +1,26 @@
 package disk
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
-	"golang.org/x/sys/unix"
 
+	"github.com/layerimg/layerimg/disk/ext4"
 	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/internal/proc"
-	"github.com/layerimg/layerimg/rootfs"
 )
 
 const (
@@ -55,11 +56,30 @@ type Prepared struct {
 	Kernel *Kernel
 }
 
-// Prepare decides the boot mode for the rootfs at root and writes the files
-// the disk adds (/etc/fstab, and the ESP's content under /boot/efi) into
-// stage, laid out as in the rootfs. The caller turns stage into a layer and
-// applies it to root before Assemble.
-func Prepare(root, stage string, s Spec) (*Prepared, error) {
+// Image is the image's final tree, read-only, as the disk stage checks it:
+// paths inside the image, symlinks resolved inside it (never on the host),
+// a regular file's content from Open. *rootfs.Tree is one.
+type Image interface {
+	Lstat(name string) (fs.FileInfo, error)
+	Stat(name string) (fs.FileInfo, error)
+	ReadDir(name string) ([]fs.DirEntry, error)
+	Open(name string) (io.ReadCloser, error)
+}
+
+// Entries is the image's final tree as one stream of tar entries: each
+// once, with a clean relative name, parents before children, a hard link
+// after its target. *rootfs.Tree is one.
+type Entries interface {
+	// Headers hands out every header in Walk's order, reading no content.
+	Headers(fn func(hdr *tar.Header) error) error
+	Walk(ctx context.Context, fn func(hdr *tar.Header, r io.Reader) error) error
+}
+
+// Prepare decides the boot mode for the image img and writes the files the
+// disk adds (/etc/fstab, and the ESP's content under /boot/efi) into stage,
+// a host dir laid out as in the rootfs. The caller turns stage into a layer
+// and puts it on top of the image before PlanLayout and Assemble.
+func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, error) {
 	if s.ESPSize == 0 {
 		s.ESPSize = DefaultESPSize
 	}
@@ -73,12 +93,12 @@ func Prepare(root, stage string, s Spec) (*Prepared, error) {
 		return nil, fmt.Errorf("label %q is longer than ext4's 16 bytes", s.Label)
 	}
 	// Refuse a symlinked ESP mount point now, before a layer is made for it.
-	if err := checkESPMount(root); err != nil {
+	if err := checkESPMount(img); err != nil {
 		return nil, err
 	}
 	p := &Prepared{Spec: s, Boot: s.Boot}
 	if p.Boot == "" {
-		b, err := DetectBoot(root)
+		b, err := DetectBoot(img)
 		if err != nil {
 			return nil, err
 		}
@@ -87,10 +107,10 @@ func Prepare(root, stage string, s Spec) (*Prepared, error) {
 	switch p.Boot {
 	case BootNone:
 	case BootSystemd, BootGrub:
-		if err := checkLoader(root, p.Boot); err != nil {
+		if err := checkLoader(img, p.Boot); err != nil {
 			return nil, err
 		}
-		k, err := findKernel(root)
+		k, err := findKernel(img)
 		if err != nil {
 			return nil, err
 		}
@@ -138,13 +158,20 @@ boot
 		}
 	}
 	for p, src := range copies {
-		if err := stageFile(stage, p, mtime, func(w io.Writer) error { return copyFromImage(w, root, src) }); err != nil {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := stageFile(stage, p, mtime, func(w io.Writer) error { return copyFromImage(w, img, src) }); err != nil {
 			return nil, err
 		}
 	}
-	// Directories get the same time as files, for a reproducible ESP.
+	// Directories get the same time as files, for a reproducible ESP, and
+	// the same mode whatever the umask.
 	err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() || p == stage {
+			return err
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
 			return err
 		}
 		return os.Chtimes(p, mtime, mtime)
@@ -152,22 +179,15 @@ boot
 	return p, err
 }
 
-// copyFromImage copies the regular file at src inside the image at root to
-// w. Symlinks are followed inside the image only (the kernel enforces it),
-// so a link to a host file can never put that file's bytes on the disk.
-func copyFromImage(w io.Writer, root, src string) error {
-	f, err := rootfs.OpenInRoot(root, src)
+// copyFromImage copies the regular file at src inside the image to w.
+// Symlinks are followed inside the image only: the content comes from the
+// image's layers, never from a host file.
+func copyFromImage(w io.Writer, img Image, src string) error {
+	f, err := img.Open(src)
 	if err != nil {
 		return fmt.Errorf("boot: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("boot: /%s is not a regular file", src)
-	}
 	if _, err := io.Copy(w, f); err != nil {
 		return fmt.Errorf("boot: reading /%s: %w", src, err)
 	}
@@ -194,6 +214,9 @@ func stageFile(stage, p string, mtime time.Time, fill func(io.Writer) error) err
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if err := os.Chmod(full, mode); err != nil { // whatever the umask
+		return err
+	}
 	return os.Chtimes(full, mtime, mtime)
 }
 
@@ -207,14 +230,14 @@ type Layout struct {
 // PlanLayout places a 1 MiB-aligned ESP and root on a disk of size bytes
 // (or, for size 0, a size fitted to the tree: its content plus 25% and at
 // least 512 MiB free, rounded up to a whole GiB).
-func PlanLayout(root string, s Spec) (Layout, error) {
+func PlanLayout(e Entries, s Spec) (Layout, error) {
 	esp := s.ESPSize
 	if esp == 0 {
 		esp = DefaultESPSize
 	}
 	size := s.Size
 	if size == 0 {
-		content, err := treeSize(root)
+		content, err := treeSize(e)
 		if err != nil {
 			return Layout{}, err
 		}
@@ -231,53 +254,34 @@ func PlanLayout(root string, s Spec) (Layout, error) {
 	return l, nil
 }
 
-// treeSize estimates what the tree takes on ext4: 4 KiB blocks plus an
-// inode's worth per entry. WalkDir lstats and never follows a symlink, so a
-// link to a host directory counts as the link it is.
-func treeSize(root string) (int64, error) {
+// treeSize estimates what the tree takes on ext4: 4 KiB blocks of each
+// regular file's content (a hard link group's once) plus an inode's worth
+// per entry.
+func treeSize(e Entries) (int64, error) {
 	var n int64
-	seen := map[uint64]bool{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err := e.Headers(func(hdr *tar.Header) error {
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
+			n += (hdr.Size + 4095) / 4096 * 4096
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if ino := inode(fi); ino != 0 && fi.Mode().IsRegular() {
-			if seen[ino] {
-				return nil
-			}
-			seen[ino] = true
-		}
-		n += (fi.Size()+4095)/4096*4096 + 256
+		n += 256
 		return nil
 	})
 	return n, err
 }
 
-// Assemble writes the raw disk at out from the rootfs at root, which must
-// already hold the prepared files. The ESP's content (root/boot/efi) goes
-// to p1, everything else to the ext4 root on p2. out is written beside its
-// final name and renamed only when complete; it stays sparse.
-func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out string) error {
+// Assemble writes the raw disk at out from the image's entries, which must
+// already hold the prepared files. It streams them once: what is under
+// /boot/efi goes to a host staging dir for the ESP on p1 (FAT: files and
+// directories only), everything else to the ext4 root on p2, written in
+// place. out is written beside its final name and renamed only when
+// complete; it stays sparse.
+func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string) error {
 	s := p.Spec
 	work, err := os.MkdirTemp(filepath.Dir(out), ".disk-work-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	// Move the ESP's content out of the tree for the FAT, and back after.
-	espDir := filepath.Join(work, "esp")
-	if err := os.Mkdir(espDir, 0o755); err != nil {
-		return err
-	}
-	restore, err := moveESP(root, espDir)
-	defer restore() // also after a partial move
-	if err != nil {
-		return err
-	}
 	raw := filepath.Join(work, "disk.raw")
 	d, err := diskfs.Create(raw, l.Size, diskfs.SectorSizeDefault)
 	if err != nil {
@@ -297,10 +301,14 @@ func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out strin
 	if err := d.Close(); err != nil {
 		return err
 	}
-	if err := makeESP(ctx, work, espDir, raw, l, s); err != nil {
+	espDir := filepath.Join(work, "esp")
+	if err := os.Mkdir(espDir, 0o755); err != nil {
 		return err
 	}
-	if err := makeRoot(ctx, root, raw, l, s); err != nil {
+	if err := writeRoot(ctx, e, raw, espDir, l, s); err != nil {
+		return err
+	}
+	if err := makeESP(ctx, work, espDir, raw, l, s); err != nil {
 		return err
 	}
 	// work is beside out, so this rename is atomic.
@@ -310,13 +318,151 @@ func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out strin
 	return os.Rename(raw, out)
 }
 
+// writeRoot streams the entries into the ext4 root at p2 of raw, and
+// those under /boot/efi into espDir.
+func writeRoot(ctx context.Context, e Entries, raw, espDir string, l Layout, s Spec) error {
+	uuid, err := uuidBytes(s.IDs.FS)
+	if err != nil {
+		return fmt.Errorf("disk: the filesystem UUID: %w", err)
+	}
+	seed, err := uuidBytes(s.IDs.HashSeed)
+	if err != nil {
+		return fmt.Errorf("disk: the directory hash seed: %w", err)
+	}
+	f, err := os.OpenFile(raw, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fsw, err := ext4.New(f, l.RootStart, ext4.Options{Size: l.RootSize, Label: s.Label, UUID: uuid, HashSeed: seed, Epoch: max(s.Epoch, 1)})
+	if err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	esp := &espStage{dir: espDir, mtime: time.Unix(max(s.Epoch, fatEpoch), 0), dirs: map[string]time.Time{}}
+	err = e.Walk(ctx, func(hdr *tar.Header, r io.Reader) error {
+		if err := checkMountEntry(hdr); err != nil {
+			return err
+		}
+		if rel, ok := strings.CutPrefix(hdr.Name, espMount+"/"); ok {
+			return esp.add(rel, hdr, r)
+		}
+		if hdr.Typeflag == tar.TypeLink && strings.HasPrefix(hdr.Linkname, espMount+"/") {
+			return fmt.Errorf("disk: /%s is a hard link to /%s in the ESP; a hard link cannot cross filesystems", hdr.Name, hdr.Linkname)
+		}
+		return fsw.Add(hdr, r)
+	})
+	if err != nil {
+		return err
+	}
+	if err := fsw.Close(); err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	if err := esp.setDirTimes(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// checkMountEntry refuses /boot or /boot/efi as anything but a directory:
+// the ESP is mounted there.
+func checkMountEntry(hdr *tar.Header) error {
+	if (hdr.Name == "boot" || hdr.Name == espMount) && hdr.Typeflag != tar.TypeDir {
+		what := "is not a directory"
+		if hdr.Typeflag == tar.TypeSymlink {
+			what = "is a symlink"
+		}
+		return fmt.Errorf("disk: /%s %s; the ESP mount point /%s must be a real directory", hdr.Name, what, espMount)
+	}
+	return nil
+}
+
+// espStage is the host dir the ESP's files are staged in for mcopy. Names
+// come clean from the stream (no "..", no symlink is ever made here), so
+// nothing is written outside it.
+type espStage struct {
+	dir   string
+	mtime time.Time            // for directories no layer named
+	dirs  map[string]time.Time // staged directories' times, set last
+}
+
+func (e *espStage) add(rel string, hdr *tar.Header, r io.Reader) error {
+	p := "/" + hdr.Name
+	host := filepath.Join(e.dir, filepath.FromSlash(rel))
+	if err := e.mkdirAll(filepath.Dir(host)); err != nil {
+		return err
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := e.mkdirAll(host); err != nil {
+			return err
+		}
+		e.dirs[host] = hdr.ModTime
+		return nil
+	case tar.TypeReg, tar.TypeRegA:
+		f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("disk: staging %s for the ESP: %w", p, err)
+		}
+		_, err = io.Copy(f, r)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("disk: staging %s for the ESP: %w", p, err)
+		}
+		return os.Chtimes(host, hdr.ModTime, hdr.ModTime)
+	case tar.TypeLink:
+		target, ok := strings.CutPrefix(hdr.Linkname, espMount+"/")
+		if !ok {
+			return fmt.Errorf("disk: %s is a hard link to /%s, outside the ESP; a hard link cannot cross filesystems", p, hdr.Linkname)
+		}
+		// FAT has no hard links: mcopy copies each name's content.
+		if err := os.Link(filepath.Join(e.dir, filepath.FromSlash(target)), host); err != nil {
+			return fmt.Errorf("disk: staging %s for the ESP: %w", p, err)
+		}
+		return nil
+	case tar.TypeSymlink:
+		return fmt.Errorf("disk: %s is a symlink; the ESP is FAT, which holds only files and directories", p)
+	}
+	return fmt.Errorf("disk: %s is a device, FIFO or socket; the ESP is FAT, which holds only files and directories", p)
+}
+
+// mkdirAll makes dir and its missing parents, noting their time.
+func (e *espStage) mkdirAll(dir string) error {
+	if dir == e.dir {
+		return nil
+	}
+	if _, ok := e.dirs[dir]; ok {
+		return nil
+	}
+	if err := e.mkdirAll(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("disk: staging the ESP: %w", err)
+	}
+	e.dirs[dir] = e.mtime
+	return nil
+}
+
+// setDirTimes sets the staged directories' times, children first: adding
+// to a directory changed its time.
+func (e *espStage) setDirTimes() error {
+	dirs := slices.Sorted(maps.Keys(e.dirs))
+	slices.Reverse(dirs)
+	for _, d := range dirs {
+		if err := os.Chtimes(d, e.dirs[d], e.dirs[d]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkESPMount checks that /boot and /boot/efi, where they exist, are real
-// directories of the image: the ESP's files are moved out of /boot/efi and
-// back, and through a symlink that would move some other directory's
-// entries (perhaps the host's).
-func checkESPMount(root string) error {
+// directories of the image, before a layer is made for them.
+func checkESPMount(img Image) error {
 	for _, p := range []string{"boot", espMount} {
-		fi, err := rootfs.LstatInRoot(root, p)
+		fi, err := img.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -328,115 +474,6 @@ func checkESPMount(root string) error {
 			return fmt.Errorf("disk: /%s is a symlink; the ESP mount point /%s must be a real directory", p, espMount)
 		case !fi.IsDir():
 			return fmt.Errorf("disk: /%s is not a directory; the ESP mount point /%s must be a real directory", p, espMount)
-		}
-	}
-	return nil
-}
-
-// moveESP moves the entries of root's /boot/efi into espDir, after checking
-// that every one of them can go on FAT, and returns the function that moves
-// them back. It works on descriptors of /boot and /boot/efi opened inside
-// the image (renameat), so no symlink, even one raced in, can make it touch
-// a directory outside root.
-func moveESP(root, espDir string) (restore func(), err error) {
-	restore = func() {}
-	if err := checkESPMount(root); err != nil {
-		return restore, err
-	}
-	boot, err := rootfs.OpenInRoot(root, "boot")
-	if errors.Is(err, fs.ErrNotExist) {
-		return restore, nil
-	}
-	if err != nil {
-		return restore, fmt.Errorf("disk: %w", err)
-	}
-	efi, err := rootfs.OpenInRoot(root, espMount)
-	if errors.Is(err, fs.ErrNotExist) {
-		boot.Close()
-		return restore, nil
-	}
-	if err != nil {
-		boot.Close()
-		return restore, fmt.Errorf("disk: %w", err)
-	}
-	dst, err := os.Open(espDir)
-	if err != nil {
-		boot.Close()
-		efi.Close()
-		return restore, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(efi.Fd()), &st); err != nil {
-		boot.Close()
-		efi.Close()
-		dst.Close()
-		return restore, err
-	}
-	// Moving entries changes the mount point's times: put them back, so the
-	// root filesystem stays reproducible.
-	setTimes := func() error {
-		return unix.UtimesNanoAt(int(boot.Fd()), "efi", []unix.Timespec{st.Mtim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
-	}
-	var moved []string
-	restore = func() {
-		for _, n := range moved {
-			unix.Renameat(int(dst.Fd()), n, int(efi.Fd()), n)
-		}
-		setTimes()
-		dst.Close()
-		efi.Close()
-		boot.Close()
-	}
-	names, err := efi.Readdirnames(-1)
-	if err != nil {
-		return restore, fmt.Errorf("disk: listing /%s: %w", espMount, err)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := checkFAT(int(efi.Fd()), n, "/"+espMount+"/"+n); err != nil {
-			return restore, err
-		}
-	}
-	for _, n := range names {
-		if err := unix.Renameat(int(efi.Fd()), n, int(dst.Fd()), n); err != nil {
-			return restore, fmt.Errorf("disk: moving /%s/%s out for the ESP: %w", espMount, n, err)
-		}
-		moved = append(moved, n)
-	}
-	return restore, setTimes()
-}
-
-// checkFAT refuses the entry name of the directory dirfd (p in errors), or
-// anything below it, that FAT cannot hold: symlinks (mcopy would follow them
-// on the host), devices, FIFOs and sockets.
-func checkFAT(dirfd int, name, p string) error {
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("disk: %s: %w", p, err)
-	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return nil
-	case unix.S_IFLNK:
-		return fmt.Errorf("disk: %s is a symlink; the ESP is FAT, which holds only files and directories", p)
-	case unix.S_IFDIR:
-	default:
-		return fmt.Errorf("disk: %s is a device, FIFO or socket; the ESP is FAT, which holds only files and directories", p)
-	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("disk: %s: %w", p, err)
-	}
-	d := os.NewFile(uintptr(fd), p)
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return fmt.Errorf("disk: listing %s: %w", p, err)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := checkFAT(fd, n, p+"/"+n); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -458,7 +495,7 @@ func run(ctx context.Context, env []string, name string, args ...string) error {
 	return nil
 }
 
-var debPkg = map[string]string{"mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+var debPkg = map[string]string{"mkfs.vfat": "dosfstools", "mcopy": "mtools"}
 
 // makeESP formats a FAT32 image of the ESP's size, copies the ESP files in
 // with mtools and writes it into p1. go-diskfs's FAT32 writer does not pass
@@ -510,26 +547,4 @@ func makeESP(ctx context.Context, work, espDir, raw string, l Layout, s Spec) er
 		return err
 	}
 	return dst.Close()
-}
-
-// makeRoot runs mkfs.ext4 -d in place at p2's offset, with every id and
-// timestamp fixed so that the bytes are reproducible.
-func makeRoot(ctx context.Context, root, raw string, l Layout, s Spec) error {
-	epoch := max(s.Epoch, 1)
-	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", epoch), "MKE2FS_CONFIG=/etc/mke2fs.conf"}
-	err := run(ctx, env, "mkfs.ext4", "-q", "-F", "-b", "4096", "-L", s.Label, "-U", strings.ToLower(s.IDs.FS),
-		"-E", fmt.Sprintf("offset=%d,hash_seed=%s,root_owner=0:0", l.RootStart, strings.ToLower(s.IDs.HashSeed)),
-		"-d", root, raw, fmt.Sprint(l.RootSize/4096))
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(raw, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := fixInodeTimes(f, l.RootStart, uint32(epoch)); err != nil {
-		f.Close()
-		return fmt.Errorf("fixing ext4 timestamps: %w", err)
-	}
-	return f.Close()
 }
