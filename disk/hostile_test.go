@@ -303,6 +303,13 @@ func hostileCases() []hostileCase {
 			late:   func(c *canary) []ent { return []ent{hardlink("usr/loader.conf", "boot/efi/loader/loader.conf")} },
 			refuse: "a hard link cannot cross filesystems",
 		},
+		hostileCase{
+			name: "esp-hardlink-to-root", boot: BootSystemd,
+			late: func(c *canary) []ent {
+				return []ent{reg("a-file", "outside the ESP", 0o644), hardlink("boot/efi/a", "a-file")}
+			},
+			refuse: "disk: /boot/efi/a is a hard link to /a-file, outside the ESP; a hard link cannot cross filesystems",
+		},
 		// Names that leave the image are refused as the layer is read.
 		hostileCase{
 			name:   "dotdot-entry",

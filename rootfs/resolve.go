@@ -1,6 +1,8 @@
 // Package rootfs turns layers into trees and trees into layers: it applies OCI
 // layer tars to a directory (whiteouts, opaque dirs, hardlinks, devices,
-// xattrs) without ever writing outside it, writes deterministic tars of a
+// xattrs) without ever writing outside it, builds the same final tree in
+// memory from the layers' headers alone (Tree: read it, or stream it as
+// tar entries, with no privilege), writes deterministic tars of a
 // directory, and runs build steps in a namespaced overlayfs sandbox.
 package rootfs
 

@@ -110,25 +110,9 @@ func (t *Tree) walkLayer(ctx context.Context, li int, group []item, fn func(hdr 
 // regular files, then, for each layer, the regular files whose content it
 // holds.
 func (t *Tree) order() (special []item, files [][]item) {
-	groups := map[*inode][]string{}
-	var inos []*inode // in the order first met, for a deterministic result
-	var visit func(n *node, p string)
-	visit = func(n *node, p string) {
-		if n.ino != nil {
-			if _, ok := groups[n.ino]; !ok {
-				inos = append(inos, n.ino)
-			}
-			groups[n.ino] = append(groups[n.ino], p)
-		}
-		for name, c := range n.children {
-			cp := name
-			if p != "." {
-				cp = p + "/" + name
-			}
-			visit(c, cp)
-		}
-	}
-	visit(t.root, ".")
+	c := collector{groups: map[*inode][]string{}}
+	c.visit(t.root, ".")
+	groups, inos := c.groups, c.inos
 	files = make([][]item, len(t.layers))
 	var regular []*inode
 	for _, ino := range inos {
@@ -162,6 +146,29 @@ func (t *Tree) order() (special []item, files [][]item) {
 		}
 	}
 	return special, files
+}
+
+// collector gathers every path of each inode, the inodes in the order
+// first met.
+type collector struct {
+	groups map[*inode][]string
+	inos   []*inode
+}
+
+func (c *collector) visit(n *node, p string) {
+	if n.ino != nil {
+		if _, ok := c.groups[n.ino]; !ok {
+			c.inos = append(c.inos, n.ino)
+		}
+		c.groups[n.ino] = append(c.groups[n.ino], p)
+	}
+	for name, child := range n.children {
+		cp := name
+		if p != "." {
+			cp = p + "/" + name
+		}
+		c.visit(child, cp)
+	}
 }
 
 func btoi(b bool) int {
