@@ -15,7 +15,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/disk/diskset"
@@ -362,7 +361,7 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	defer c.Close()
 	var img v1.Image
 	if strings.HasSuffix(source, ".tar") && !strings.Contains(source, ":") {
-		l, err := tarball.LayerFromFile(source)
+		l, err := layers.TarFileLayer(source)
 		if err != nil {
 			return nil, fmt.Errorf("rootfs tar %s: %w", source, err)
 		}
