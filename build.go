@@ -334,7 +334,7 @@ func (b *buildRun) writeOutputs(ctx context.Context, img v1.Image) error {
 		return err
 	}
 	b.res.Image, b.res.Config = d.String(), cd.String()
-	return writeOutputs(ctx, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Log: b.o.Log})
+	return writeOutputs(ctx, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Headers: b.c, Log: b.o.Log})
 }
 
 func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descriptor, error) {

@@ -193,7 +193,18 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	tree, prep, entry, err := b.prepare(ctx, img, filepath.Join(work, "stage"), spec)
+	stage := filepath.Join(work, "stage")
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return nil, nil, err
+	}
+	b.o.Log.Info("indexing the image for the disk")
+	phase := time.Now()
+	tree, err := rootfs.Index(ctx, img, b.c)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.o.Log.Debug("indexed", "elapsed", time.Since(phase).Round(time.Millisecond))
+	prep, err := disk.Prepare(ctx, tree, stage, spec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -201,13 +212,21 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 	if err != nil {
 		return nil, nil, err
 	}
-	key := entry.Key
-	if b.o.Unique {
-		key = "" // random ids: never cached
+	var entry *layers.Entry
+	top := func(ctx context.Context) (io.ReadCloser, error) {
+		entry, err = b.generatedLayer(ctx, stage)
+		if err != nil {
+			return nil, err
+		}
+		return b.c.OpenLayer(entry.Layer)
 	}
 	var set *diskset.Set
-	err = b.assemble(ctx, tree, prep, spec, out)
+	err = b.assemble(ctx, tree, prep, spec, out, top)
 	if err == nil {
+		key := entry.Key
+		if b.o.Unique {
+			key = "" // random ids: never cached
+		}
 		set, err = b.ds.Put(key, out, prep.Boot, b.o.Formats)
 	}
 	if err != nil {
@@ -217,44 +236,27 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 	return entry, set, nil
 }
 
-// prepare indexes img's layers into a tree, stages the files the disk adds
-// in stage, stores them as the generated layer and puts it on top of the
-// tree. Nothing of the image is unpacked on the host.
-func (b diskBuild) prepare(ctx context.Context, img v1.Image, stage string, spec disk.Spec) (*rootfs.Tree, *disk.Prepared, *layers.Entry, error) {
-	if err := os.Mkdir(stage, 0o755); err != nil {
-		return nil, nil, nil, err
-	}
-	b.o.Log.Info("indexing the image for the disk")
-	phase := time.Now()
-	tree, err := rootfs.Index(ctx, img)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	b.o.Log.Debug("indexed", "elapsed", time.Since(phase).Round(time.Millisecond))
-	prep, err := disk.Prepare(ctx, tree, stage, spec)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+// generatedLayer stores the files the disk adds (the finished stage) as the
+// image's top layer, with its cache entry.
+func (b diskBuild) generatedLayer(ctx context.Context, stage string) (*layers.Entry, error) {
 	epoch := time.Unix(b.o.Epoch, 0)
 	desc, err := b.c.WriteLayer(b.o.Compression, func(w io.Writer) error {
 		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch, RootOwned: true})
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	entry := &layers.Entry{Key: b.in.Key(), Step: "disk", Input: b.in, Layer: desc, Created: time.Now().UTC()}
 	if err := b.c.Store(*entry); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	if err := tree.Append(ctx, "disk (generated)", b.c.Layer(desc)); err != nil {
-		return nil, nil, nil, err
-	}
-	return tree, prep, entry, nil
+	return entry, nil
 }
 
-// assemble writes the raw disk of tree into out and converts it to every
-// format asked for; the raw file stays only if raw was asked for.
-func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.Prepared, spec disk.Spec, out string) error {
+// assemble writes the raw disk of tree (and top on it) into out and
+// converts it to every format asked for; the raw file stays only if raw was
+// asked for.
+func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.Prepared, spec disk.Spec, out string, top disk.Top) error {
 	layout, err := disk.PlanLayout(tree, spec)
 	if err != nil {
 		return err
@@ -262,7 +264,7 @@ func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.P
 	raw := filepath.Join(out, diskset.FileName("raw"))
 	b.o.Log.Info("assembling disk", "boot", prep.Boot, "size", layout.Size)
 	phase := time.Now()
-	if err := disk.Assemble(ctx, tree, prep, layout, raw); err != nil {
+	if err := disk.Assemble(ctx, tree, prep, layout, raw, top); err != nil {
 		return err
 	}
 	b.o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))

@@ -60,6 +60,7 @@ func assembleImage(base v1.Image, steps []v1.Layer, r *recipes.Recipe, env []str
 type outputOptions struct {
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
+	Headers   rootfs.HeaderCache
 	Log       *slog.Logger
 }
 
@@ -72,7 +73,7 @@ func writeOutputs(ctx context.Context, img v1.Image, name string, o outputOption
 		o.Log.Info("wrote OCI layout", "dir", o.OCILayout, "digest", d.String())
 	}
 	if o.RootfsTar != "" {
-		if err := writeRootfsTar(ctx, img, o.RootfsTar); err != nil {
+		if err := writeRootfsTar(ctx, img, o.RootfsTar, o.Headers); err != nil {
 			return fmt.Errorf("writing rootfs tar %s: %w", o.RootfsTar, err)
 		}
 		o.Log.Info("wrote rootfs tar", "file", o.RootfsTar)
@@ -130,8 +131,8 @@ func writeLayout(dir string, img v1.Image, name string) error {
 
 // writeRootfsTar writes img's flattened tree as one tar, streamed from its
 // layers: nothing is unpacked, so no privilege is needed.
-func writeRootfsTar(ctx context.Context, img v1.Image, file string) error {
-	tree, err := rootfs.Index(ctx, img)
+func writeRootfsTar(ctx context.Context, img v1.Image, file string, hc rootfs.HeaderCache) error {
+	tree, err := rootfs.Index(ctx, img, hc)
 	if err != nil {
 		return err
 	}

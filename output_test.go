@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/layerimg/layerimg/layers"
 )
 
 // TestRootfsTarStreams: --rootfs-tar is the layers' final tree with each
@@ -53,9 +55,25 @@ func TestRootfsTarStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	file := filepath.Join(t.TempDir(), "out", "rootfs.tar")
-	if err := writeRootfsTar(context.Background(), img, file); err != nil {
+	c, err := layers.OpenCache(t.TempDir(), false, nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer c.Close()
+	// Twice: the second time from the headers the cache kept.
+	file := filepath.Join(t.TempDir(), "out", "rootfs.tar")
+	var tars [2][]byte
+	for i := range tars {
+		if err := writeRootfsTar(context.Background(), img, file, c); err != nil {
+			t.Fatal(err)
+		}
+		tars[i], _ = os.ReadFile(file)
+	}
+	if !bytes.Equal(tars[0], tars[1]) {
+		t.Error("the rootfs tar from cached headers differs")
+	}
+	if kept, _ := filepath.Glob(filepath.Join(c.Dir(), "headers", "*")); len(kept) != 2 {
+		t.Errorf("headers kept for %d layers, want 2", len(kept))
 	}
 	f, err := os.Open(file)
 	if err != nil {

@@ -54,16 +54,25 @@ type Prepared struct {
 	Spec   Spec
 	Boot   string
 	Kernel *Kernel
+	// Stage is the host dir holding the files the disk adds, laid out as in
+	// the rootfs. Copies are those whose bytes come from the image: stage
+	// path -> the name the image's stream hands their content out under.
+	// Assemble fills them as the image streams past, so no layer is read
+	// twice.
+	Stage  string
+	Copies map[string]string
 }
 
 // Image is the image's final tree, read-only, as the disk stage checks it:
-// paths inside the image, symlinks resolved inside it (never on the host),
-// a regular file's content from Open. *rootfs.Tree is one.
+// paths inside the image, symlinks resolved inside it (never on the host).
+// ContentName is the name a regular file's content passes under in the
+// image's stream (symlinks followed, a hard link group's first path).
+// *rootfs.Tree is one.
 type Image interface {
 	Lstat(name string) (fs.FileInfo, error)
 	Stat(name string) (fs.FileInfo, error)
 	ReadDir(name string) ([]fs.DirEntry, error)
-	Open(name string) (io.ReadCloser, error)
+	ContentName(name string) (string, error)
 }
 
 // Entries is the image's final tree as one stream of tar entries: each
@@ -77,8 +86,9 @@ type Entries interface {
 
 // Prepare decides the boot mode for the image img and writes the files the
 // disk adds (/etc/fstab, and the ESP's content under /boot/efi) into stage,
-// a host dir laid out as in the rootfs. The caller turns stage into a layer
-// and puts it on top of the image before PlanLayout and Assemble.
+// a host dir laid out as in the rootfs; the copies of the image's kernel,
+// initrd and loader are filled in by Assemble. Assemble's top turns the
+// stage into the image's top layer.
 func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, error) {
 	if s.ESPSize == 0 {
 		s.ESPSize = DefaultESPSize
@@ -96,7 +106,7 @@ func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, e
 	if err := checkESPMount(img); err != nil {
 		return nil, err
 	}
-	p := &Prepared{Spec: s, Boot: s.Boot}
+	p := &Prepared{Spec: s, Boot: s.Boot, Stage: stage, Copies: map[string]string{}}
 	if p.Boot == "" {
 		b, err := DetectBoot(img)
 		if err != nil {
@@ -157,42 +167,37 @@ boot
 			return nil, err
 		}
 	}
-	for p, src := range copies {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	for sp, src := range copies {
+		// Symlinks are followed inside the image only: the content will
+		// come from the image's layers, never from a host file.
+		name, err := img.ContentName(src)
+		if err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
 		}
-		if err := stageFile(stage, p, mtime, func(w io.Writer) error { return copyFromImage(w, img, src) }); err != nil {
+		p.Copies[sp] = name
+		if err := os.MkdirAll(filepath.Join(stage, filepath.Dir(sp)), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	// Directories get the same time as files, for a reproducible ESP, and
-	// the same mode whatever the umask.
-	err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || p == stage {
-			return err
-		}
-		if err := os.Chmod(p, 0o755); err != nil {
-			return err
-		}
-		return os.Chtimes(p, mtime, mtime)
-	})
-	return p, err
+	return p, nil
 }
 
-// copyFromImage copies the regular file at src inside the image to w.
-// Symlinks are followed inside the image only: the content comes from the
-// image's layers, never from a host file.
-func copyFromImage(w io.Writer, img Image, src string) error {
-	f, err := img.Open(src)
-	if err != nil {
-		return fmt.Errorf("boot: %w", err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(w, f); err != nil {
-		return fmt.Errorf("boot: reading /%s: %w", src, err)
-	}
-	return nil
+// finishStage sets the times and modes of the stage's directories once
+// every file is in: the same for all, for a reproducible ESP, whatever
+// the umask.
+func (p *Prepared) finishStage() error {
+	mtime := time.Unix(max(p.Spec.Epoch, fatEpoch), 0)
+	return filepath.WalkDir(p.Stage, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || path == p.Stage {
+			return err
+		}
+		if err := os.Chmod(path, 0o755); err != nil {
+			return err
+		}
+		return os.Chtimes(path, mtime, mtime)
+	})
 }
+
 
 func stageFile(stage, p string, mtime time.Time, fill func(io.Writer) error) error {
 	full := filepath.Join(stage, p)
@@ -269,13 +274,20 @@ func treeSize(e Entries) (int64, error) {
 	return n, err
 }
 
-// Assemble writes the raw disk at out from the image's entries, which must
-// already hold the prepared files. It streams them once: what is under
-// /boot/efi goes to a host staging dir for the ESP on p1 (FAT: files and
-// directories only), everything else to the ext4 root on p2, written in
-// place. out is written beside its final name and renamed only when
-// complete; it stays sparse.
-func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string) error {
+// Top makes the image's top layer, the files the disk adds, from the
+// finished stage (the caller keeps it: it is part of the image) and returns
+// its uncompressed tar.
+type Top func(ctx context.Context) (io.ReadCloser, error)
+
+// Assemble writes the raw disk at out from the image's entries and the
+// files Prepare staged. It streams the image once: what is under /boot/efi
+// goes to a host staging dir for the ESP on p1 (FAT: files and directories
+// only), everything else to the ext4 root on p2, written in place; the
+// kernel, initrd and loader are copied into the stage as they pass. Then
+// top's entries go on top, replacing the image's files of the same names.
+// out is written beside its final name and renamed only when complete; it
+// stays sparse.
+func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string, top Top) error {
 	s := p.Spec
 	work, err := os.MkdirTemp(filepath.Dir(out), ".disk-work-")
 	if err != nil {
@@ -305,7 +317,7 @@ func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string)
 	if err := os.Mkdir(espDir, 0o755); err != nil {
 		return err
 	}
-	if err := writeRoot(ctx, e, raw, espDir, l, s); err != nil {
+	if err := writeRoot(ctx, e, p, top, work, raw, espDir, l); err != nil {
 		return err
 	}
 	if err := makeESP(ctx, work, espDir, raw, l, s); err != nil {
@@ -318,9 +330,31 @@ func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string)
 	return os.Rename(raw, out)
 }
 
-// writeRoot streams the entries into the ext4 root at p2 of raw, and
-// those under /boot/efi into espDir.
-func writeRoot(ctx context.Context, e Entries, raw, espDir string, l Layout, s Spec) error {
+// router sends each entry to the ext4 root or, under /boot/efi, to the
+// ESP's staging dir.
+type router struct {
+	fs  *ext4.Writer
+	esp *espStage
+}
+
+func (rt router) add(hdr *tar.Header, r io.Reader) error {
+	if err := checkMountEntry(hdr); err != nil {
+		return err
+	}
+	if rel, ok := strings.CutPrefix(hdr.Name, espMount+"/"); ok {
+		return rt.esp.add(rel, hdr, r)
+	}
+	if hdr.Typeflag == tar.TypeLink && strings.HasPrefix(hdr.Linkname, espMount+"/") {
+		return fmt.Errorf("disk: /%s is a hard link to /%s in the ESP; a hard link cannot cross filesystems", hdr.Name, hdr.Linkname)
+	}
+	return rt.fs.Add(hdr, r)
+}
+
+// writeRoot streams the image into the ext4 root at p2 of raw and the ESP
+// staging dir, taking the copies Prepare asked for as they pass, then puts
+// the top layer's entries on top.
+func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, espDir string, l Layout) error {
+	s := p.Spec
 	uuid, err := uuidBytes(s.IDs.FS)
 	if err != nil {
 		return fmt.Errorf("disk: the filesystem UUID: %w", err)
@@ -328,6 +362,10 @@ func writeRoot(ctx context.Context, e Entries, raw, espDir string, l Layout, s S
 	seed, err := uuidBytes(s.IDs.HashSeed)
 	if err != nil {
 		return fmt.Errorf("disk: the directory hash seed: %w", err)
+	}
+	replaced, err := stagedFiles(p.Stage)
+	if err != nil {
+		return err
 	}
 	f, err := os.OpenFile(raw, os.O_RDWR, 0)
 	if err != nil {
@@ -338,29 +376,196 @@ func writeRoot(ctx context.Context, e Entries, raw, espDir string, l Layout, s S
 	if err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
-	esp := &espStage{dir: espDir, mtime: time.Unix(max(s.Epoch, fatEpoch), 0), dirs: map[string]time.Time{}}
-	err = e.Walk(ctx, func(hdr *tar.Header, r io.Reader) error {
-		if err := checkMountEntry(hdr); err != nil {
-			return err
+	rt := router{fs: fsw, esp: &espStage{dir: espDir, mtime: time.Unix(max(s.Epoch, fatEpoch), 0), dirs: map[string]time.Time{}}}
+	taps := map[string][]string{}
+	for sp, name := range p.Copies {
+		taps[name] = append(taps[name], sp)
+	}
+	copied := map[string]bool{}
+	// A file the top layer replaces is left out; a hard link to it keeps
+	// the image's bytes (as copy-up does), so they are held until the
+	// links that follow it have passed.
+	held := map[string]*tar.Header{}
+	heldDir := filepath.Join(work, "held")
+	err = e.Walk(ctx, func(hdr *tar.Header, r io.Reader) (err error) {
+		if sps, ok := taps[hdr.Name]; ok && isRegular(hdr) {
+			cw, err := p.openCopies(sps)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if cerr := cw.Close(); err == nil {
+					err = cerr
+				}
+			}()
+			r = io.TeeReader(r, cw)
+			for _, sp := range sps {
+				copied[sp] = true
+			}
 		}
-		if rel, ok := strings.CutPrefix(hdr.Name, espMount+"/"); ok {
-			return esp.add(rel, hdr, r)
+		if target, ok := held[hdr.Linkname]; ok && hdr.Typeflag == tar.TypeLink {
+			h := *target
+			h.Name = hdr.Name
+			hf, err := os.Open(filepath.Join(heldDir, filepath.FromSlash(target.Name)))
+			if err != nil {
+				return err
+			}
+			defer hf.Close()
+			return rt.add(&h, hf)
 		}
-		if hdr.Typeflag == tar.TypeLink && strings.HasPrefix(hdr.Linkname, espMount+"/") {
-			return fmt.Errorf("disk: /%s is a hard link to /%s in the ESP; a hard link cannot cross filesystems", hdr.Name, hdr.Linkname)
+		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
+			if !isRegular(hdr) {
+				return nil
+			}
+			held[hdr.Name] = hdr
+			return holdFile(heldDir, hdr.Name, r)
 		}
-		return fsw.Add(hdr, r)
+		return rt.add(hdr, r)
 	})
 	if err != nil {
+		return err
+	}
+	for sp, name := range p.Copies {
+		if !copied[sp] {
+			return fmt.Errorf("disk: /%s did not pass in the image's stream", name)
+		}
+	}
+	if err := p.finishStage(); err != nil {
+		return err
+	}
+	if err := addTop(ctx, top, rt); err != nil {
 		return err
 	}
 	if err := fsw.Close(); err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
-	if err := esp.setDirTimes(); err != nil {
+	if err := rt.esp.setDirTimes(); err != nil {
 		return err
 	}
 	return f.Close()
+}
+
+// addTop routes the top layer's entries (files and directories only).
+func addTop(ctx context.Context, top Top, rt router) error {
+	rc, err := top(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("disk: reading the generated layer: %w", err)
+		}
+		hdr.Name = strings.Trim(strings.TrimPrefix(hdr.Name, "./"), "/")
+		if hdr.Name == "" || hdr.Name == "." {
+			continue // the root keeps the image's metadata, as Apply keeps it
+		}
+		if err := rt.add(hdr, tr); err != nil {
+			return err
+		}
+	}
+	// To the end, where a cached layer's digest is checked.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return fmt.Errorf("disk: reading the generated layer: %w", err)
+	}
+	return rc.Close()
+}
+
+func isRegular(hdr *tar.Header) bool {
+	return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA
+}
+
+// stagedFiles lists the stage's files by their names in the rootfs.
+func stagedFiles(stage string) (map[string]bool, error) {
+	names := map[string]bool{}
+	err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(stage, p)
+		names[filepath.ToSlash(rel)] = true
+		return err
+	})
+	return names, err
+}
+
+// holdFile keeps a copy of the content of the image's file name under dir.
+func holdFile(dir, name string, r io.Reader) error {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// copies writes one stream into the stage files copied from it; Close
+// gives them their mode and time.
+type copies struct {
+	files []*os.File
+	p     *Prepared
+}
+
+func (p *Prepared) openCopies(sps []string) (*copies, error) {
+	c := &copies{p: p}
+	for _, sp := range sps {
+		f, err := os.OpenFile(filepath.Join(p.Stage, sp), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.files = append(c.files, f)
+	}
+	return c, nil
+}
+
+func (c *copies) Write(b []byte) (int, error) {
+	for _, f := range c.files {
+		if _, err := f.Write(b); err != nil {
+			return 0, fmt.Errorf("disk: staging %s: %w", f.Name(), err)
+		}
+	}
+	return len(b), nil
+}
+
+func (c *copies) Close() error {
+	var first error
+	mtime := time.Unix(max(c.p.Spec.Epoch, fatEpoch), 0)
+	for _, f := range c.files {
+		err := f.Close()
+		if err == nil {
+			err = setStaged(c.p.Stage, f.Name(), mtime)
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// setStaged gives a staged file its mode and time: 0700 under the ESP
+// (mounted umask=0077), else 0644, whatever the umask.
+func setStaged(stage, full string, mtime time.Time) error {
+	mode := os.FileMode(0o644)
+	if rel, err := filepath.Rel(stage, full); err == nil && strings.HasPrefix(filepath.ToSlash(rel), espMount) {
+		mode = 0o700
+	}
+	if err := os.Chmod(full, mode); err != nil {
+		return err
+	}
+	return os.Chtimes(full, mtime, mtime)
 }
 
 // checkMountEntry refuses /boot or /boot/efi as anything but a directory:

@@ -123,34 +123,37 @@ func treeOf(t *testing.T, layers ...[]byte) (*rootfs.Tree, error) {
 }
 
 // diskStage runs the disk stage as the build does: Prepare on the tree of
-// layers, the stage made a layer and put on top (then late, if any),
-// PlanLayout and Assemble. It returns every layer of the final tree.
+// layers (late ones included: the image is fixed before the disk stage),
+// PlanLayout and Assemble, whose top is the stage made a layer. It returns
+// every layer of the final image.
 func diskStage(t *testing.T, spec Spec, stage, raw string, layers [][]byte, late []byte) (all [][]byte, l Layout, p *Prepared, err error) {
 	t.Helper()
 	ctx := context.Background()
-	tree, err := treeOf(t, layers...)
-	if err != nil {
-		return nil, l, nil, err
-	}
-	if p, err = Prepare(ctx, tree, stage, spec); err != nil {
-		return nil, l, nil, err
-	}
-	var gen bytes.Buffer
-	epoch := time.Unix(spec.Epoch, 0)
-	must(t, rootfs.WriteTar(ctx, &gen, stage, rootfs.TarOptions{Epoch: &epoch, RootOwned: true}))
-	all = append(slices.Clone(layers), gen.Bytes())
+	all = slices.Clone(layers)
 	if late != nil {
 		all = append(all, late)
 	}
-	for _, extra := range all[len(layers):] {
-		if err := tree.Append(ctx, "on top", memLayer(extra)); err != nil {
-			return all, l, p, err
-		}
+	tree, err := treeOf(t, all...)
+	if err != nil {
+		return all, l, nil, err
+	}
+	if p, err = Prepare(ctx, tree, stage, spec); err != nil {
+		return all, l, nil, err
 	}
 	if l, err = PlanLayout(tree, spec); err != nil {
 		return all, l, p, err
 	}
-	return all, l, p, Assemble(ctx, tree, p, l, raw)
+	top := func(ctx context.Context) (io.ReadCloser, error) {
+		var gen bytes.Buffer
+		epoch := time.Unix(spec.Epoch, 0)
+		if err := rootfs.WriteTar(ctx, &gen, stage, rootfs.TarOptions{Epoch: &epoch, RootOwned: true}); err != nil {
+			return nil, err
+		}
+		all = append(all, gen.Bytes())
+		return io.NopCloser(bytes.NewReader(gen.Bytes())), nil
+	}
+	err = Assemble(ctx, tree, p, l, raw, top)
+	return all, l, p, err
 }
 
 // applied is the reference: layers unpacked on the host by rootfs.Apply.

@@ -289,9 +289,9 @@ func hostileCases() []hostileCase {
 		hostileCase{
 			name: "esp-hardlink-inside", boot: BootSystemd,
 			late: func(c *canary) []ent {
-				return []ent{hardlink("boot/efi/loader/copy.conf", "boot/efi/loader/loader.conf")}
+				return []ent{dir("boot/efi/extra/"), reg("boot/efi/extra/mine.conf", "mine\n", 0o644), hardlink("boot/efi/extra/copy.conf", "boot/efi/extra/mine.conf")}
 			},
-			esp: map[string]string{"loader/copy.conf": "timeout 0\ndefault layerimg.conf\n", "loader/loader.conf": "timeout 0\ndefault layerimg.conf\n"},
+			esp: map[string]string{"extra/copy.conf": "mine\n", "extra/mine.conf": "mine\n", "loader/loader.conf": "timeout 0\ndefault layerimg.conf\n"},
 		},
 		hostileCase{
 			name: "esp-hardlink-across", boot: BootSystemd,
@@ -300,7 +300,9 @@ func hostileCases() []hostileCase {
 		},
 		hostileCase{
 			name: "esp-hardlink-from-root", boot: BootSystemd,
-			late:   func(c *canary) []ent { return []ent{hardlink("usr/loader.conf", "boot/efi/loader/loader.conf")} },
+			late: func(c *canary) []ent {
+				return []ent{reg("boot/efi/mine.conf", "mine\n", 0o644), hardlink("usr/loader.conf", "boot/efi/mine.conf")}
+			},
 			refuse: "a hard link cannot cross filesystems",
 		},
 		hostileCase{

@@ -103,6 +103,11 @@ func (t *Tree) walkLayer(ctx context.Context, li int, group []item, fn func(hdr 
 			}
 		}
 	}
+	// Read on to the end, where the layer's digest is checked: content was
+	// handed out, so the layer must be the one its name promises.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return &LayerError{Layer: l.name, Err: fmt.Errorf("reading to the layer's end: %w", err)}
+	}
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
@@ -583,7 +584,7 @@ func TestTreeWriteTar(t *testing.T) {
 		img, err = mutate.AppendLayers(img, layerOf(t, d))
 		must(t, err)
 	}
-	tr, err := Index(context.Background(), img)
+	tr, err := Index(context.Background(), img, nil)
 	must(t, err)
 	var out bytes.Buffer
 	must(t, tr.WriteTar(context.Background(), &out))
@@ -639,5 +640,65 @@ func TestTreeRootEntry(t *testing.T) {
 	err := NewTree().Append(context.Background(), "bad", memLayer{data: genTar(t, owner(hd("./"), 1<<32-1, 0))})
 	if err == nil || !strings.Contains(err.Error(), "uid 4294967295") {
 		t.Errorf("a root entry with an impossible owner: %v", err)
+	}
+}
+
+// memHeaders is a HeaderCache in memory; it counts what it was asked.
+type memHeaders struct {
+	m         map[v1.Hash][]*tar.Header
+	hits, put int
+}
+
+func (c *memHeaders) Headers(id v1.Hash) ([]*tar.Header, bool) {
+	h, ok := c.m[id]
+	if ok {
+		c.hits++
+	}
+	return h, ok
+}
+
+func (c *memHeaders) PutHeaders(id v1.Hash, h []*tar.Header) error {
+	c.m[id] = h
+	c.put++
+	return nil
+}
+
+// An index from cached headers streams the same tar as one from the
+// layers; headers that lie about an entry whose content is used are caught.
+func TestIndexFromCachedHeaders(t *testing.T) {
+	ctx := context.Background()
+	img := empty.Image
+	for _, d := range [][]byte{
+		genTar(t, hd("a/"), hf("a/f1", "one"), hf("a/f2", "two"), hf("c", "c")),
+		genTar(t, hf("a/.wh.f1", ""), hh("a/h", "a/f2"), hs("l", "c")),
+	} {
+		var err error
+		img, err = mutate.AppendLayers(img, layerOf(t, d))
+		must(t, err)
+	}
+	hc := &memHeaders{m: map[v1.Hash][]*tar.Header{}}
+	var outs [2]bytes.Buffer
+	for i := range outs {
+		tr, err := Index(ctx, img, hc)
+		must(t, err)
+		must(t, tr.WriteTar(ctx, &outs[i]))
+	}
+	if hc.put != 2 || hc.hits != 2 {
+		t.Errorf("put %d, hits %d: want each layer put once and read once", hc.put, hc.hits)
+	}
+	if !bytes.Equal(outs[0].Bytes(), outs[1].Bytes()) {
+		t.Error("the tar from cached headers differs")
+	}
+	for _, hs := range hc.m {
+		for _, h := range hs {
+			if h.Name == "a/f2" {
+				h.Size = 2 // a damaged or forged index
+			}
+		}
+	}
+	tr, err := Index(ctx, img, hc)
+	must(t, err)
+	if err := tr.WriteTar(ctx, io.Discard); err == nil || !strings.Contains(err.Error(), "changed since it was indexed") {
+		t.Errorf("a lying index: %v", err)
 	}
 }

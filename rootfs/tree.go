@@ -73,9 +73,20 @@ func NewTree() *Tree {
 	return &Tree{root: &node{children: map[string]*node{}}}
 }
 
-// Index reads the headers of every layer of img, bottom up, into a Tree.
-// Errors name each layer by its digest.
-func Index(ctx context.Context, img v1.Image) (*Tree, error) {
+// HeaderCache keeps the headers of layers indexed before, by diff_id, so
+// that indexing a layer decompresses it once per machine rather than once
+// per disk. What it returns is trusted as the layer's headers: Walk and Open
+// still check every entry whose content they use against the layer itself,
+// and read each such layer to its end, where its digest is checked.
+type HeaderCache interface {
+	Headers(diffID v1.Hash) ([]*tar.Header, bool)
+	PutHeaders(diffID v1.Hash, hdrs []*tar.Header) error
+}
+
+// Index reads the headers of every layer of img, bottom up, into a Tree,
+// from hc where it has them (hc may be nil). Errors name each layer by its
+// digest.
+func Index(ctx context.Context, img v1.Image, hc HeaderCache) (*Tree, error) {
 	ls, err := img.Layers()
 	if err != nil {
 		return nil, err
@@ -86,17 +97,52 @@ func Index(ctx context.Context, img v1.Image) (*Tree, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := t.Append(ctx, d.String(), l); err != nil {
+		if err := t.appendCached(ctx, d.String(), l, hc); err != nil {
 			return nil, err
 		}
 	}
 	return t, nil
 }
 
+// appendCached is Append, with the headers from hc where it has them and
+// put there where it has not.
+func (t *Tree) appendCached(ctx context.Context, name string, l v1.Layer, hc HeaderCache) error {
+	if hc == nil {
+		return t.Append(ctx, name, l)
+	}
+	id, err := l.DiffID()
+	if err != nil {
+		return &LayerError{Layer: name, Err: err}
+	}
+	if hdrs, ok := hc.Headers(id); ok {
+		li := len(t.layers)
+		t.layers = append(t.layers, treeLayer{name, l})
+		for n, hdr := range hdrs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := t.entry(li, n, hdr); err != nil {
+				return &LayerError{name, hdr.Name, err}
+			}
+		}
+		return nil
+	}
+	var hdrs []*tar.Header
+	if err := t.append(ctx, name, l, func(h *tar.Header) { hdrs = append(hdrs, h) }); err != nil {
+		return err
+	}
+	return hc.PutHeaders(id, hdrs)
+}
+
 // Append reads the headers of l, named name in errors, and applies them on
 // top of the tree. The layer is read to its end, so that a reader that
 // checks a digest can tell whether the layer is the one promised.
 func (t *Tree) Append(ctx context.Context, name string, l Layer) error {
+	return t.append(ctx, name, l, nil)
+}
+
+// append is Append, handing each header read to seen (if not nil).
+func (t *Tree) append(ctx context.Context, name string, l Layer, seen func(*tar.Header)) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return &LayerError{Layer: name, Err: err}
@@ -122,6 +168,9 @@ func (t *Tree) Append(ctx context.Context, name string, l Layer) error {
 		}
 		if err := t.entry(li, n, hdr); err != nil {
 			return &LayerError{name, hdr.Name, err}
+		}
+		if seen != nil {
+			seen(hdr)
 		}
 		prev = hdr.Name
 	}

@@ -85,6 +85,23 @@ func (t *Tree) Open(name string) (io.ReadCloser, error) {
 	return t.content(n.ino)
 }
 
+// ContentName is the name under which Walk hands out the content of the
+// regular file at name (symlinks followed inside the tree): the first path,
+// by name, of its hard link group. A caller that needs a file's bytes
+// during a Walk takes them as they pass, rather than reading a layer again.
+func (t *Tree) ContentName(name string) (string, error) {
+	n, err := t.find("open", name, true)
+	if err != nil {
+		return "", err
+	}
+	if !n.isReg() {
+		return "", fmt.Errorf("%s is a %s, not a regular file", displayName(name), kindOf(n))
+	}
+	c := collector{groups: map[*inode][]string{}}
+	c.visit(t.root, ".")
+	return slices.Min(c.groups[n.ino]), nil
+}
+
 // content opens the layer holding ino's content and reads up to its entry.
 func (t *Tree) content(ino *inode) (io.ReadCloser, error) {
 	l := t.layers[ino.layer]
@@ -107,10 +124,7 @@ func (t *Tree) content(ino *inode) (io.ReadCloser, error) {
 				rc.Close()
 				return nil, &LayerError{Layer: l.name, Entry: ino.hdr.Name, Err: err}
 			}
-			return struct {
-				io.Reader
-				io.Closer
-			}{tr, rc}, nil
+			return &layerFile{Reader: tr, rc: rc, name: l.name}, nil
 		}
 	}
 }
@@ -179,4 +193,24 @@ func kindOf(n *node) string {
 		return "directory"
 	}
 	return kind(n.info().Mode())
+}
+
+// layerFile is one file's content in a layer. Close reads the layer to its
+// end, where its digest is checked, and says if it was not the one
+// promised: the content handed out came from it.
+type layerFile struct {
+	io.Reader
+	rc   io.ReadCloser
+	name string
+}
+
+func (f *layerFile) Close() error {
+	_, err := io.Copy(io.Discard, f.rc)
+	if cerr := f.rc.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &LayerError{Layer: f.name, Err: fmt.Errorf("reading to the layer's end: %w", err)}
+	}
+	return nil
 }

@@ -79,8 +79,8 @@ func New(w io.WriterAt, off int64, o Options) (*Writer, error) {
 	}
 	fw.inodes = make([]*inode, firstIno+1)
 	epoch := time.Unix(o.Epoch, 0)
-	fw.inodes[rootIno] = &inode{mode: sIFDIR | 0o755, mtime: epoch, implicit: true, dir: &dir{parent: rootIno}}
-	fw.inodes[lostFoundIno] = &inode{mode: sIFDIR | 0o700, mtime: epoch, implicit: true, dir: &dir{parent: rootIno}}
+	fw.inodes[rootIno] = &inode{mode: sIFDIR | 0o755, mtime: epoch, dir: &dir{parent: rootIno}}
+	fw.inodes[lostFoundIno] = &inode{mode: sIFDIR | 0o700, mtime: epoch, dir: &dir{parent: rootIno}}
 	fw.inodes[rootIno].dir.children = []dirent{{name: "lost+found", ino: lostFoundIno, ftype: 2}}
 	fw.paths[""] = rootIno
 	fw.paths["lost+found"] = lostFoundIno
@@ -168,9 +168,10 @@ func (w *Writer) add(name string, hdr *tar.Header, r io.Reader) error {
 				return errors.New("a directory cannot replace a file already written")
 			}
 			// A directory made for a child, or named twice: the last
-			// entry's metadata wins, as tar extraction does.
-			in.mode, in.uid, in.gid, in.mtime, in.implicit = sIFDIR|perm, uint32(hdr.Uid), uint32(hdr.Gid), mtime, false
-			return w.setXattrs(ino, in, xs)
+			// entry's metadata wins, as extracting a layer over another
+			// does; xattrs it does not name stay, as setxattr leaves them.
+			in.mode, in.uid, in.gid, in.mtime = sIFDIR|perm, uint32(hdr.Uid), uint32(hdr.Gid), mtime
+			return w.setXattrs(ino, in, mergeXattrs(in.allXattrs, xs))
 		}
 	} else if name == "" {
 		return errors.New("the root must be a directory")
@@ -253,7 +254,7 @@ func (w *Writer) mkdirAll(p string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	in := &inode{mode: sIFDIR | 0o755, mtime: time.Unix(w.o.Epoch, 0), implicit: true, dir: &dir{parent: parent}}
+	in := &inode{mode: sIFDIR | 0o755, mtime: time.Unix(w.o.Epoch, 0), dir: &dir{parent: parent}}
 	ino, err := w.newInode(in)
 	if err != nil {
 		return 0, err
@@ -320,8 +321,12 @@ func (w *Writer) setXattrs(ino uint32, in *inode, xs []xattr) error {
 	if err != nil {
 		return err
 	}
-	in.xattrs = inInode
+	in.xattrs, in.allXattrs = inInode, xs
 	if len(inBlock) == 0 {
+		if in.xblock != 0 { // named again with less: the block goes
+			w.alloc.used.clear(in.xblock)
+			in.xblock, in.blocks = 0, in.blocks-1
+		}
 		return nil
 	}
 	if in.xblock == 0 {

@@ -21,18 +21,18 @@ const (
 
 // inode is what the writer keeps of each inode until Close.
 type inode struct {
-	mode     uint16
-	uid, gid uint32
-	size     uint64
-	mtime    time.Time
-	links    uint32
-	flags    uint32
-	iblock   [60]byte
-	blocks   uint64 // filesystem blocks: data, tree and xattr block
-	xattrs   []xattr
-	xblock   uint64 // external xattr block
-	dir      *dir
-	implicit bool // a directory made for a child, before its own entry
+	mode      uint16
+	uid, gid  uint32
+	size      uint64
+	mtime     time.Time
+	links     uint32
+	flags     uint32
+	iblock    [60]byte
+	blocks    uint64  // filesystem blocks: data, tree and xattr block
+	xattrs    []xattr // those in the inode
+	allXattrs []xattr // and those in the block too
+	xblock    uint64  // external xattr block
+	dir       *dir
 }
 
 // fileType is the directory entry's file type for mode.

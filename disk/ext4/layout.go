@@ -135,6 +135,7 @@ func newBitmap(n uint64) bitmap { return make(bitmap, (n+63)/64) }
 
 func (b bitmap) set(i uint64)      { b[i/64] |= 1 << (i % 64) }
 func (b bitmap) get(i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
+func (b bitmap) clear(i uint64)    { b[i/64] &^= 1 << (i % 64) }
 
 func (b bitmap) setRange(start, n uint64) {
 	for i := start; i < start+n; i++ {

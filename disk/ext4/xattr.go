@@ -53,9 +53,7 @@ func xattrsOf(hdr *tar.Header) ([]xattr, error) {
 		}
 		xs = append(xs, x)
 	}
-	slices.SortFunc(xs, func(a, b xattr) int {
-		return cmp.Or(cmp.Compare(a.index, b.index), cmp.Compare(len(a.name), len(b.name)), strings.Compare(a.name, b.name))
-	})
+	sortXattrs(xs)
 	return xs, nil
 }
 
@@ -105,6 +103,24 @@ func aclToDisk(v []byte) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// mergeXattrs is old with xs set over it, in ext4's order.
+func mergeXattrs(old, xs []xattr) []xattr {
+	out := slices.Clone(xs)
+	for _, o := range old {
+		if !slices.ContainsFunc(xs, func(x xattr) bool { return x.index == o.index && x.name == o.name }) {
+			out = append(out, o)
+		}
+	}
+	sortXattrs(out)
+	return out
+}
+
+func sortXattrs(xs []xattr) {
+	slices.SortFunc(xs, func(a, b xattr) int {
+		return cmp.Or(cmp.Compare(a.index, b.index), cmp.Compare(len(a.name), len(b.name)), strings.Compare(a.name, b.name))
+	})
 }
 
 // placeXattrs splits xs between the inode (as many as fit, in order) and
