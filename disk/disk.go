@@ -198,7 +198,6 @@ func (p *Prepared) finishStage() error {
 	})
 }
 
-
 func stageFile(stage, p string, mtime time.Time, fill func(io.Writer) error) error {
 	full := filepath.Join(stage, p)
 	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
