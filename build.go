@@ -255,9 +255,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 	began := time.Now()
 	sp, in, e, layer, err := b.step(i, parent)
 	if err != nil {
-		failed := b.stepEvent(progress.StepFinished, sp)
-		failed.Status, failed.Err = progress.Failed, err.Error()
-		progress.Emit(ctx, failed)
+		b.stepFailed(ctx, sp, err)
 		return sp, err
 	}
 	if sp.Key == "" { // an env step
@@ -278,9 +276,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 		}
 		if err != nil {
 			sp.Duration = time.Since(began)
-			failed := b.stepEvent(progress.StepFinished, sp)
-			failed.Status, failed.Err = progress.Failed, err.Error()
-			progress.Emit(ctx, failed)
+			b.stepFailed(ctx, sp, err)
 			return sp, stepErr(i, st, err)
 		}
 		b.res.Executed++

@@ -25,9 +25,16 @@ func (o *Options) stepOutput(name string) io.WriteCloser {
 }
 
 // stepEvent is step i's event of type t, with what sp says of it.
+// A started step's event says why it runs; a finished one's, its status,
+// layer and time.
 func (b *buildRun) stepEvent(t progress.Type, sp StepPlan) progress.Event {
-	return progress.Event{Type: t, Step: sp.Name, Index: sp.Index, Count: len(b.r.Steps), Kind: sp.Kind,
-		Status: sp.Status, Key: short(sp.Key), Layer: short(sp.Layer), Why: sp.Why, Elapsed: sp.Duration}
+	e := progress.Event{Type: t, Step: sp.Name, Index: sp.Index, Count: len(b.r.Steps), Kind: sp.Kind, Key: short(sp.Key)}
+	if t == progress.StepStarted {
+		e.Why = sp.Why
+	} else {
+		e.Status, e.Layer, e.Elapsed = sp.Status, short(sp.Layer), sp.Duration
+	}
+	return e
 }
 
 // metered wraps open so that the stream it opens reports its bytes as the
@@ -52,4 +59,14 @@ type meteredReader struct {
 func (r meteredReader) Close() error {
 	r.m.Finish()
 	return r.c.Close()
+}
+
+// stepFailed reports that a step failed, or was interrupted.
+func (b *buildRun) stepFailed(ctx context.Context, sp StepPlan, err error) {
+	e := b.stepEvent(progress.StepFinished, sp)
+	e.Status, e.Err = progress.Failed, err.Error()
+	if ctx.Err() != nil {
+		e.Status = progress.StepInterrupted
+	}
+	progress.Emit(ctx, e)
 }

@@ -21,9 +21,11 @@ const (
 	Result        Type = "result"
 )
 
-// Step statuses beyond the cache's HIT, "HIT (remote)" and MISS.
+// Step statuses beyond the cache's HIT, "HIT (remote)" and MISS, and a
+// test's PASS.
 const (
-	Failed = "FAILED"
+	Failed          = "FAILED"
+	StepInterrupted = "INTERRUPTED"
 )
 
 // Result statuses.
@@ -44,8 +46,8 @@ type Event struct {
 	Index int    // a step's 1-based position in the recipe; 0 otherwise
 	Count int    // how many steps the recipe has
 	Kind  string // copy, run, bootstrap, test
-	// Status is a finished step's HIT, "HIT (remote)", MISS or FAILED; a
-	// result's ok, failed or interrupted.
+	// Status is a finished step's HIT, "HIT (remote)", MISS, PASS (a
+	// test), FAILED or INTERRUPTED; a result's ok, failed or interrupted.
 	Status  string
 	Key     string // the step's cache key, shortened
 	Layer   string // the step's layer digest, shortened

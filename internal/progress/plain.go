@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -43,8 +44,8 @@ func (p *Plain) Emit(e Event) {
 	case StepStarted:
 		p.log(e.Time, slog.LevelInfo, "running", "step", e.Step, "kind", e.Kind, "why", e.Why)
 	case StepFinished:
-		if e.Status == Failed {
-			p.log(e.Time, slog.LevelError, "failed", "step", e.Step, "elapsed", roundDur(e.Elapsed), "err", e.Err)
+		if e.Status == Failed || e.Status == StepInterrupted {
+			p.log(e.Time, slog.LevelError, strings.ToLower(e.Status), "step", e.Step, "elapsed", roundDur(e.Elapsed), "err", e.Err)
 			return
 		}
 		args := []any{"step", e.Step, "status", e.Status, "key", e.Key, "layer", e.Layer}

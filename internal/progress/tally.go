@@ -1,6 +1,9 @@
 package progress
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // tally is what every renderer counts for the summary: steps run and
 // cached, and each stage's time, in the order the stages finished.
@@ -17,11 +20,11 @@ type stageTime struct {
 func (t *tally) add(e Event) {
 	switch e.Type {
 	case StepFinished:
-		switch e.Status {
-		case "MISS":
+		switch {
+		case e.Kind == "test":
+		case e.Status == "MISS":
 			t.run++
-		case Failed:
-		default:
+		case strings.HasPrefix(e.Status, "HIT"):
 			t.cached++
 		}
 	case StageFinished:

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 )
@@ -70,6 +71,7 @@ type line struct {
 	window   []*mpb.Bar
 	nwin     int
 	isWindow bool
+	gone     bool // printed above the display for good
 }
 
 // transfer is one transfer's row and the figures it shows.
@@ -91,7 +93,14 @@ func NewTTY(ctx context.Context, out io.Writer, o TTYOptions) *TTY {
 	if o.MaxLines == 0 {
 		o.MaxLines = 100000
 	}
-	opts := []mpb.ContainerOption{mpb.WithOutput(out), mpb.PopCompletedMode(), mpb.WithAutoRefresh()}
+	// Each frame starts with a carriage return: the terminal's echo of a
+	// Ctrl-C ("^C") moves the cursor off column 0, and the redraw moves
+	// only up.
+	cw := cupwriter.New(frameStart{out}, false)
+	if f, ok := out.(interface{ Fd() uintptr }); ok {
+		cw.SetTermFd(int(f.Fd()))
+	}
+	opts := []mpb.ContainerOption{mpb.WithConsoleWriter(cw), mpb.WithAutoRefresh()}
 	if o.Refresh > 0 {
 		opts = append(opts, mpb.WithRefreshRate(o.Refresh))
 	}
@@ -200,25 +209,37 @@ func (t *TTY) output(l *line, s string) {
 	}
 }
 
-// finish ends a row: its window goes, and its line scrolls up with its
-// status and time.
+// finish ends a row: its window goes, and its line, with its status and
+// time, is printed above the display, where it stays. (mpb's own "pop
+// completed" mode may swap two rows that finish in one frame.)
 func (t *TTY) finish(l *line, state string, elapsed time.Duration) {
 	l.mu.Lock()
 	l.state, l.elapsed = state, elapsed
+	text := l.text()
+	l.gone = true
 	l.mu.Unlock()
+	_, _ = t.p.Write([]byte(text + "\n"))
 	for _, w := range l.window {
 		w.Abort(true)
 	}
-	l.bar.SetTotal(-1, true)
+	l.bar.Abort(true)
 	if t.running == l {
 		t.running = nil
 	}
 }
 
-// render is a row: a mark, the label, the status and the time.
+// render is a row: a mark, the label, the status and the time; nothing
+// once the row is printed above the display.
 func (l *line) render(decor.Statistics) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.gone {
+		return ""
+	}
+	return l.text()
+}
+
+func (l *line) text() string {
 	switch l.state {
 	case "running":
 		return fmt.Sprintf("=> %s  %s", l.label, roundDur(time.Since(l.start)).Truncate(100*time.Millisecond))
@@ -228,7 +249,7 @@ func (l *line) render(decor.Statistics) string {
 		return fmt.Sprintf(" ✓ %s  CACHED (remote)", l.label)
 	case Failed:
 		return fmt.Sprintf(" ✗ %s  FAILED after %s", l.label, roundDur(l.elapsed))
-	case Interrupted:
+	case Interrupted, StepInterrupted:
 		return fmt.Sprintf(" ✗ %s  interrupted after %s", l.label, roundDur(l.elapsed))
 	}
 	return fmt.Sprintf(" ✓ %s  %s", l.label, roundDur(l.elapsed))
@@ -240,6 +261,9 @@ func (l *line) windowLine(i int) decor.DecorFunc {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		k := len(l.out) - l.nwin + i
+		if l.gone {
+			return ""
+		}
 		if k < 0 || k >= len(l.out) {
 			return "   │"
 		}
@@ -415,4 +439,14 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// frameStart writes each frame from the start of the line.
+type frameStart struct{ w io.Writer }
+
+func (f frameStart) Write(p []byte) (int, error) {
+	if _, err := f.w.Write(append([]byte{'\r'}, p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
