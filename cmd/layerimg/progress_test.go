@@ -227,3 +227,22 @@ func TestProgressTTYInterrupt(t *testing.T) {
 		t.Errorf("cursor hidden %v, alternate screen %v, cursor at column %d", hidden, alt, pos.X)
 	}
 }
+
+// TestProgressTTYNarrow runs on a 32-column terminal: live rows are cut to
+// the width with "…" rather than wrapped, and the summary still comes.
+func TestProgressTTYNarrow(t *testing.T) {
+	dir := busyboxBin(t, "sh", "sleep")
+	recipe := filepath.Join(dir, "recipe.yaml")
+	os.WriteFile(recipe, []byte("name: demo\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - name: a-step-with-a-rather-long-name\n    run: echo "+strings.Repeat("x", 80)+"; sleep 1\n"), 0o644)
+	cmd, _, s := runOnPTY(t, 32, 20, "build", "--cache-dir", t.TempDir(), recipe)
+	s.waitFor(t, regexp.MustCompile(`│ x+…`), time.Minute)
+	if re := regexp.MustCompile(`=> \[2/2\] a-step-with-a[a-z-]*…  [0-9.]+m?s\n`); !re.MatchString(s.text()) {
+		t.Errorf("the running step's row is not cut to the width:\n%s", s.text())
+	}
+	if code := s.wait(t, cmd); code != 0 {
+		t.Fatalf("exit %d; screen:\n%s", code, s.text())
+	}
+	if !strings.Contains(s.text(), "Built demo in") {
+		t.Errorf("no summary:\n%s", s.text())
+	}
+}

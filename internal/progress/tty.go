@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
@@ -35,7 +36,8 @@ type TTYOptions struct {
 // shows the failing step's whole output; after success, a summary.
 type TTY struct {
 	out  io.Writer
-	p    *mpb.Progress
+	ctx  context.Context
+	p    *mpb.Progress // made when a row first shows
 	opts TTYOptions
 	// begin is when the display started, for the summary's total time.
 	begin time.Time
@@ -64,7 +66,9 @@ type line struct {
 	elapsed time.Duration
 	out     []string // output lines kept
 	dropped int      // output lines dropped from the front of out
-	bar     *mpb.Bar
+	bar     *mpb.Bar    // nil until the row shows
+	timer   *time.Timer // shows the row if it is still running then
+	key     string
 	prio    int
 	// window is the rows showing the last lines of out, added as lines
 	// come, up to TTYOptions.Window; nwin is their number, for the rows.
@@ -93,21 +97,44 @@ func NewTTY(ctx context.Context, out io.Writer, o TTYOptions) *TTY {
 	if o.MaxLines == 0 {
 		o.MaxLines = 100000
 	}
+	return &TTY{out: out, ctx: ctx, opts: o, begin: time.Now(), lines: map[string]*line{}, transfers: map[string]*transfer{}}
+}
+
+// showAfter is how long a step or stage runs before it gets a live row: a
+// quicker one only prints its finished line, and a rebuild where every
+// step is cached never starts the redrawing.
+const showAfter = 100 * time.Millisecond
+
+// progress is the display's mpb container, made on first use.
+func (t *TTY) progress() *mpb.Progress {
+	if t.p != nil {
+		return t.p
+	}
 	// Each frame starts with a carriage return: the terminal's echo of a
 	// Ctrl-C ("^C") moves the cursor off column 0, and the redraw moves
 	// only up.
-	cw := cupwriter.New(frameStart{out}, false)
-	if f, ok := out.(interface{ Fd() uintptr }); ok {
+	cw := cupwriter.New(frameStart{t.out}, false)
+	if f, ok := t.out.(interface{ Fd() uintptr }); ok {
 		cw.SetTermFd(int(f.Fd()))
 	}
 	opts := []mpb.ContainerOption{mpb.WithConsoleWriter(cw), mpb.WithAutoRefresh()}
-	if o.Refresh > 0 {
-		opts = append(opts, mpb.WithRefreshRate(o.Refresh))
+	if t.opts.Refresh > 0 {
+		opts = append(opts, mpb.WithRefreshRate(t.opts.Refresh))
 	}
 	// The display's own context: an interrupted build still closes it
 	// in order, rather than having mpb drop it mid-frame.
-	p := mpb.NewWithContext(context.WithoutCancel(ctx), opts...)
-	return &TTY{out: out, p: p, opts: o, begin: time.Now(), lines: map[string]*line{}, transfers: map[string]*transfer{}}
+	t.p = mpb.NewWithContext(context.WithoutCancel(t.ctx), opts...)
+	return t.p
+}
+
+// println prints a line above the display (or, with no display yet, on the
+// terminal).
+func (t *TTY) println(s string) {
+	if t.p == nil {
+		fmt.Fprintln(t.out, s)
+		return
+	}
+	_, _ = t.p.Write([]byte(s + "\n"))
 }
 
 // Logger is the logger whose records show above the display.
@@ -153,7 +180,7 @@ func (t *TTY) Emit(e Event) {
 		t.transfer(e)
 	case Message:
 		if e.Level >= t.opts.Level.Level() {
-			_, _ = t.p.Write([]byte(messageText(e) + "\n"))
+			t.println(messageText(e))
 		}
 	case Result:
 		t.result = &e
@@ -177,15 +204,41 @@ func stepLabel(e Event) string {
 	return e.Step
 }
 
-// addLine adds a row for a step or stage; withWindow lets its output show
-// in a window below it.
+// addLine adds a step or stage; its row shows if it runs for showAfter.
+// withWindow lets its output show in a window below it.
 func (t *TTY) addLine(key, label string, start time.Time, withWindow bool) *line {
-	l := &line{label: label, state: "running", start: start, prio: t.next, isWindow: withWindow}
+	l := &line{key: key, label: label, state: "running", start: start, prio: t.next, isWindow: withWindow}
 	t.next += t.opts.Window + 1
 	t.lines[key] = l
 	t.order = append(t.order, l)
-	l.bar = t.p.New(-1, mpb.NopStyle(), mpb.BarFillerTrim(), mpb.BarPriority(l.prio), mpb.PrependDecorators(decor.Any(l.render)))
+	l.timer = time.AfterFunc(showAfter, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if !t.closed && l.bar == nil && t.lines[key] == l && l.state == "running" {
+			t.show(l)
+		}
+	})
 	return l
+}
+
+// show gives l its row, and a window on the output it has had so far.
+func (t *TTY) show(l *line) {
+	l.bar = t.progress().New(-1, mpb.NopStyle(), mpb.BarFillerTrim(), mpb.BarPriority(l.prio), mpb.PrependDecorators(decor.Any(l.render)))
+	l.mu.Lock()
+	n := 0
+	if l.isWindow {
+		n = min(len(l.out), t.opts.Window)
+	}
+	l.nwin = n
+	l.mu.Unlock()
+	for i := range n {
+		t.addWindowRow(l, i)
+	}
+}
+
+func (t *TTY) addWindowRow(l *line, i int) {
+	l.window = append(l.window, t.progress().New(-1, mpb.NopStyle(), mpb.BarFillerTrim(), mpb.BarNoPop(),
+		mpb.BarPriority(l.prio+1+i), mpb.PrependDecorators(decor.Any(l.windowLine(i)))))
 }
 
 // output keeps a line of l's output and, while l runs, shows it in l's
@@ -197,15 +250,14 @@ func (t *TTY) output(l *line, s string) {
 		l.dropped += len(l.out) - t.opts.MaxLines
 		l.out = append([]string(nil), l.out[len(l.out)-t.opts.MaxLines:]...)
 	}
-	grow := l.isWindow && l.state == "running" && l.nwin < t.opts.Window
+	grow := l.bar != nil && l.isWindow && l.state == "running" && l.nwin < t.opts.Window
 	if grow {
 		l.nwin++
 	}
 	i := l.nwin - 1
 	l.mu.Unlock()
 	if grow {
-		l.window = append(l.window, t.p.New(-1, mpb.NopStyle(), mpb.BarFillerTrim(), mpb.BarNoPop(),
-			mpb.BarPriority(l.prio+1+i), mpb.PrependDecorators(decor.Any(l.windowLine(i)))))
+		t.addWindowRow(l, i)
 	}
 }
 
@@ -218,11 +270,14 @@ func (t *TTY) finish(l *line, state string, elapsed time.Duration) {
 	text := l.text()
 	l.gone = true
 	l.mu.Unlock()
-	_, _ = t.p.Write([]byte(text + "\n"))
+	l.timer.Stop()
+	t.println(text)
 	for _, w := range l.window {
 		w.Abort(true)
 	}
-	l.bar.Abort(true)
+	if l.bar != nil {
+		l.bar.Abort(true)
+	}
 	if t.running == l {
 		t.running = nil
 	}
@@ -230,29 +285,41 @@ func (t *TTY) finish(l *line, state string, elapsed time.Duration) {
 
 // render is a row: a mark, the label, the status and the time; nothing
 // once the row is printed above the display.
-func (l *line) render(decor.Statistics) string {
+func (l *line) render(st decor.Statistics) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.gone {
 		return ""
 	}
-	return l.text()
+	mark, status := l.parts()
+	// On a narrow terminal the label gives way, so the status stays.
+	label := l.label
+	if room := st.AvailableWidth - utf8.RuneCountInString(mark+status) - 2; utf8.RuneCountInString(label) > room && room > 1 {
+		label = string([]rune(label)[:room-1]) + "…"
+	}
+	return mark + label + "  " + status
 }
 
 func (l *line) text() string {
+	mark, status := l.parts()
+	return mark + l.label + "  " + status
+}
+
+// parts are a row's mark ("=> ", " ✓ ", " ✗ ") and status.
+func (l *line) parts() (mark, status string) {
 	switch l.state {
 	case "running":
-		return fmt.Sprintf("=> %s  %s", l.label, roundDur(time.Since(l.start)).Truncate(100*time.Millisecond))
+		return "=> ", roundDur(time.Since(l.start)).Truncate(100 * time.Millisecond).String()
 	case "HIT":
-		return fmt.Sprintf(" ✓ %s  CACHED", l.label)
+		return " ✓ ", "CACHED"
 	case "HIT (remote)":
-		return fmt.Sprintf(" ✓ %s  CACHED (remote)", l.label)
+		return " ✓ ", "CACHED (remote)"
 	case Failed:
-		return fmt.Sprintf(" ✗ %s  FAILED after %s", l.label, roundDur(l.elapsed))
+		return " ✗ ", "FAILED after " + roundDur(l.elapsed).String()
 	case Interrupted, StepInterrupted:
-		return fmt.Sprintf(" ✗ %s  interrupted after %s", l.label, roundDur(l.elapsed))
+		return " ✗ ", "interrupted after " + roundDur(l.elapsed).String()
 	}
-	return fmt.Sprintf(" ✓ %s  %s", l.label, roundDur(l.elapsed))
+	return " ✓ ", roundDur(l.elapsed).String()
 }
 
 // windowLine is the i-th row of the window on the step's last output lines.
@@ -295,7 +362,7 @@ func (t *TTY) transfer(e Event) {
 		if e.Total > 0 {
 			style = mpb.BarStyle()
 		}
-		tr.bar = t.p.New(max(e.Total, -1), style, mpb.BarNoPop(), mpb.BarRemoveOnComplete(),
+		tr.bar = t.progress().New(max(e.Total, -1), style, mpb.BarNoPop(), mpb.BarRemoveOnComplete(),
 			mpb.BarPriority(1<<30+t.next), mpb.PrependDecorators(decor.Name("   "+e.Name, decor.WCSyncSpaceR)),
 			mpb.AppendDecorators(decor.Any(tr.figures)))
 		t.next++
@@ -356,7 +423,9 @@ func (t *TTY) close() {
 		tr.bar.Abort(true)
 		delete(t.transfers, id)
 	}
-	t.p.Wait()
+	if t.p != nil {
+		t.p.Wait()
+	}
 	switch status {
 	case Fail:
 		t.printFailure()
