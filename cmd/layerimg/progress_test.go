@@ -212,7 +212,7 @@ func TestProgressTTYInterrupt(t *testing.T) {
 		t.Errorf("the terminal's modes changed: %+v, then %+v", before, after)
 	}
 	screen := s.text()
-	for _, want := range []string{"✗ [2/2] step-2  interrupted after", "interrupted: the running step was stopped", "layerimg: interrupted; nothing partial was kept"} {
+	for _, want := range []string{"✗ [2/2] step-2  interrupted after", "interrupted: stopped [2/2] step-2; its sandbox and partial work were removed", "layerimg: interrupted; nothing partial was kept"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("the screen lacks %q:\n%s", want, screen)
 		}

@@ -411,12 +411,14 @@ func (t *TTY) close() {
 	if state == "" {
 		state = Interrupted
 	}
+	var stopped []string
 	for _, l := range t.order {
 		l.mu.Lock()
 		running := l.state == "running"
 		l.mu.Unlock()
 		if running {
 			t.finish(l, state, time.Since(l.start))
+			stopped = append(stopped, l.label)
 		}
 	}
 	for id, tr := range t.transfers {
@@ -430,7 +432,11 @@ func (t *TTY) close() {
 	case Fail:
 		t.printFailure()
 	case Interrupted:
-		fmt.Fprintln(t.out, "interrupted: the running step was stopped and its sandbox and partial layer removed")
+		if len(stopped) > 0 {
+			fmt.Fprintf(t.out, "interrupted: stopped %s; its sandbox and partial work were removed\n", strings.Join(stopped, ", "))
+		} else {
+			fmt.Fprintln(t.out, "interrupted")
+		}
 	default:
 		t.printSummary()
 	}
