@@ -50,10 +50,11 @@ type TTY struct {
 	transfers map[string]*transfer
 	// next is the next row's priority (mpb draws lower ones higher): each
 	// line leaves room below it for its window.
-	next int
-	failed    *line
-	running   *line
-	result    *Event
+	next    int
+	failed  *line
+	stopped []string // what an interruption stopped
+	running *line
+	result  *Event
 }
 
 // line is one step's or stage's row, and its output window. Its mutex
@@ -64,8 +65,8 @@ type line struct {
 	state   string // running, a finished step's status, or done
 	start   time.Time
 	elapsed time.Duration
-	out     []string // output lines kept
-	dropped int      // output lines dropped from the front of out
+	out     []string    // output lines kept
+	dropped int         // output lines dropped from the front of out
 	bar     *mpb.Bar    // nil until the row shows
 	timer   *time.Timer // shows the row if it is still running then
 	key     string
@@ -161,8 +162,11 @@ func (t *TTY) Emit(e Event) {
 			l = t.addLine(e.Step, stepLabel(e), e.Time, false)
 		}
 		t.finish(l, e.Status, e.Elapsed)
-		if e.Status == Failed {
+		switch e.Status {
+		case Failed:
 			t.failed = l
+		case StepInterrupted:
+			t.stopped = append(t.stopped, l.label)
 		}
 	case StageStarted:
 		if e.Step != "steps" {
@@ -411,14 +415,13 @@ func (t *TTY) close() {
 	if state == "" {
 		state = Interrupted
 	}
-	var stopped []string
 	for _, l := range t.order {
 		l.mu.Lock()
 		running := l.state == "running"
 		l.mu.Unlock()
 		if running {
 			t.finish(l, state, time.Since(l.start))
-			stopped = append(stopped, l.label)
+			t.stopped = append(t.stopped, l.label)
 		}
 	}
 	for id, tr := range t.transfers {
@@ -432,8 +435,8 @@ func (t *TTY) close() {
 	case Fail:
 		t.printFailure()
 	case Interrupted:
-		if len(stopped) > 0 {
-			fmt.Fprintf(t.out, "interrupted: stopped %s; its sandbox and partial work were removed\n", strings.Join(stopped, ", "))
+		if len(t.stopped) > 0 {
+			fmt.Fprintf(t.out, "interrupted: stopped %s; its sandbox and partial work were removed\n", strings.Join(t.stopped, ", "))
 		} else {
 			fmt.Fprintln(t.out, "interrupted")
 		}
