@@ -356,7 +356,11 @@ func (b *buildRun) makeDisks(ctx context.Context, img v1.Image) (v1.Image, error
 	}
 	end()
 	b.res.Disk = res
-	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: o.Output, Log: o.Log}); err != nil {
+	// The boot console's lines come prefixed with their test's name; they
+	// go to the display as lines of no step.
+	console := progress.Lines(o.Progress, "")
+	defer console.Close()
+	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: console, Log: o.Log}); err != nil {
 		return nil, err
 	}
 	if res.Key != "" {

@@ -58,7 +58,7 @@ type (
 	}
 	jsonOutput struct {
 		jsonHead
-		Step string `json:"step"`
+		Step string `json:"step,omitempty"`
 		Line string `json:"line"`
 	}
 	jsonTransfer struct {

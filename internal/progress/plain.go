@@ -58,7 +58,11 @@ func (p *Plain) Emit(e Event) {
 	case StageFinished:
 		p.log(e.Time, slog.LevelDebug, "stage done", "stage", e.Step, "elapsed", roundDur(e.Elapsed))
 	case Output:
-		fmt.Fprintf(p.out, "[%s] %s\n", e.Step, e.Line)
+		if e.Step == "" {
+			fmt.Fprintln(p.out, e.Line)
+		} else {
+			fmt.Fprintf(p.out, "[%s] %s\n", e.Step, e.Line)
+		}
 	case Transfer:
 		p.transfer(e)
 	case Message:

@@ -179,6 +179,8 @@ func (t *TTY) Emit(e Event) {
 	case Output:
 		if l, ok := t.lines[e.Step]; ok {
 			t.output(l, e.Line)
+		} else if e.Step == "" {
+			t.println(strings.Map(printable, e.Line)) // a boot console's
 		}
 	case Transfer:
 		t.transfer(e)
