@@ -157,9 +157,15 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		return nil, err
 	}
 	end()
+	if o.CacheTo != "" || o.Push != "" || o.PushDisk != "" || o.DiskArtifact != "" || len(o.Publish) > 0 {
+		end = stage(ctx, "publish")
+	} else {
+		end = func() {}
+	}
 	if err := p.publish(ctx, img, b.res, b.exported, b.exportedLayers); err != nil {
 		return nil, err
 	}
+	end()
 	b.res.Pulled = p.remote.Pulled()
 	if err := writeManifest(o.Manifest, b.res); err != nil {
 		return nil, err
