@@ -32,10 +32,11 @@ time other than 1970-01-01 on what is made.`,
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := g.options(cmd.ErrOrStderr())
+			o, d, err := g.options(cmd)
 			if err != nil {
 				return err
 			}
+			defer d.Close()
 			if o.Formats, err = parseFormats(formats); err != nil {
 				return err
 			}
@@ -49,10 +50,10 @@ time other than 1970-01-01 on what is made.`,
 			}
 			start := time.Now()
 			res, err := layerimg.Build(cmd.Context(), r, o)
+			reportResult(d, start, cmd.Context().Err() != nil, o, res, err)
 			if err != nil {
 				return fmt.Errorf("building %s: %w", args[0], err)
 			}
-			o.Log.Info("built", "recipe", r.Name, "image", res.Image, "executed", res.Executed, "elapsed", time.Since(start).Round(time.Millisecond))
 			fmt.Fprintln(cmd.OutOrStdout(), res.Image)
 			return nil
 		},

@@ -31,10 +31,11 @@ streamed into the disk's filesystems, never unpacked: no root is needed.`,
 			if err := checkDiskFlags(d); err != nil {
 				return err
 			}
-			o, err := g.options(cmd.ErrOrStderr())
+			o, disp, err := g.options(cmd)
 			if err != nil {
 				return err
 			}
+			defer disp.Close()
 			o.DiskDigests = digests
 			res, err := layerimg.DiskFromSource(cmd.Context(), args[0], d, fs, out, unique, o)
 			if err != nil {
