@@ -126,7 +126,11 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 	}
 	for _, f := range o.Formats {
 		df := res.Files[f]
-		o.Log.Info("wrote disk", "format", f, "file", df.Path, "size", df.Size, "sha256", df.SHA256)
+		args := []any{"format", f, "file", df.Path, "size", df.Size}
+		if df.SHA256 != "" {
+			args = append(args, "sha256", df.SHA256)
+		}
+		o.Log.Info("wrote disk", args...)
 	}
 	res.entry, res.layer = *entry, genLayer
 	final, err := mutate.Append(img, mutate.Addendum{Layer: genLayer, MediaType: entry.Layer.MediaType, History: v1.History{
