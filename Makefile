@@ -39,6 +39,7 @@ test: test-deps
 bench: test-deps
 	$(GO) test -run XXX -bench 'LayerCreate|TarGzipPipeline' -benchtime 5x ./layers
 	$(GO) test -run XXX -bench NoopRebuild -benchtime 20x ./cmd/layerimg
+	$(GO) test -run XXX -bench TTYNoopRebuild -benchtime 200x ./internal/progress
 	# Disks against qemu-img and the shell pipeline; set LAYERIMG_BENCH_ROOTFS
 	# and LAYERIMG_BENCH_DISK to measure a real image (see BENCHMARKS.md).
 	$(GO) test -run XXX -bench 'Convert|DiskAssembly' -benchtime 3x ./cmd/layerimg

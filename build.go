@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/export/azure"
+	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -25,8 +26,13 @@ type Options struct {
 	Epoch int64
 	Log   *slog.Logger
 	// Output receives the steps' own output, each line prefixed with the
-	// step's name.
+	// step's name, when Progress is nil.
 	Output io.Writer
+	// Progress receives the build's events: steps and stages started and
+	// finished, each line of the steps' output, and the bytes of pulls,
+	// pushes, layer compression and uploads. Nil means plain log lines
+	// through Log, and the output on Output.
+	Progress progress.Sink
 
 	DiskDir   string   // write disks here (build -o)
 	Formats   []string // disk formats; default: the recipe's outputs, else raw
@@ -57,6 +63,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Output == nil {
 		o.Output = io.Discard
+	}
+	if o.Progress == nil {
+		o.Progress = progress.NewPlain(o.Log.Handler(), o.Output)
 	}
 	if o.Compression == "" {
 		o.Compression = layers.Gzip
@@ -109,19 +118,30 @@ type BaseInfo struct {
 
 // Build runs the recipe: cached steps are reused, the rest run in the
 // sandbox, tests run against the result, and the outputs are written.
+//
+// It reports its progress to o.Progress, stage by stage: base, steps,
+// tests, disk, outputs, publish.
 func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	ctx = progress.WithSink(ctx, o.Progress)
+	end := stage(ctx, "base")
 	p, err := start(ctx, r, &o, false)
 	if err != nil {
 		return nil, err
 	}
 	defer p.c.Close()
-	b, err := newBuild(p)
+	b, err := newBuild(ctx, p)
 	if err != nil {
 		return nil, err
 	}
+	end()
+	end = stage(ctx, "steps")
 	if err := b.runSteps(ctx); err != nil {
 		return nil, err
 	}
+	end()
 	if err := b.runTests(ctx); err != nil {
 		return nil, err
 	}
@@ -132,12 +152,20 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	if img, err = b.makeDisks(ctx, img); err != nil {
 		return nil, err
 	}
+	end = stage(ctx, "outputs")
 	if err := b.writeOutputs(ctx, img); err != nil {
 		return nil, err
+	}
+	end()
+	if o.CacheTo != "" || o.Push != "" || o.PushDisk != "" || o.DiskArtifact != "" || len(o.Publish) > 0 {
+		end = stage(ctx, "publish")
+	} else {
+		end = func() {}
 	}
 	if err := p.publish(ctx, img, b.res, b.exported, b.exportedLayers); err != nil {
 		return nil, err
 	}
+	end()
 	b.res.Pulled = p.remote.Pulled()
 	if err := writeManifest(o.Manifest, b.res); err != nil {
 		return nil, err
@@ -162,7 +190,7 @@ type buildRun struct {
 	exportedLayers []v1.Layer
 }
 
-func newBuild(p *planner) (*buildRun, error) {
+func newBuild(ctx context.Context, p *planner) (*buildRun, error) {
 	r, o := p.r, p.o
 	b := &buildRun{planner: p, epoch: time.Unix(o.Epoch, 0).UTC(), record: map[string]layers.KeyInput{},
 		res: &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}}
@@ -173,7 +201,7 @@ func newBuild(p *planner) (*buildRun, error) {
 			status = Miss
 			b.res.Executed++
 		}
-		o.Log.Info("base", "step", "bootstrap", "status", status, "key", short(p.base.ID))
+		progress.Emit(ctx, progress.Event{Type: progress.StepFinished, Step: "bootstrap", Kind: "bootstrap", Status: status, Key: short(p.base.ID)})
 		b.record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
 	}
 	baseLayers, err := p.base.Image.Layers()
@@ -199,7 +227,7 @@ func (b *buildRun) unpack(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", b.names[i], err)
 		}
-		dir, err := b.c.Unpacked(ctx, diffID, b.names[i]+" ("+short(diffID.String())+")", l.Uncompressed)
+		dir, err := b.c.Unpacked(ctx, diffID, b.names[i]+" ("+short(diffID.String())+")", metered(ctx, "unpacking "+b.names[i], l.Uncompressed))
 		if err != nil {
 			return nil, err
 		}
@@ -232,22 +260,30 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 	st := &b.r.Steps[i]
 	began := time.Now()
 	sp, in, e, layer, err := b.step(i, parent)
-	if err != nil || sp.Key == "" { // an error, or an env step
+	if err != nil {
+		b.stepFailed(ctx, sp, err)
 		return sp, err
+	}
+	if sp.Key == "" { // an env step
+		return sp, nil
 	}
 	if st.Workdir != "" {
 		b.workdir = st.Workdir
 	}
 	b.record[st.Name] = in
 	if e == nil {
-		b.o.Log.Info("running", "step", st.Name, "kind", st.Kind(), "why", sp.Why)
-		desc, err := b.execute(ctx, st)
-		if err != nil {
-			return sp, stepErr(i, st, err)
+		progress.Emit(ctx, b.stepEvent(progress.StepStarted, sp))
+		desc, err := b.execute(progress.WithStep(ctx, st.Name), st)
+		if err == nil {
+			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
+			if err = b.c.Store(*e); err != nil {
+				err = fmt.Errorf("storing in cache: %w", err)
+			}
 		}
-		e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
-		if err := b.c.Store(*e); err != nil {
-			return sp, stepErr(i, st, fmt.Errorf("storing in cache: %w", err))
+		if err != nil {
+			sp.Duration = time.Since(began)
+			b.stepFailed(ctx, sp, err)
+			return sp, stepErr(i, st, err)
 		}
 		b.res.Executed++
 		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
@@ -255,7 +291,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 	}
 	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
 	sp.Duration = time.Since(began)
-	b.o.Log.Info("done", "step", st.Name, "status", sp.Status, "key", short(sp.Key), "layer", short(sp.Layer), "elapsed", sp.Duration.Round(time.Millisecond))
+	progress.Emit(ctx, b.stepEvent(progress.StepFinished, sp))
 	b.stack = append(b.stack, layer)
 	b.names = append(b.names, fmt.Sprintf("step %d (%s)", i+1, st.Name))
 	return sp, nil
@@ -264,6 +300,10 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 // runTests runs the recipe's command tests against the built layers; boot
 // tests run once the disk is made.
 func (b *buildRun) runTests(ctx context.Context) error {
+	if !hasCommandTests(b.r) {
+		return nil
+	}
+	defer stage(ctx, "tests")()
 	for i, t := range b.r.Tests {
 		if t.Boot != nil {
 			continue
@@ -272,13 +312,37 @@ func (b *buildRun) runTests(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b.o.Log.Info("testing", "test", t.Name)
-		err = layers.RunTest(ctx, b.c, lw, layers.RunOptions{Argv: t.Run.Args(), Env: b.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: b.epoch, Out: prefixWriter(b.o.Output, "test "+t.Name)})
-		if err != nil {
-			return fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
+		if err := b.runTest(ctx, lw, i, t); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// runTest runs command test i, reported as a step named "test NAME".
+func (b *buildRun) runTest(ctx context.Context, lowers []string, i int, t recipes.Test) error {
+	name := "test " + t.Name
+	began := time.Now()
+	progress.Emit(ctx, progress.Event{Type: progress.StepStarted, Step: name, Kind: "test"})
+	out := b.o.stepOutput(name)
+	err := layers.RunTest(progress.WithStep(ctx, name), b.c, lowers, layers.RunOptions{Argv: t.Run.Args(), Env: b.runEnv(t.Run.ArgEnv, nil), Network: "none", Epoch: b.epoch, Out: out})
+	out.Close()
+	done := progress.Event{Type: progress.StepFinished, Step: name, Kind: "test", Status: "PASS", Elapsed: time.Since(began)}
+	if err != nil {
+		err = fmt.Errorf("test %d (%s) failed: %w", i+1, t.Name, err)
+		done.Status, done.Err = progress.Failed, err.Error()
+	}
+	progress.Emit(ctx, done)
+	return err
+}
+
+func hasCommandTests(r *recipes.Recipe) bool {
+	for _, t := range r.Tests {
+		if t.Boot == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // makeDisks makes the disks (with -o DIR) and boots them for the boot
@@ -291,12 +355,18 @@ func (b *buildRun) makeDisks(ctx context.Context, img v1.Image) (v1.Image, error
 		}
 		return img, nil
 	}
-	img, res, err := makeDisks(ctx, b.c, b.remote, img, o.diskOptions(r))
+	end := stage(ctx, "disk")
+	img, res, err := makeDisks(progress.WithStep(ctx, "disk"), b.c, b.remote, img, o.diskOptions(r))
 	if err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
+	end()
 	b.res.Disk = res
-	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: o.Output, Log: o.Log}); err != nil {
+	// The boot console's lines come prefixed with their test's name; they
+	// go to the display as lines of no step.
+	console := progress.Lines(o.Progress, "")
+	defer console.Close()
+	if err := bootTests(ctx, r, bootable(res), res.Boot, bootOptions{Out: console, Log: o.Log}); err != nil {
 		return nil, err
 	}
 	if res.Key != "" {
@@ -334,21 +404,23 @@ func (b *buildRun) writeOutputs(ctx context.Context, img v1.Image) error {
 		return err
 	}
 	b.res.Image, b.res.Config = d.String(), cd.String()
-	return writeOutputs(ctx, b.c, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Epoch: b.o.Epoch, Log: b.o.Log})
+	return writeOutputs(ctx, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Headers: b.c, Log: b.o.Log})
 }
 
 func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descriptor, error) {
 	switch st.Kind() {
 	case "copy":
-		return layers.CopyStep(b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
+		return layers.CopyStep(ctx, b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
 	case "run":
 		lw, err := b.unpack(ctx)
 		if err != nil {
 			return layers.Descriptor{}, err
 		}
+		out := b.o.stepOutput(st.Name)
+		defer out.Close()
 		ro := layers.RunOptions{
 			Argv: st.Run.Args(), Env: b.runEnv(st.Run.ArgEnv, st.Env), Workdir: st.Workdir,
-			Network: st.Network, Epoch: b.epoch, Out: prefixWriter(b.o.Output, st.Name),
+			Network: st.Network, Epoch: b.epoch, Out: out,
 		}
 		for _, s := range st.Secrets {
 			src := s.Src

@@ -15,7 +15,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/layerimg/layerimg/disk"
 	"github.com/layerimg/layerimg/disk/diskset"
@@ -127,7 +126,11 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 	}
 	for _, f := range o.Formats {
 		df := res.Files[f]
-		o.Log.Info("wrote disk", "format", f, "file", df.Path, "size", df.Size, "sha256", df.SHA256)
+		args := []any{"format", f, "file", df.Path, "size", df.Size}
+		if df.SHA256 != "" {
+			args = append(args, "sha256", df.SHA256)
+		}
+		o.Log.Info("wrote disk", args...)
 	}
 	res.entry, res.layer = *entry, genLayer
 	final, err := mutate.Append(img, mutate.Addendum{Layer: genLayer, MediaType: entry.Layer.MediaType, History: v1.History{
@@ -168,8 +171,8 @@ func cachedSet(ctx context.Context, ds *diskset.Cache, remote *diskset.Remote, k
 	return set
 }
 
-// diskBuild makes one disk set from an image: flatten it, add the
-// generated layer, assemble the raw disk, convert it.
+// diskBuild makes one disk set from an image: index its layers, add the
+// generated layer, stream them into the raw disk, convert it.
 type diskBuild struct {
 	c  *layers.Cache
 	ds *diskset.Cache
@@ -194,11 +197,18 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	tree := filepath.Join(work, "rootfs")
-	if err := os.Mkdir(tree, 0o755); err != nil {
+	stage := filepath.Join(work, "stage")
+	if err := os.Mkdir(stage, 0o755); err != nil {
 		return nil, nil, err
 	}
-	prep, entry, err := b.prepare(ctx, img, tree, filepath.Join(work, "stage"), spec)
+	b.o.Log.Info("indexing the image for the disk")
+	phase := time.Now()
+	tree, err := rootfs.Index(ctx, img, b.c)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.o.Log.Debug("indexed", "elapsed", time.Since(phase).Round(time.Millisecond))
+	prep, err := disk.Prepare(ctx, tree, stage, spec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -206,13 +216,21 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 	if err != nil {
 		return nil, nil, err
 	}
-	key := entry.Key
-	if b.o.Unique {
-		key = "" // random ids: never cached
+	var entry *layers.Entry
+	top := func(ctx context.Context) (io.ReadCloser, error) {
+		entry, err = b.generatedLayer(ctx, stage)
+		if err != nil {
+			return nil, err
+		}
+		return b.c.OpenLayer(entry.Layer)
 	}
 	var set *diskset.Set
-	err = b.assemble(ctx, tree, prep, spec, out)
+	err = b.assemble(ctx, tree, prep, spec, out, top)
 	if err == nil {
+		key := entry.Key
+		if b.o.Unique {
+			key = "" // random ids: never cached
+		}
 		set, err = b.ds.Put(key, out, prep.Boot, b.o.Formats)
 	}
 	if err != nil {
@@ -222,48 +240,27 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 	return entry, set, nil
 }
 
-// prepare flattens img into tree, stages the files the disk adds in stage,
-// stores them as the generated layer and applies it to tree.
-func (b diskBuild) prepare(ctx context.Context, img v1.Image, tree, stage string, spec disk.Spec) (*disk.Prepared, *layers.Entry, error) {
-	if err := os.Mkdir(stage, 0o755); err != nil {
-		return nil, nil, err
-	}
-	b.o.Log.Info("flattening the image for the disk")
-	phase := time.Now()
-	if err := rootfs.Flatten(ctx, img, tree); err != nil {
-		return nil, nil, err
-	}
-	b.o.Log.Debug("flattened", "elapsed", time.Since(phase).Round(time.Millisecond))
-	prep, err := disk.Prepare(tree, stage, spec)
-	if err != nil {
-		return nil, nil, err
-	}
+// generatedLayer stores the files the disk adds (the finished stage) as the
+// image's top layer, with its cache entry.
+func (b diskBuild) generatedLayer(ctx context.Context, stage string) (*layers.Entry, error) {
 	epoch := time.Unix(b.o.Epoch, 0)
 	desc, err := b.c.WriteLayer(b.o.Compression, func(w io.Writer) error {
-		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch})
+		return rootfs.WriteTar(ctx, w, stage, rootfs.TarOptions{Epoch: &epoch, RootOwned: true})
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	entry := &layers.Entry{Key: b.in.Key(), Step: "disk", Input: b.in, Layer: desc, Created: time.Now().UTC()}
 	if err := b.c.Store(*entry); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	rc, err := b.c.OpenLayer(desc)
-	if err != nil {
-		return nil, nil, err
-	}
-	err = rootfs.Apply(ctx, tree, rc, rootfs.ApplyOptions{Layer: "disk (generated)"})
-	rc.Close()
-	if err != nil {
-		return nil, nil, err
-	}
-	return prep, entry, nil
+	return entry, nil
 }
 
-// assemble writes the raw disk of tree into out and converts it to every
-// format asked for; the raw file stays only if raw was asked for.
-func (b diskBuild) assemble(ctx context.Context, tree string, prep *disk.Prepared, spec disk.Spec, out string) error {
+// assemble writes the raw disk of tree (and top on it) into out and
+// converts it to every format asked for; the raw file stays only if raw was
+// asked for.
+func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.Prepared, spec disk.Spec, out string, top disk.Top) error {
 	layout, err := disk.PlanLayout(tree, spec)
 	if err != nil {
 		return err
@@ -271,7 +268,7 @@ func (b diskBuild) assemble(ctx context.Context, tree string, prep *disk.Prepare
 	raw := filepath.Join(out, diskset.FileName("raw"))
 	b.o.Log.Info("assembling disk", "boot", prep.Boot, "size", layout.Size)
 	phase := time.Now()
-	if err := disk.Assemble(ctx, tree, prep, layout, raw); err != nil {
+	if err := disk.Assemble(ctx, tree, prep, layout, raw, top); err != nil {
 		return err
 	}
 	b.o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))
@@ -370,7 +367,7 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	defer c.Close()
 	var img v1.Image
 	if strings.HasSuffix(source, ".tar") && !strings.Contains(source, ":") {
-		l, err := tarball.LayerFromFile(source)
+		l, err := layers.TarFileLayer(source)
 		if err != nil {
 			return nil, fmt.Errorf("rootfs tar %s: %w", source, err)
 		}

@@ -60,11 +60,11 @@ func assembleImage(base v1.Image, steps []v1.Layer, r *recipes.Recipe, env []str
 type outputOptions struct {
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
-	Epoch     int64
+	Headers   rootfs.HeaderCache
 	Log       *slog.Logger
 }
 
-func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, name string, o outputOptions) error {
+func writeOutputs(ctx context.Context, img v1.Image, name string, o outputOptions) error {
 	if o.OCILayout != "" {
 		if err := writeLayout(o.OCILayout, img, name); err != nil {
 			return fmt.Errorf("writing OCI layout %s: %w", o.OCILayout, err)
@@ -73,7 +73,7 @@ func writeOutputs(ctx context.Context, c *layers.Cache, img v1.Image, name strin
 		o.Log.Info("wrote OCI layout", "dir", o.OCILayout, "digest", d.String())
 	}
 	if o.RootfsTar != "" {
-		if err := writeRootfsTar(ctx, c, img, o.RootfsTar, o.Epoch); err != nil {
+		if err := writeRootfsTar(ctx, img, o.RootfsTar, o.Headers); err != nil {
 			return fmt.Errorf("writing rootfs tar %s: %w", o.RootfsTar, err)
 		}
 		o.Log.Info("wrote rootfs tar", "file", o.RootfsTar)
@@ -129,15 +129,11 @@ func writeLayout(dir string, img v1.Image, name string) error {
 	return os.Rename(tmp, dir)
 }
 
-// writeRootfsTar flattens img's layers into a tree and writes it as one
-// deterministic tar.
-func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file string, epoch int64) error {
-	tree, err := os.MkdirTemp(c.TempDir(), "rootfs-")
+// writeRootfsTar writes img's flattened tree as one tar, streamed from its
+// layers: nothing is unpacked, so no privilege is needed.
+func writeRootfsTar(ctx context.Context, img v1.Image, file string, hc rootfs.HeaderCache) error {
+	tree, err := rootfs.Index(ctx, img, hc)
 	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tree)
-	if err := rootfs.Flatten(ctx, img, tree); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
@@ -145,8 +141,7 @@ func writeRootfsTar(ctx context.Context, c *layers.Cache, img v1.Image, file str
 	}
 	return sparse.WriteAtomic(file, func(f *os.File) error {
 		bw := bufio.NewWriterSize(f, 1<<20)
-		e := time.Unix(epoch, 0)
-		if err := rootfs.WriteTar(ctx, bw, tree, rootfs.TarOptions{Epoch: &e}); err != nil {
+		if err := tree.WriteTar(ctx, bw); err != nil {
 			return err
 		}
 		return bw.Flush()

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/disk/sparse"
+	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -59,13 +60,17 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	}
 	bo := layers.BaseOptions{Remote: rc,
 		Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Compression: o.Compression,
-		Epoch: o.Epoch, Log: prefixWriter(o.Output, "bootstrap"), Logger: o.Log, Offline: offline,
+		Epoch: o.Epoch, Logger: o.Log, Offline: offline,
 		Dir: r.Dir,
 	}
 	if r.From.Bootstrap != nil && !offline {
-		o.Log.Info("bootstrapping base (cached after the first build)", "suite", r.From.Bootstrap.Suite)
+		progress.Emit(ctx, progress.Event{Type: progress.StepStarted, Step: "bootstrap", Kind: "bootstrap",
+			Why: "bootstrapping " + r.From.Bootstrap.Suite + " (cached after the first build)"})
+		out := o.stepOutput("bootstrap")
+		defer out.Close()
+		bo.Log = out
 	}
-	base, err := layers.ResolveBase(ctx, c, r.From, bo)
+	base, err := layers.ResolveBase(progress.WithStep(ctx, "bootstrap"), c, r.From, bo)
 	if err != nil && !errors.Is(err, layers.ErrNotBuilt) {
 		return nil, err
 	}

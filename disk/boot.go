@@ -13,7 +13,6 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 
 	"github.com/layerimg/layerimg/internal/proc"
-	"github.com/layerimg/layerimg/rootfs"
 )
 
 // Boot modes.
@@ -32,20 +31,20 @@ var (
 
 type file struct{ path, pkg string }
 
-// in reports whether f is a regular file in the image at root, following
-// symlinks inside the image only; one that leads outside it is an error.
-func (f file) in(root string) (bool, error) {
-	fi, err := statImage(root, f.path)
+// in reports whether f is a regular file in the image, following symlinks
+// inside the image only; one that leads outside it is an error.
+func (f file) in(img Image) (bool, error) {
+	fi, err := statImage(img, f.path)
 	if err != nil || fi == nil {
 		return false, err
 	}
 	return fi.Mode().IsRegular(), nil
 }
 
-// statImage stats p inside the image at root (nil, nil when it is not
-// there), with symlinks resolved inside the image.
-func statImage(root, p string) (fs.FileInfo, error) {
-	fi, err := rootfs.StatInRoot(root, p)
+// statImage stats p inside the image (nil, nil when it is not there), with
+// symlinks resolved inside the image.
+func statImage(img Image, p string) (fs.FileInfo, error) {
+	fi, err := img.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, nil
 	}
@@ -82,8 +81,8 @@ type Kernel struct {
 // findKernel picks the newest /boot/vmlinuz-VERSION that has an initrd.
 // Every path is resolved inside the image: a kernel or initrd that is a
 // symlink leading outside it is an error, never a host file.
-func findKernel(root string) (*Kernel, error) {
-	ents, err := rootfs.ReadDirInRoot(root, "boot")
+func findKernel(img Image) (*Kernel, error) {
+	ents, err := img.ReadDir("boot")
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 		return nil, fmt.Errorf("boot: %w", err)
 	}
@@ -100,7 +99,7 @@ func findKernel(root string) (*Kernel, error) {
 	v := versions[len(versions)-1]
 	k := &Kernel{Version: v, Vmlinuz: "boot/vmlinuz-" + v, Initrd: "boot/initrd.img-" + v}
 	for _, f := range []file{{k.Vmlinuz, "linux-image-cloud-amd64 (or another linux-image)"}, {k.Initrd, "initramfs-tools"}} {
-		ok, err := f.in(root)
+		ok, err := f.in(img)
 		if err != nil {
 			return nil, err
 		}
@@ -112,7 +111,7 @@ func findKernel(root string) (*Kernel, error) {
 	// but one that leads outside the image is refused here all the same.
 	k.RootSymlinks = true
 	for _, p := range []string{"vmlinuz", "initrd.img"} {
-		ok, err := file{path: p}.in(root)
+		ok, err := file{path: p}.in(img)
 		if err != nil {
 			return nil, err
 		}
@@ -147,16 +146,16 @@ func versionLess(a, b string) bool {
 // recipe does not say: grub when shim and signed GRUB are there (it works
 // with Secure Boot), else systemd-boot, else none (a data disk). A loader
 // that is a symlink leading outside the image is an error.
-func DetectBoot(root string) (string, error) {
-	shim, err := shimEFI.in(root)
+func DetectBoot(img Image) (string, error) {
+	shim, err := shimEFI.in(img)
 	if err != nil {
 		return "", err
 	}
-	grub, err := grubEFI.in(root)
+	grub, err := grubEFI.in(img)
 	if err != nil {
 		return "", err
 	}
-	sdboot, err := systemdBootEFI.in(root)
+	sdboot, err := systemdBootEFI.in(img)
 	if err != nil {
 		return "", err
 	}
@@ -169,7 +168,7 @@ func DetectBoot(root string) (string, error) {
 	return BootNone, nil
 }
 
-func checkLoader(root, mode string) error {
+func checkLoader(img Image, mode string) error {
 	var need []file
 	switch mode {
 	case BootSystemd:
@@ -179,7 +178,7 @@ func checkLoader(root, mode string) error {
 	}
 	var missing []file
 	for _, f := range need {
-		ok, err := f.in(root)
+		ok, err := f.in(img)
 		if err != nil {
 			return err
 		}

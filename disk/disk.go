@@ -1,25 +1,26 @@
 package disk
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
-	"golang.org/x/sys/unix"
 
+	"github.com/layerimg/layerimg/disk/ext4"
 	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/internal/proc"
-	"github.com/layerimg/layerimg/rootfs"
 )
 
 const (
@@ -53,13 +54,42 @@ type Prepared struct {
 	Spec   Spec
 	Boot   string
 	Kernel *Kernel
+	// Stage is the host dir holding the files the disk adds, laid out as in
+	// the rootfs. Copies are those whose bytes come from the image: stage
+	// path -> the name the image's stream hands their content out under.
+	// Assemble fills them as the image streams past, so no layer is read
+	// twice.
+	Stage  string
+	Copies map[string]string
 }
 
-// Prepare decides the boot mode for the rootfs at root and writes the files
-// the disk adds (/etc/fstab, and the ESP's content under /boot/efi) into
-// stage, laid out as in the rootfs. The caller turns stage into a layer and
-// applies it to root before Assemble.
-func Prepare(root, stage string, s Spec) (*Prepared, error) {
+// Image is the image's final tree, read-only, as the disk stage checks it:
+// paths inside the image, symlinks resolved inside it (never on the host).
+// ContentName is the name a regular file's content passes under in the
+// image's stream (symlinks followed, a hard link group's first path).
+// *rootfs.Tree is one.
+type Image interface {
+	Lstat(name string) (fs.FileInfo, error)
+	Stat(name string) (fs.FileInfo, error)
+	ReadDir(name string) ([]fs.DirEntry, error)
+	ContentName(name string) (string, error)
+}
+
+// Entries is the image's final tree as one stream of tar entries: each
+// once, with a clean relative name, parents before children, a hard link
+// after its target. *rootfs.Tree is one.
+type Entries interface {
+	// Headers hands out every header in Walk's order, reading no content.
+	Headers(fn func(hdr *tar.Header) error) error
+	Walk(ctx context.Context, fn func(hdr *tar.Header, r io.Reader) error) error
+}
+
+// Prepare decides the boot mode for the image img and writes the files the
+// disk adds (/etc/fstab, and the ESP's content under /boot/efi) into stage,
+// a host dir laid out as in the rootfs; the copies of the image's kernel,
+// initrd and loader are filled in by Assemble. Assemble's top turns the
+// stage into the image's top layer.
+func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, error) {
 	if s.ESPSize == 0 {
 		s.ESPSize = DefaultESPSize
 	}
@@ -73,12 +103,12 @@ func Prepare(root, stage string, s Spec) (*Prepared, error) {
 		return nil, fmt.Errorf("label %q is longer than ext4's 16 bytes", s.Label)
 	}
 	// Refuse a symlinked ESP mount point now, before a layer is made for it.
-	if err := checkESPMount(root); err != nil {
+	if err := checkESPMount(img); err != nil {
 		return nil, err
 	}
-	p := &Prepared{Spec: s, Boot: s.Boot}
+	p := &Prepared{Spec: s, Boot: s.Boot, Stage: stage, Copies: map[string]string{}}
 	if p.Boot == "" {
-		b, err := DetectBoot(root)
+		b, err := DetectBoot(img)
 		if err != nil {
 			return nil, err
 		}
@@ -87,10 +117,10 @@ func Prepare(root, stage string, s Spec) (*Prepared, error) {
 	switch p.Boot {
 	case BootNone:
 	case BootSystemd, BootGrub:
-		if err := checkLoader(root, p.Boot); err != nil {
+		if err := checkLoader(img, p.Boot); err != nil {
 			return nil, err
 		}
-		k, err := findKernel(root)
+		k, err := findKernel(img)
 		if err != nil {
 			return nil, err
 		}
@@ -137,41 +167,35 @@ boot
 			return nil, err
 		}
 	}
-	for p, src := range copies {
-		if err := stageFile(stage, p, mtime, func(w io.Writer) error { return copyFromImage(w, root, src) }); err != nil {
+	for sp, src := range copies {
+		// Symlinks are followed inside the image only: the content will
+		// come from the image's layers, never from a host file.
+		name, err := img.ContentName(src)
+		if err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+		p.Copies[sp] = name
+		if err := os.MkdirAll(filepath.Join(stage, filepath.Dir(sp)), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	// Directories get the same time as files, for a reproducible ESP.
-	err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || p == stage {
-			return err
-		}
-		return os.Chtimes(p, mtime, mtime)
-	})
-	return p, err
+	return p, nil
 }
 
-// copyFromImage copies the regular file at src inside the image at root to
-// w. Symlinks are followed inside the image only (the kernel enforces it),
-// so a link to a host file can never put that file's bytes on the disk.
-func copyFromImage(w io.Writer, root, src string) error {
-	f, err := rootfs.OpenInRoot(root, src)
-	if err != nil {
-		return fmt.Errorf("boot: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("boot: /%s is not a regular file", src)
-	}
-	if _, err := io.Copy(w, f); err != nil {
-		return fmt.Errorf("boot: reading /%s: %w", src, err)
-	}
-	return nil
+// finishStage sets the times and modes of the stage's directories once
+// every file is in: the same for all, for a reproducible ESP, whatever
+// the umask.
+func (p *Prepared) finishStage() error {
+	mtime := time.Unix(max(p.Spec.Epoch, fatEpoch), 0)
+	return filepath.WalkDir(p.Stage, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || path == p.Stage {
+			return err
+		}
+		if err := os.Chmod(path, 0o755); err != nil {
+			return err
+		}
+		return os.Chtimes(path, mtime, mtime)
+	})
 }
 
 func stageFile(stage, p string, mtime time.Time, fill func(io.Writer) error) error {
@@ -194,6 +218,9 @@ func stageFile(stage, p string, mtime time.Time, fill func(io.Writer) error) err
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if err := os.Chmod(full, mode); err != nil { // whatever the umask
+		return err
+	}
 	return os.Chtimes(full, mtime, mtime)
 }
 
@@ -207,14 +234,14 @@ type Layout struct {
 // PlanLayout places a 1 MiB-aligned ESP and root on a disk of size bytes
 // (or, for size 0, a size fitted to the tree: its content plus 25% and at
 // least 512 MiB free, rounded up to a whole GiB).
-func PlanLayout(root string, s Spec) (Layout, error) {
+func PlanLayout(e Entries, s Spec) (Layout, error) {
 	esp := s.ESPSize
 	if esp == 0 {
 		esp = DefaultESPSize
 	}
 	size := s.Size
 	if size == 0 {
-		content, err := treeSize(root)
+		content, err := treeSize(e)
 		if err != nil {
 			return Layout{}, err
 		}
@@ -231,53 +258,41 @@ func PlanLayout(root string, s Spec) (Layout, error) {
 	return l, nil
 }
 
-// treeSize estimates what the tree takes on ext4: 4 KiB blocks plus an
-// inode's worth per entry. WalkDir lstats and never follows a symlink, so a
-// link to a host directory counts as the link it is.
-func treeSize(root string) (int64, error) {
+// treeSize estimates what the tree takes on ext4: 4 KiB blocks of each
+// regular file's content (a hard link group's once) plus an inode's worth
+// per entry.
+func treeSize(e Entries) (int64, error) {
 	var n int64
-	seen := map[uint64]bool{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err := e.Headers(func(hdr *tar.Header) error {
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA {
+			n += (hdr.Size + 4095) / 4096 * 4096
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if ino := inode(fi); ino != 0 && fi.Mode().IsRegular() {
-			if seen[ino] {
-				return nil
-			}
-			seen[ino] = true
-		}
-		n += (fi.Size()+4095)/4096*4096 + 256
+		n += 256
 		return nil
 	})
 	return n, err
 }
 
-// Assemble writes the raw disk at out from the rootfs at root, which must
-// already hold the prepared files. The ESP's content (root/boot/efi) goes
-// to p1, everything else to the ext4 root on p2. out is written beside its
-// final name and renamed only when complete; it stays sparse.
-func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out string) error {
+// Top makes the image's top layer, the files the disk adds, from the
+// finished stage (the caller keeps it: it is part of the image) and returns
+// its uncompressed tar.
+type Top func(ctx context.Context) (io.ReadCloser, error)
+
+// Assemble writes the raw disk at out from the image's entries and the
+// files Prepare staged. It streams the image once: what is under /boot/efi
+// goes to a host staging dir for the ESP on p1 (FAT: files and directories
+// only), everything else to the ext4 root on p2, written in place; the
+// kernel, initrd and loader are copied into the stage as they pass. Then
+// top's entries go on top, replacing the image's files of the same names.
+// out is written beside its final name and renamed only when complete; it
+// stays sparse.
+func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string, top Top) error {
 	s := p.Spec
 	work, err := os.MkdirTemp(filepath.Dir(out), ".disk-work-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	// Move the ESP's content out of the tree for the FAT, and back after.
-	espDir := filepath.Join(work, "esp")
-	if err := os.Mkdir(espDir, 0o755); err != nil {
-		return err
-	}
-	restore, err := moveESP(root, espDir)
-	defer restore() // also after a partial move
-	if err != nil {
-		return err
-	}
 	raw := filepath.Join(work, "disk.raw")
 	d, err := diskfs.Create(raw, l.Size, diskfs.SectorSizeDefault)
 	if err != nil {
@@ -297,10 +312,14 @@ func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out strin
 	if err := d.Close(); err != nil {
 		return err
 	}
-	if err := makeESP(ctx, work, espDir, raw, l, s); err != nil {
+	espDir := filepath.Join(work, "esp")
+	if err := os.Mkdir(espDir, 0o755); err != nil {
 		return err
 	}
-	if err := makeRoot(ctx, root, raw, l, s); err != nil {
+	if err := writeRoot(ctx, e, p, top, work, raw, espDir, l); err != nil {
+		return err
+	}
+	if err := makeESP(ctx, work, espDir, raw, l, s); err != nil {
 		return err
 	}
 	// work is beside out, so this rename is atomic.
@@ -310,13 +329,344 @@ func Assemble(ctx context.Context, root string, p *Prepared, l Layout, out strin
 	return os.Rename(raw, out)
 }
 
+// router sends each entry to the ext4 root or, under /boot/efi, to the
+// ESP's staging dir.
+type router struct {
+	fs  *ext4.Writer
+	esp *espStage
+}
+
+func (rt router) add(hdr *tar.Header, r io.Reader) error {
+	if err := checkMountEntry(hdr); err != nil {
+		return err
+	}
+	if rel, ok := strings.CutPrefix(hdr.Name, espMount+"/"); ok {
+		return rt.esp.add(rel, hdr, r)
+	}
+	if hdr.Typeflag == tar.TypeLink && strings.HasPrefix(hdr.Linkname, espMount+"/") {
+		return fmt.Errorf("disk: /%s is a hard link to /%s in the ESP; a hard link cannot cross filesystems", hdr.Name, hdr.Linkname)
+	}
+	return rt.fs.Add(hdr, r)
+}
+
+// writeRoot streams the image into the ext4 root at p2 of raw and the ESP
+// staging dir, taking the copies Prepare asked for as they pass, then puts
+// the top layer's entries on top.
+func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, espDir string, l Layout) error {
+	s := p.Spec
+	uuid, err := uuidBytes(s.IDs.FS)
+	if err != nil {
+		return fmt.Errorf("disk: the filesystem UUID: %w", err)
+	}
+	seed, err := uuidBytes(s.IDs.HashSeed)
+	if err != nil {
+		return fmt.Errorf("disk: the directory hash seed: %w", err)
+	}
+	replaced, err := stagedFiles(p.Stage)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(raw, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fsw, err := ext4.New(f, l.RootStart, ext4.Options{Size: l.RootSize, Label: s.Label, UUID: uuid, HashSeed: seed, Epoch: max(s.Epoch, 1)})
+	if err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	rt := router{fs: fsw, esp: &espStage{dir: espDir, mtime: time.Unix(max(s.Epoch, fatEpoch), 0), dirs: map[string]time.Time{}}}
+	taps := map[string][]string{}
+	for sp, name := range p.Copies {
+		taps[name] = append(taps[name], sp)
+	}
+	copied := map[string]bool{}
+	// A file the top layer replaces is left out; a hard link to it keeps
+	// the image's bytes (as copy-up does), so they are held until the
+	// links that follow it have passed.
+	held := map[string]*tar.Header{}
+	heldDir := filepath.Join(work, "held")
+	err = e.Walk(ctx, func(hdr *tar.Header, r io.Reader) (err error) {
+		if sps, ok := taps[hdr.Name]; ok && isRegular(hdr) {
+			cw, err := p.openCopies(sps)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if cerr := cw.Close(); err == nil {
+					err = cerr
+				}
+			}()
+			r = io.TeeReader(r, cw)
+			for _, sp := range sps {
+				copied[sp] = true
+			}
+		}
+		if target, ok := held[hdr.Linkname]; ok && hdr.Typeflag == tar.TypeLink {
+			h := *target
+			h.Name = hdr.Name
+			hf, err := os.Open(filepath.Join(heldDir, filepath.FromSlash(target.Name)))
+			if err != nil {
+				return err
+			}
+			defer hf.Close()
+			return rt.add(&h, hf)
+		}
+		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
+			if !isRegular(hdr) {
+				return nil
+			}
+			held[hdr.Name] = hdr
+			return holdFile(heldDir, hdr.Name, r)
+		}
+		return rt.add(hdr, r)
+	})
+	if err != nil {
+		return err
+	}
+	for sp, name := range p.Copies {
+		if !copied[sp] {
+			return fmt.Errorf("disk: /%s did not pass in the image's stream", name)
+		}
+	}
+	if err := p.finishStage(); err != nil {
+		return err
+	}
+	if err := addTop(ctx, top, rt); err != nil {
+		return err
+	}
+	if err := fsw.Close(); err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	if err := rt.esp.setDirTimes(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// addTop routes the top layer's entries (files and directories only).
+func addTop(ctx context.Context, top Top, rt router) error {
+	rc, err := top(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("disk: reading the generated layer: %w", err)
+		}
+		hdr.Name = strings.Trim(strings.TrimPrefix(hdr.Name, "./"), "/")
+		if hdr.Name == "" || hdr.Name == "." {
+			continue // the root keeps the image's metadata, as Apply keeps it
+		}
+		if err := rt.add(hdr, tr); err != nil {
+			return err
+		}
+	}
+	// To the end, where a cached layer's digest is checked.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return fmt.Errorf("disk: reading the generated layer: %w", err)
+	}
+	return rc.Close()
+}
+
+func isRegular(hdr *tar.Header) bool {
+	return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA
+}
+
+// stagedFiles lists the stage's files by their names in the rootfs.
+func stagedFiles(stage string) (map[string]bool, error) {
+	names := map[string]bool{}
+	err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(stage, p)
+		names[filepath.ToSlash(rel)] = true
+		return err
+	})
+	return names, err
+}
+
+// holdFile keeps a copy of the content of the image's file name under dir.
+func holdFile(dir, name string, r io.Reader) error {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// copies writes one stream into the stage files copied from it; Close
+// gives them their mode and time.
+type copies struct {
+	files []*os.File
+	p     *Prepared
+}
+
+func (p *Prepared) openCopies(sps []string) (*copies, error) {
+	c := &copies{p: p}
+	for _, sp := range sps {
+		f, err := os.OpenFile(filepath.Join(p.Stage, sp), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.files = append(c.files, f)
+	}
+	return c, nil
+}
+
+func (c *copies) Write(b []byte) (int, error) {
+	for _, f := range c.files {
+		if _, err := f.Write(b); err != nil {
+			return 0, fmt.Errorf("disk: staging %s: %w", f.Name(), err)
+		}
+	}
+	return len(b), nil
+}
+
+func (c *copies) Close() error {
+	var first error
+	mtime := time.Unix(max(c.p.Spec.Epoch, fatEpoch), 0)
+	for _, f := range c.files {
+		err := f.Close()
+		if err == nil {
+			err = setStaged(c.p.Stage, f.Name(), mtime)
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// setStaged gives a staged file its mode and time: 0700 under the ESP
+// (mounted umask=0077), else 0644, whatever the umask.
+func setStaged(stage, full string, mtime time.Time) error {
+	mode := os.FileMode(0o644)
+	if rel, err := filepath.Rel(stage, full); err == nil && strings.HasPrefix(filepath.ToSlash(rel), espMount) {
+		mode = 0o700
+	}
+	if err := os.Chmod(full, mode); err != nil {
+		return err
+	}
+	return os.Chtimes(full, mtime, mtime)
+}
+
+// checkMountEntry refuses /boot or /boot/efi as anything but a directory:
+// the ESP is mounted there.
+func checkMountEntry(hdr *tar.Header) error {
+	if (hdr.Name == "boot" || hdr.Name == espMount) && hdr.Typeflag != tar.TypeDir {
+		what := "is not a directory"
+		if hdr.Typeflag == tar.TypeSymlink {
+			what = "is a symlink"
+		}
+		return fmt.Errorf("disk: /%s %s; the ESP mount point /%s must be a real directory", hdr.Name, what, espMount)
+	}
+	return nil
+}
+
+// espStage is the host dir the ESP's files are staged in for mcopy. Names
+// come clean from the stream (no "..", no symlink is ever made here), so
+// nothing is written outside it.
+type espStage struct {
+	dir   string
+	mtime time.Time            // for directories no layer named
+	dirs  map[string]time.Time // staged directories' times, set last
+}
+
+func (e *espStage) add(rel string, hdr *tar.Header, r io.Reader) error {
+	p := "/" + hdr.Name
+	host := filepath.Join(e.dir, filepath.FromSlash(rel))
+	if err := e.mkdirAll(filepath.Dir(host)); err != nil {
+		return err
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := e.mkdirAll(host); err != nil {
+			return err
+		}
+		e.dirs[host] = hdr.ModTime
+		return nil
+	case tar.TypeReg, tar.TypeRegA:
+		f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("disk: staging %s for the ESP: %w", p, err)
+		}
+		_, err = io.Copy(f, r)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("disk: staging %s for the ESP: %w", p, err)
+		}
+		return os.Chtimes(host, hdr.ModTime, hdr.ModTime)
+	case tar.TypeLink:
+		target, ok := strings.CutPrefix(hdr.Linkname, espMount+"/")
+		if !ok {
+			return fmt.Errorf("disk: %s is a hard link to /%s, outside the ESP; a hard link cannot cross filesystems", p, hdr.Linkname)
+		}
+		// FAT has no hard links: mcopy copies each name's content.
+		if err := os.Link(filepath.Join(e.dir, filepath.FromSlash(target)), host); err != nil {
+			return fmt.Errorf("disk: staging %s for the ESP: %w", p, err)
+		}
+		return nil
+	case tar.TypeSymlink:
+		return fmt.Errorf("disk: %s is a symlink; the ESP is FAT, which holds only files and directories", p)
+	}
+	return fmt.Errorf("disk: %s is a device, FIFO or socket; the ESP is FAT, which holds only files and directories", p)
+}
+
+// mkdirAll makes dir and its missing parents, noting their time.
+func (e *espStage) mkdirAll(dir string) error {
+	if dir == e.dir {
+		return nil
+	}
+	if _, ok := e.dirs[dir]; ok {
+		return nil
+	}
+	if err := e.mkdirAll(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("disk: staging the ESP: %w", err)
+	}
+	e.dirs[dir] = e.mtime
+	return nil
+}
+
+// setDirTimes sets the staged directories' times, children first: adding
+// to a directory changed its time.
+func (e *espStage) setDirTimes() error {
+	dirs := slices.Sorted(maps.Keys(e.dirs))
+	slices.Reverse(dirs)
+	for _, d := range dirs {
+		if err := os.Chtimes(d, e.dirs[d], e.dirs[d]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkESPMount checks that /boot and /boot/efi, where they exist, are real
-// directories of the image: the ESP's files are moved out of /boot/efi and
-// back, and through a symlink that would move some other directory's
-// entries (perhaps the host's).
-func checkESPMount(root string) error {
+// directories of the image, before a layer is made for them.
+func checkESPMount(img Image) error {
 	for _, p := range []string{"boot", espMount} {
-		fi, err := rootfs.LstatInRoot(root, p)
+		fi, err := img.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -328,115 +678,6 @@ func checkESPMount(root string) error {
 			return fmt.Errorf("disk: /%s is a symlink; the ESP mount point /%s must be a real directory", p, espMount)
 		case !fi.IsDir():
 			return fmt.Errorf("disk: /%s is not a directory; the ESP mount point /%s must be a real directory", p, espMount)
-		}
-	}
-	return nil
-}
-
-// moveESP moves the entries of root's /boot/efi into espDir, after checking
-// that every one of them can go on FAT, and returns the function that moves
-// them back. It works on descriptors of /boot and /boot/efi opened inside
-// the image (renameat), so no symlink, even one raced in, can make it touch
-// a directory outside root.
-func moveESP(root, espDir string) (restore func(), err error) {
-	restore = func() {}
-	if err := checkESPMount(root); err != nil {
-		return restore, err
-	}
-	boot, err := rootfs.OpenInRoot(root, "boot")
-	if errors.Is(err, fs.ErrNotExist) {
-		return restore, nil
-	}
-	if err != nil {
-		return restore, fmt.Errorf("disk: %w", err)
-	}
-	efi, err := rootfs.OpenInRoot(root, espMount)
-	if errors.Is(err, fs.ErrNotExist) {
-		boot.Close()
-		return restore, nil
-	}
-	if err != nil {
-		boot.Close()
-		return restore, fmt.Errorf("disk: %w", err)
-	}
-	dst, err := os.Open(espDir)
-	if err != nil {
-		boot.Close()
-		efi.Close()
-		return restore, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(efi.Fd()), &st); err != nil {
-		boot.Close()
-		efi.Close()
-		dst.Close()
-		return restore, err
-	}
-	// Moving entries changes the mount point's times: put them back, so the
-	// root filesystem stays reproducible.
-	setTimes := func() error {
-		return unix.UtimesNanoAt(int(boot.Fd()), "efi", []unix.Timespec{st.Mtim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
-	}
-	var moved []string
-	restore = func() {
-		for _, n := range moved {
-			unix.Renameat(int(dst.Fd()), n, int(efi.Fd()), n)
-		}
-		setTimes()
-		dst.Close()
-		efi.Close()
-		boot.Close()
-	}
-	names, err := efi.Readdirnames(-1)
-	if err != nil {
-		return restore, fmt.Errorf("disk: listing /%s: %w", espMount, err)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := checkFAT(int(efi.Fd()), n, "/"+espMount+"/"+n); err != nil {
-			return restore, err
-		}
-	}
-	for _, n := range names {
-		if err := unix.Renameat(int(efi.Fd()), n, int(dst.Fd()), n); err != nil {
-			return restore, fmt.Errorf("disk: moving /%s/%s out for the ESP: %w", espMount, n, err)
-		}
-		moved = append(moved, n)
-	}
-	return restore, setTimes()
-}
-
-// checkFAT refuses the entry name of the directory dirfd (p in errors), or
-// anything below it, that FAT cannot hold: symlinks (mcopy would follow them
-// on the host), devices, FIFOs and sockets.
-func checkFAT(dirfd int, name, p string) error {
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("disk: %s: %w", p, err)
-	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return nil
-	case unix.S_IFLNK:
-		return fmt.Errorf("disk: %s is a symlink; the ESP is FAT, which holds only files and directories", p)
-	case unix.S_IFDIR:
-	default:
-		return fmt.Errorf("disk: %s is a device, FIFO or socket; the ESP is FAT, which holds only files and directories", p)
-	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("disk: %s: %w", p, err)
-	}
-	d := os.NewFile(uintptr(fd), p)
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return fmt.Errorf("disk: listing %s: %w", p, err)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := checkFAT(fd, n, p+"/"+n); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -458,7 +699,7 @@ func run(ctx context.Context, env []string, name string, args ...string) error {
 	return nil
 }
 
-var debPkg = map[string]string{"mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+var debPkg = map[string]string{"mkfs.vfat": "dosfstools", "mcopy": "mtools"}
 
 // makeESP formats a FAT32 image of the ESP's size, copies the ESP files in
 // with mtools and writes it into p1. go-diskfs's FAT32 writer does not pass
@@ -510,26 +751,4 @@ func makeESP(ctx context.Context, work, espDir, raw string, l Layout, s Spec) er
 		return err
 	}
 	return dst.Close()
-}
-
-// makeRoot runs mkfs.ext4 -d in place at p2's offset, with every id and
-// timestamp fixed so that the bytes are reproducible.
-func makeRoot(ctx context.Context, root, raw string, l Layout, s Spec) error {
-	epoch := max(s.Epoch, 1)
-	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", epoch), "MKE2FS_CONFIG=/etc/mke2fs.conf"}
-	err := run(ctx, env, "mkfs.ext4", "-q", "-F", "-b", "4096", "-L", s.Label, "-U", strings.ToLower(s.IDs.FS),
-		"-E", fmt.Sprintf("offset=%d,hash_seed=%s,root_owner=0:0", l.RootStart, strings.ToLower(s.IDs.HashSeed)),
-		"-d", root, raw, fmt.Sprint(l.RootSize/4096))
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(raw, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := fixInodeTimes(f, l.RootStart, uint32(epoch)); err != nil {
-		f.Close()
-		return fmt.Errorf("fixing ext4 timestamps: %w", err)
-	}
-	return f.Close()
 }

@@ -1,12 +1,14 @@
 package disk
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,16 +17,16 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
+	"time"
 
 	"github.com/layerimg/layerimg/disk/disktest"
+	"github.com/layerimg/layerimg/rootfs"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (device nodes, chown, loop mounts); CI runs as root")
+		t.Skip("needs root (loop mounts, the reference extraction); CI runs as root")
 	}
 }
 
@@ -35,53 +37,142 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// makeTree makes a small rootfs with every kind of entry mkfs.ext4 -d must
-// keep, plus a fake kernel and systemd-boot so the boot files are staged.
-func makeTree(t *testing.T) string {
+// memLayer is a layer's uncompressed tar, held in memory.
+type memLayer []byte
+
+func (m memLayer) Uncompressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(m)), nil
+}
+
+// ent is one entry of a test layer.
+type ent struct {
+	h    tar.Header
+	body string
+}
+
+func reg(name, body string, mode int64) ent {
+	return ent{tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode}, body}
+}
+func dir(name string) ent { return ent{tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755}, ""} }
+func symlink(name, target string) ent {
+	return ent{tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}, ""}
+}
+func hardlink(name, target string) ent {
+	return ent{tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target}, ""}
+}
+func special(name string, typ byte, major, minor int64) ent {
+	return ent{tar.Header{Typeflag: typ, Name: name, Mode: 0o666, Devmajor: major, Devminor: minor}, ""}
+}
+func (e ent) owner(uid, gid int) ent { e.h.Uid, e.h.Gid = uid, gid; return e }
+func (e ent) xattr(name, value string) ent {
+	e.h.PAXRecords = maps.Clone(e.h.PAXRecords)
+	if e.h.PAXRecords == nil {
+		e.h.PAXRecords = map[string]string{}
+	}
+	e.h.PAXRecords["SCHILY.xattr."+name] = value
+	return e
+}
+
+// layer is the tar of es, every mtime fixed.
+func layer(t *testing.T, es ...ent) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range es {
+		h := e.h
+		h.Size, h.Format = int64(len(e.body)), tar.FormatPAX
+		if h.ModTime.IsZero() {
+			h.ModTime = time.Unix(1700000000, 0)
+		}
+		must(t, tw.WriteHeader(&h))
+		io.WriteString(tw, e.body)
+	}
+	must(t, tw.Close())
+	return buf.Bytes()
+}
+
+// baseLayer is a small rootfs with every kind of entry the root filesystem
+// must keep, plus a fake kernel and systemd-boot so the boot files are
+// staged.
+func baseLayer(t *testing.T) []byte {
+	return layer(t,
+		dir("etc/"), reg("etc/hostname", "layerimg\n", 0o644).xattr("user.note", "kept"),
+		dir("usr/"), dir("usr/bin/"),
+		reg("usr/bin/tool", strings.Repeat("binary", 50000), 0o755).xattr("security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+		reg("usr/bin/suid", "s", 0o4755), hardlink("usr/bin/tool-link", "usr/bin/tool"),
+		dir("boot/"),
+		reg("boot/vmlinuz-6.1.0-9-cloud-amd64", "old kernel", 0o644), reg("boot/initrd.img-6.1.0-9-cloud-amd64", "old initrd", 0o644),
+		reg("boot/vmlinuz-6.1.0-10-cloud-amd64", "new kernel", 0o644), reg("boot/initrd.img-6.1.0-10-cloud-amd64", "new initrd", 0o644),
+		reg(systemdBootEFI.path, "MZ fake systemd-boot", 0o644),
+		dir("home/"), dir("home/user/").owner(1000, 1000), reg("home/user/"+strings.Repeat("n", 255), "long name", 0o600),
+		symlink("bin", "usr/bin").owner(5, 6),
+		dir("dev/"), special("dev/null", tar.TypeChar, 1, 3), special("run-fifo", tar.TypeFifo, 0, 0),
+	)
+}
+
+// treeOf indexes layers into a tree.
+func treeOf(t *testing.T, layers ...[]byte) (*rootfs.Tree, error) {
+	t.Helper()
+	tr := rootfs.NewTree()
+	for i, l := range layers {
+		if err := tr.Append(context.Background(), fmt.Sprint("layer ", i+1), memLayer(l)); err != nil {
+			return nil, err
+		}
+	}
+	return tr, nil
+}
+
+// diskStage runs the disk stage as the build does: Prepare on the tree of
+// layers (late ones included: the image is fixed before the disk stage),
+// PlanLayout and Assemble, whose top is the stage made a layer. It returns
+// every layer of the final image.
+func diskStage(t *testing.T, spec Spec, stage, raw string, layers [][]byte, late []byte) (all [][]byte, l Layout, p *Prepared, err error) {
+	t.Helper()
+	ctx := context.Background()
+	all = slices.Clone(layers)
+	if late != nil {
+		all = append(all, late)
+	}
+	tree, err := treeOf(t, all...)
+	if err != nil {
+		return all, l, nil, err
+	}
+	if p, err = Prepare(ctx, tree, stage, spec); err != nil {
+		return all, l, nil, err
+	}
+	if l, err = PlanLayout(tree, spec); err != nil {
+		return all, l, p, err
+	}
+	top := func(ctx context.Context) (io.ReadCloser, error) {
+		var gen bytes.Buffer
+		epoch := time.Unix(spec.Epoch, 0)
+		if err := rootfs.WriteTar(ctx, &gen, stage, rootfs.TarOptions{Epoch: &epoch, RootOwned: true}); err != nil {
+			return nil, err
+		}
+		all = append(all, gen.Bytes())
+		return io.NopCloser(bytes.NewReader(gen.Bytes())), nil
+	}
+	err = Assemble(ctx, tree, p, l, raw, top)
+	return all, l, p, err
+}
+
+// applied is the reference: layers unpacked on the host by rootfs.Apply.
+func applied(t *testing.T, layers [][]byte) string {
 	t.Helper()
 	root := t.TempDir()
-	w := func(p, body string, mode os.FileMode) {
-		full := filepath.Join(root, p)
-		must(t, os.MkdirAll(filepath.Dir(full), 0o755))
-		must(t, os.WriteFile(full, []byte(body), mode))
-		must(t, os.Chmod(full, mode))
+	for i, l := range layers {
+		must(t, rootfs.Apply(context.Background(), root, bytes.NewReader(l), rootfs.ApplyOptions{Layer: fmt.Sprint(i)}))
 	}
-	w("etc/hostname", "layerimg\n", 0o644)
-	w("usr/bin/tool", strings.Repeat("binary", 50000), 0o755)
-	w("usr/bin/suid", "s", 0o755|os.ModeSetuid)
-	w("boot/vmlinuz-6.1.0-9-cloud-amd64", "old kernel", 0o644)
-	w("boot/initrd.img-6.1.0-9-cloud-amd64", "old initrd", 0o644)
-	w("boot/vmlinuz-6.1.0-10-cloud-amd64", "new kernel", 0o644)
-	w("boot/initrd.img-6.1.0-10-cloud-amd64", "new initrd", 0o644)
-	w(systemdBootEFI.path, "MZ fake systemd-boot", 0o644)
-	w("home/user/"+strings.Repeat("n", 255), "long name", 0o600)
-	must(t, os.Link(filepath.Join(root, "usr/bin/tool"), filepath.Join(root, "usr/bin/tool-link")))
-	must(t, os.Symlink("usr/bin", filepath.Join(root, "bin")))
-	must(t, os.MkdirAll(filepath.Join(root, "dev"), 0o755))
-	must(t, unix.Mknod(filepath.Join(root, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-	must(t, unix.Mkfifo(filepath.Join(root, "run-fifo"), 0o600))
-	must(t, os.Lchown(filepath.Join(root, "home/user"), 1000, 1000))
-	must(t, os.Lchown(filepath.Join(root, "bin"), 5, 6))
-	must(t, unix.Lsetxattr(filepath.Join(root, "usr/bin/tool"), "security.capability", []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0))
-	must(t, unix.Lsetxattr(filepath.Join(root, "etc/hostname"), "user.note", []byte("kept"), 0))
 	return root
 }
 
-func prepareAndAssemble(t *testing.T, spec Spec) (tree, stage, raw string, l Layout, p *Prepared) {
+func prepareAndAssemble(t *testing.T, spec Spec, layers ...[]byte) (tree, stage, raw string, l Layout, p *Prepared) {
 	t.Helper()
-	tree = makeTree(t)
 	stage = t.TempDir()
-	p, err := Prepare(tree, stage, spec)
-	must(t, err)
-	out, err := exec.Command("cp", "-a", stage+"/.", tree).CombinedOutput()
-	if err != nil {
-		t.Fatalf("cp: %v %s", err, out)
-	}
-	l, err = PlanLayout(tree, spec)
-	must(t, err)
 	raw = filepath.Join(t.TempDir(), "disk.raw")
-	must(t, Assemble(context.Background(), tree, p, l, raw))
-	return tree, stage, raw, l, p
+	all, l, p, err := diskStage(t, spec, stage, raw, append([][]byte{baseLayer(t)}, layers...), nil)
+	must(t, err)
+	return applied(t, all), stage, raw, l, p
 }
 
 func oracle(t *testing.T, name string, args ...string) string {
@@ -147,43 +238,16 @@ func TestAssembleSystemdBoot(t *testing.T) {
 }
 
 func TestAssembleReproducible(t *testing.T) {
-	needRoot(t)
 	spec := Spec{Boot: BootGrub, IDs: DeriveIDs("sha256:same", false), Epoch: 1700000000}
 	var kept []string
-	// reversed sets the extra xattrs in the other order: the host lists them
-	// as set, and the disk must not care. (They fit in the inode, as a
-	// directory's two POSIX ACLs do; which xattrs spill into an xattr block
-	// when they do not fit still follows the host's order.)
-	sum := func(reversed bool) string {
-		tree := makeTree(t)
-		xattrs := []string{"trusted.z", "user.b", "user.a"}
-		if reversed {
-			slices.Reverse(xattrs)
-		}
-		for _, x := range xattrs {
-			must(t, unix.Lsetxattr(filepath.Join(tree, "usr/bin/suid"), x, []byte("v"), 0))
-		}
-		os.MkdirAll(filepath.Join(tree, filepath.Dir(shimEFI.path)), 0o755)
-		must(t, os.WriteFile(filepath.Join(tree, shimEFI.path), []byte("shim"), 0o644))
-		os.MkdirAll(filepath.Join(tree, filepath.Dir(grubEFI.path)), 0o755)
-		must(t, os.WriteFile(filepath.Join(tree, grubEFI.path), []byte("grub"), 0o644))
-		must(t, os.Symlink("boot/vmlinuz-6.1.0-10-cloud-amd64", filepath.Join(tree, "vmlinuz")))
-		must(t, os.Symlink("boot/initrd.img-6.1.0-10-cloud-amd64", filepath.Join(tree, "initrd.img")))
+	grub := layer(t, reg(shimEFI.path, "shim", 0o644), reg(grubEFI.path, "grub", 0o644),
+		symlink("vmlinuz", "boot/vmlinuz-6.1.0-10-cloud-amd64"), symlink("initrd.img", "boot/initrd.img-6.1.0-10-cloud-amd64"),
+		reg("usr/bin/suid", "s", 0o4755).xattr("trusted.z", "v").xattr("user.b", "v").xattr("user.a", "v"))
+	sum := func() string {
 		stage := t.TempDir()
-		p, err := Prepare(tree, stage, spec)
-		must(t, err)
-		exec.Command("cp", "-a", stage+"/.", tree).Run()
-		// Fix every mtime as a layer would have.
-		filepath.Walk(tree, func(p string, fi fs.FileInfo, err error) error {
-			if err == nil {
-				unix.Lutimes(p, []unix.Timeval{{Sec: 1700000000}, {Sec: 1700000000}})
-			}
-			return nil
-		})
-		l, err := PlanLayout(tree, spec)
-		must(t, err)
 		raw := filepath.Join(t.TempDir(), "disk.raw")
-		must(t, Assemble(context.Background(), tree, p, l, raw))
+		_, l, _, err := diskStage(t, spec, stage, raw, [][]byte{baseLayer(t), grub}, nil)
+		must(t, err)
 		oracle(t, "e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", raw, l.RootStart))
 		if got, err := LayoutOf(raw); got != BootGrub {
 			t.Errorf("LayoutOf a grub disk: %q, %v", got, err)
@@ -202,35 +266,51 @@ func TestAssembleReproducible(t *testing.T) {
 		io.Copy(h, f)
 		return fmt.Sprintf("%x", h.Sum(nil))
 	}
-	a := sum(false)
-	b := sum(true)
+	a := sum()
+	b := sum()
 	if a != b {
 		t.Errorf("two builds of one tree differ: %s vs %s", a, b)
 	}
 }
 
 func TestMissingBootFiles(t *testing.T) {
-	tree := t.TempDir()
+	ctx := context.Background()
+	empty := rootfs.NewTree()
 	stage := t.TempDir()
-	_, err := Prepare(tree, stage, Spec{Boot: BootGrub})
+	_, err := Prepare(ctx, empty, stage, Spec{Boot: BootGrub})
 	var me *MissingError
 	if !errors.As(err, &me) || !strings.Contains(err.Error(), "shim-signed grub-efi-amd64-signed") || !strings.Contains(err.Error(), "/usr/lib/shim/shimx64.efi.signed") {
 		t.Errorf("grub: %v", err)
 	}
-	os.MkdirAll(filepath.Join(tree, filepath.Dir(systemdBootEFI.path)), 0o755)
-	os.WriteFile(filepath.Join(tree, systemdBootEFI.path), nil, 0o644)
-	_, err = Prepare(tree, stage, Spec{})
+	tree, err := treeOf(t, layer(t, reg(systemdBootEFI.path, "", 0o644)))
+	must(t, err)
+	_, err = Prepare(ctx, tree, stage, Spec{})
 	if err == nil || !strings.Contains(err.Error(), "linux-image-cloud-amd64") {
 		t.Errorf("no kernel: %v", err)
 	}
-	if b, err := DetectBoot(t.TempDir()); b != BootNone || err != nil {
+	if b, err := DetectBoot(empty); b != BootNone || err != nil {
 		t.Errorf("detection in an empty tree: %q, %v", b, err)
 	}
 	if b, err := DetectBoot(tree); b != BootSystemd || err != nil {
 		t.Errorf("detection: %q, %v", b, err)
 	}
-	if _, err := Prepare(tree, stage, Spec{ESPSize: 100 << 20}); err == nil {
+	if _, err := Prepare(ctx, tree, stage, Spec{ESPSize: 100 << 20}); err == nil {
 		t.Error("a 100 MiB ESP was accepted")
+	}
+}
+
+// TestPlanLayoutFromTree: the size estimate counts each file's 4 KiB blocks
+// once, however many names it has, and 256 bytes per entry.
+func TestPlanLayoutFromTree(t *testing.T) {
+	tree, err := treeOf(t, layer(t, dir("d/"), reg("d/f", strings.Repeat("x", 5000), 0o644), hardlink("d/g", "d/f"), symlink("s", "d")))
+	must(t, err)
+	n, err := treeSize(tree)
+	if err != nil || n != 8192+4*256 {
+		t.Errorf("treeSize = %d, %v; want %d", n, err, 8192+4*256)
+	}
+	l, err := PlanLayout(tree, Spec{})
+	if err != nil || l.Size != gib || l.RootStart != mib+DefaultESPSize {
+		t.Errorf("layout %+v, %v", l, err)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"strings"
 )
 
 // IDs are every identifier written into a disk.
@@ -48,4 +50,18 @@ func uuid(b [32]byte) string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// uuidBytes parses a UUID as uuid formats it (any case) into its 16 bytes,
+// in the order they are written: what mke2fs made of "-U" and "hash_seed=".
+func uuidBytes(s string) ([16]byte, error) {
+	var b [16]byte
+	h := strings.ReplaceAll(s, "-", "")
+	if len(s) != 36 || len(h) != 32 {
+		return b, fmt.Errorf("%q is not a UUID", s)
+	}
+	if _, err := hex.Decode(b[:], []byte(h)); err != nil {
+		return b, fmt.Errorf("%q is not a UUID: %w", s, err)
+	}
+	return b, nil
 }

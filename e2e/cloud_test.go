@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk/disktest"
 	"github.com/layerimg/layerimg/disk/qemu"
@@ -76,9 +78,7 @@ func TestDebianCloud(t *testing.T) {
 			t.Errorf("the image's last layer is %s, the disk's generated layer %s", last, res.Disk.Layer)
 		}
 		tree := t.TempDir()
-		if err := rootfs.Flatten(ctx, img, tree); err != nil {
-			t.Fatal(err)
-		}
+		applyAll(t, img, tree)
 		_, p2 := partitions(t, raw)
 		mnt := t.TempDir()
 		run(t, "mount", "-t", "ext4", "-o", fmt.Sprintf("loop,ro,offset=%d,sizelimit=%d", p2[0], p2[1]), raw, mnt)
@@ -185,4 +185,25 @@ func tail(s string) string {
 		return s[len(s)-3000:]
 	}
 	return s
+}
+
+// applyAll unpacks img's layers onto dir with rootfs.Apply: the host
+// extraction the disk's streamed filesystem is checked against.
+func applyAll(t *testing.T, img v1.Image, dir string) {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range ls {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = rootfs.Apply(context.Background(), dir, rc, rootfs.ApplyOptions{Layer: fmt.Sprint("layer ", i+1)})
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -65,7 +65,7 @@ func OpenCache(dir string, exclusive bool, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	for _, d := range []string{"blobs/sha256", "keys", "unpacked", "tmp", "records"} {
+	for _, d := range []string{"blobs/sha256", "keys", "unpacked", "tmp", "records", "headers"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating cache %s: %w", dir, err)
 		}
@@ -526,7 +526,7 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 	if err != nil {
 		return removed, freed, err
 	}
-	for _, sub := range []string{"blobs/sha256", "unpacked"} {
+	for _, sub := range []string{"blobs/sha256", "unpacked", "headers"} {
 		ents, err := os.ReadDir(filepath.Join(c.dir, sub))
 		if err != nil {
 			return removed, freed, err

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"archive/tar"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -175,7 +177,7 @@ func copyFiles(srcs []copySource) []FileDigest {
 // writeCopyTar writes the layer of a copy step. Every mtime is the epoch, so
 // a fresh checkout gives the same layer. A file whose content changed since
 // it was digested for the cache key fails the step.
-func writeCopyTar(w io.Writer, srcs []copySource, epoch time.Time) error {
+func writeCopyTar(w io.Writer, srcs []copySource, epoch time.Time, m *progress.Meter) error {
 	tw := tar.NewWriter(w)
 	for _, s := range srcs {
 		hdr := &tar.Header{Name: s.dst, Mode: int64(s.mode), Uid: s.uid, Gid: s.gid, ModTime: epoch, Format: tar.FormatPAX}
@@ -202,7 +204,7 @@ func writeCopyTar(w io.Writer, srcs []copySource, epoch time.Time) error {
 			return err
 		}
 		h := sha256.New()
-		_, err = io.CopyN(io.MultiWriter(tw, h), f, hdr.Size)
+		_, err = io.CopyN(io.MultiWriter(tw, h), m.Reader(f), hdr.Size)
 		f.Close()
 		if err != nil || "sha256:"+hex.EncodeToString(h.Sum(nil)) != s.fd.Digest {
 			return fmt.Errorf("copy: %s changed while the step was running; run the build again", s.fd.Path)
@@ -222,11 +224,20 @@ func CopyKeyFiles(contextDir string, copies []recipes.Copy) ([]FileDigest, error
 }
 
 // CopyStep makes a copy step's layer straight from the build context: no
-// sandbox and no root needed.
-func CopyStep(c *Cache, contextDir string, copies []recipes.Copy, comp Compression, epoch time.Time) (Descriptor, error) {
+// sandbox and no root needed. It reports the bytes it reads to ctx's
+// progress sink.
+func CopyStep(ctx context.Context, c *Cache, contextDir string, copies []recipes.Copy, comp Compression, epoch time.Time) (Descriptor, error) {
 	srcs, err := scanCopy(contextDir, copies)
 	if err != nil {
 		return Descriptor{}, err
 	}
-	return c.WriteLayer(comp, func(w io.Writer) error { return writeCopyTar(w, srcs, epoch) })
+	var total int64
+	for _, s := range srcs {
+		if s.fi.Mode().IsRegular() {
+			total += s.fi.Size()
+		}
+	}
+	m := progress.Start(ctx, "copying and compressing", total)
+	defer m.Finish()
+	return c.WriteLayer(comp, func(w io.Writer) error { return writeCopyTar(w, srcs, epoch, m) })
 }

@@ -128,7 +128,7 @@ func TestCopyLayerDeterministic(t *testing.T) {
 	var digests []string
 	for _, comp := range []Compression{Gzip, Gzip, Zstd, Zstd} {
 		c := openCache(t)
-		d, err := CopyStep(c, dir, copies, comp, time.Unix(0, 0))
+		d, err := CopyStep(context.Background(), c, dir, copies, comp, time.Unix(0, 0))
 		if err != nil {
 			t.Fatal(err)
 		}

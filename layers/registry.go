@@ -18,7 +18,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 // Registry is how layerimg talks to OCI registries: credentials from the
@@ -478,4 +481,36 @@ func (b *sendBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	b.w.armUpload(b.d, &timeoutError{msg: fmt.Sprintf("registry %s accepted no data for %s, %d bytes into an upload", b.host, b.d, b.n)})
 	return n, err
+}
+
+// PushProgress reports the bytes of one registry write to ctx's progress
+// sink as the transfer name. Add the options it returns to the write, and
+// call wait once the write has returned. Without a sink it adds nothing.
+func PushProgress(ctx context.Context, name string) (opts []remote.Option, wait func()) {
+	if progress.FromContext(ctx) == nil {
+		return nil, func() {}
+	}
+	updates := make(chan v1.Update, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var m *progress.Meter
+		var last int64
+		for u := range updates {
+			if m == nil {
+				m = progress.Start(ctx, name, u.Total)
+			}
+			m.SetTotal(u.Total)
+			m.Add(u.Complete - last)
+			last = u.Complete
+		}
+		m.Finish()
+	}()
+	// ggcr closes updates when the write returns, whatever its outcome.
+	return []remote.Option{remote.WithProgress(updates)}, func() {
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
 }

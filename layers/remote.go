@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 // Media types of the registry cache format (docs/cache.md).
@@ -261,7 +263,9 @@ func (l *lazyLayer) ensure() error {
 	}
 	defer r.Close()
 	start := time.Now()
-	if err := l.c.PutBlob(r, l.d.Digest); err != nil {
+	m := progress.Start(l.rc.ctx, "pulling layer of step "+l.e.Step, l.d.Size)
+	defer m.Finish()
+	if err := l.c.PutBlob(m.Reader(r), l.d.Digest); err != nil {
 		return fmt.Errorf("pulling layer of step %s: %w", l.e.Step, err)
 	}
 	l.rc.pulled.Add(l.d.Size)
@@ -344,7 +348,10 @@ func PushCache(ctx context.Context, ref string, exp CacheExport, reg Registry) e
 			}
 		}
 		start := time.Now()
-		if err := remote.WriteLayer(r.Context(), l, opts...); err != nil {
+		popts, wait := PushProgress(ctx, fmt.Sprintf("pushing cache blob %d of %d", i+1, len(all)))
+		err := remote.WriteLayer(r.Context(), l, append(opts, popts...)...)
+		wait()
+		if err != nil {
 			return fmt.Errorf("pushing cache blob %d of %d to %s: %w", i+1, len(all), r.Context(), err)
 		}
 		d, _ := l.Digest()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
@@ -106,9 +107,11 @@ func RunStep(ctx context.Context, c *Cache, lowers []string, comp Compression, o
 		}
 	}
 	epoch := o.Epoch
+	m := progress.Start(ctx, "compressing the layer", 0)
+	defer m.Finish()
 	return c.WriteLayer(comp, func(w io.Writer) error {
 		sw := &secretScan{secrets: secrets}
-		if err := rootfs.WriteTar(ctx, io.MultiWriter(w, sw), upper, rootfs.TarOptions{Epoch: &epoch, Overlay: true}); err != nil {
+		if err := rootfs.WriteTar(ctx, m.Writer(io.MultiWriter(w, sw)), upper, rootfs.TarOptions{Epoch: &epoch, Overlay: true}); err != nil {
 			return err
 		}
 		if sw.found != "" {

@@ -229,12 +229,13 @@ func wantMtime(t *testing.T, p string, want time.Time) {
 // the entry, or accepted with everything it wrote inside the root; in both
 // cases no entry of the canary (nor the root itself) is created, removed or
 // changed, down to its ctime.
-func TestHostileLayers(t *testing.T) {
-	needRoot(t)
-	lower := genTar(t, hd("etc/"), hf("etc/passwd", "root:x:0:0"), hd("x/"), hf("x/old", "lower"), hd("keep/"), hf("keep/f", "k"))
+// hostileLayerCases is the corpus of TestHostileLayers, shared with the
+// Tree's tests: the trusted lower layer and the cases.
+func hostileLayerCases(t *testing.T) (lower []byte, cases []hostileCase) {
+	lower = genTar(t, hd("etc/"), hf("etc/passwd", "root:x:0:0"), hd("x/"), hf("x/old", "lower"), hd("keep/"), hf("keep/f", "k"))
 	long := strings.Repeat("n", 255)
 	deep := strings.Repeat(strings.Repeat("d", 99)+"/", 41) + "f" // 4096 bytes
-	cases := []hostileCase{
+	cases = []hostileCase{
 		// Whiteouts whose victim is the directory itself or its parent.
 		{name: ".wh. at top", layer: layerOfEntries(hf(".wh.", "")), bad: ".wh.", why: "whiteout of no entry strictly below its directory refused"},
 		{name: ".wh.. at top", layer: layerOfEntries(hf(".wh..", "")), bad: ".wh..", why: "whiteout of no entry"},
@@ -392,6 +393,7 @@ func TestHostileLayers(t *testing.T) {
 		{name: "xattr user.overlay", layer: layerOfEntries(xattr(hf("f", ""), "user.overlay.origin", "x")), bad: "f", why: "reserved for overlayfs"},
 		{name: "xattr empty name", layer: layerOfEntries(xattr(hf("f", ""), "user.", "v")), bad: "f", why: "no namespace"},
 		{name: "xattr huge value", layer: layerOfEntries(xattr(hf("f", ""), "user.big", strings.Repeat("v", 512<<10))), bad: "f", why: "setting xattr user.big"},
+		{name: "user xattr on a symlink", layer: layerOfEntries(xattr(hs("s", "etc"), "user.x", "v")), bad: "s", why: "setting xattr user.x: operation not permitted"},
 		{name: "xattr on symlink to canary", layer: func(t *testing.T, canary string) []byte {
 			return genTar(t, xattr(hs("s", canary+"/secret"), "trusted.x", "v"))
 		}, check: func(t *testing.T, root, _ string) {
@@ -421,6 +423,12 @@ func TestHostileLayers(t *testing.T) {
 		{name: "huge uid on a whiteout", layer: layerOfEntries(with(hf(".wh.keep", ""), func(h *tar.Header) { h.Uid = 1 << 40 })), bad: ".wh.keep", why: "uid"},
 		{name: "unsupported type", layer: layerOfEntries(with(hf("s", ""), func(h *tar.Header) { h.Typeflag = 'Z' })), bad: "s", why: "unsupported"},
 	}
+	return lower, cases
+}
+
+func TestHostileLayers(t *testing.T) {
+	needRoot(t)
+	lower, cases := hostileLayerCases(t)
 	for _, tc := range cases {
 		for _, overlay := range []bool{false, true} {
 			name := tc.name

@@ -1,6 +1,8 @@
 // Package rootfs turns layers into trees and trees into layers: it applies OCI
 // layer tars to a directory (whiteouts, opaque dirs, hardlinks, devices,
-// xattrs) without ever writing outside it, writes deterministic tars of a
+// xattrs) without ever writing outside it, builds the same final tree in
+// memory from the layers' headers alone (Tree: read it, or stream it as
+// tar entries, with no privilege), writes deterministic tars of a
 // directory, and runs build steps in a namespaced overlayfs sandbox.
 package rootfs
 
@@ -56,6 +58,26 @@ func checkVictim(name, victim string) error {
 // Absolute symlink targets are taken relative to root; a symlink that climbs
 // above root is refused, so the returned host path is always under root.
 func resolveIn(root, rel string, followLast bool) (string, error) {
+	done, err := resolveParts(rel, followLast, func(parts []string) (string, bool, error) {
+		host := filepath.Join(root, filepath.Join(parts...))
+		fi, err := os.Lstat(host)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return "", false, nil
+		}
+		target, err := os.Readlink(host)
+		return target, true, err
+	})
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, filepath.Join(done...)), nil
+}
+
+// resolveParts is the walk of resolveIn over any tree: readlink says whether
+// the path parts (symlink-free but for the last) name a symlink, and its
+// target. A path that does not exist is not a symlink. Sharing the walk is
+// what makes a Tree resolve every name exactly as Apply does on the host.
+func resolveParts(rel string, followLast bool, readlink func(parts []string) (string, bool, error)) ([]string, error) {
 	var done []string
 	todo := strings.Split(rel, "/")
 	links := 0
@@ -67,7 +89,7 @@ func resolveIn(root, rel string, followLast bool) (string, error) {
 			continue
 		case "..":
 			if len(done) == 0 {
-				return "", &ErrEscape{rel, "path climbs above the root"}
+				return nil, &ErrEscape{rel, "path climbs above the root"}
 			}
 			done = done[:len(done)-1]
 			continue
@@ -76,19 +98,17 @@ func resolveIn(root, rel string, followLast bool) (string, error) {
 			done = append(done, p)
 			break
 		}
-		host := filepath.Join(root, filepath.Join(done...), p)
-		fi, err := os.Lstat(host)
-		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		target, isLink, err := readlink(append(done[:len(done):len(done)], p))
+		if err != nil {
+			return nil, err
+		}
+		if !isLink {
 			done = append(done, p)
 			continue
 		}
 		links++
 		if links > maxSymlinks {
-			return "", &ErrEscape{rel, "too many levels of symlinks"}
-		}
-		target, err := os.Readlink(host)
-		if err != nil {
-			return "", err
+			return nil, &ErrEscape{rel, "too many levels of symlinks"}
 		}
 		if path.IsAbs(target) {
 			done = nil
@@ -102,7 +122,7 @@ func resolveIn(root, rel string, followLast bool) (string, error) {
 			case "..":
 				depth--
 				if depth < 0 {
-					return "", &ErrEscape{rel, fmt.Sprintf("symlink %s -> %s points outside the root", filepath.Join(filepath.Join(done...), p), target)}
+					return nil, &ErrEscape{rel, fmt.Sprintf("symlink %s -> %s points outside the root", filepath.Join(filepath.Join(done...), p), target)}
 				}
 			default:
 				depth++
@@ -110,5 +130,5 @@ func resolveIn(root, rel string, followLast bool) (string, error) {
 		}
 		todo = append(parts, todo...)
 	}
-	return filepath.Join(root, filepath.Join(done...)), nil
+	return done, nil
 }

@@ -26,6 +26,9 @@ type TarOptions struct {
 	Overlay bool
 	// Skip leaves out these paths (relative, slash-separated).
 	Skip map[string]bool
+	// RootOwned writes every entry as owned by 0:0, whoever owns the
+	// files: a stage dir that any user may have made.
+	RootOwned bool
 }
 
 // WriteTar writes dir as a deterministic tar: entries sorted by name, numeric
@@ -53,6 +56,9 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, opts TarOptions) err
 			Gid:     int(st.Gid),
 			ModTime: clamp(fi.ModTime(), opts.Epoch),
 			Format:  tar.FormatPAX,
+		}
+		if opts.RootOwned {
+			hdr.Uid, hdr.Gid = 0, 0
 		}
 		switch {
 		case fi.Mode().IsRegular():

@@ -32,10 +32,11 @@ time other than 1970-01-01 on what is made.`,
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := g.options(cmd.ErrOrStderr())
+			o, d, err := g.options(cmd)
 			if err != nil {
 				return err
 			}
+			defer d.Close()
 			if o.Formats, err = parseFormats(formats); err != nil {
 				return err
 			}
@@ -49,17 +50,17 @@ time other than 1970-01-01 on what is made.`,
 			}
 			start := time.Now()
 			res, err := layerimg.Build(cmd.Context(), r, o)
+			reportResult(d, start, cmd.Context().Err() != nil, o, res, err)
 			if err != nil {
 				return fmt.Errorf("building %s: %w", args[0], err)
 			}
-			o.Log.Info("built", "recipe", r.Name, "image", res.Image, "executed", res.Executed, "elapsed", time.Since(start).Round(time.Millisecond))
 			fmt.Fprintln(cmd.OutOrStdout(), res.Image)
 			return nil
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&ociLayout, "oci-layout", "", "write the image as an OCI layout to `DIR`")
-	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` (needs root)")
+	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` as one tar")
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
 	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
 	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")

@@ -17,7 +17,8 @@ func newDiskCmd(g *globalFlags) *cobra.Command {
 		Use:   "disk SOURCE",
 		Short: "Make bootable disks from an image or a rootfs tar",
 		Long: `Make disks from an existing image: a registry reference, oci-layout:DIR[:tag],
-docker-archive:FILE, or a flattened rootfs .tar. Needs root.`,
+docker-archive:FILE, or a flattened rootfs .tar. The image's layers are
+streamed into the disk's filesystems, never unpacked: no root is needed.`,
 		Example: `  layerimg disk oci-layout:out/image -o out/ --format vmdk,vhd
   layerimg disk out/rootfs.tar -o out/ --boot grub --size 8GiB`,
 		Args: exactlyOne("image or rootfs tar"),
@@ -30,10 +31,11 @@ docker-archive:FILE, or a flattened rootfs .tar. Needs root.`,
 			if err := checkDiskFlags(d); err != nil {
 				return err
 			}
-			o, err := g.options(cmd.ErrOrStderr())
+			o, disp, err := g.options(cmd)
 			if err != nil {
 				return err
 			}
+			defer disp.Close()
 			o.DiskDigests = digests
 			res, err := layerimg.DiskFromSource(cmd.Context(), args[0], d, fs, out, unique, o)
 			if err != nil {

@@ -2,13 +2,9 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/layers"
@@ -47,49 +43,26 @@ func (g *globalFlags) argMap() (map[string]string, error) {
 	return m, nil
 }
 
-// options turns the flags into build options. Its errors are usage errors
-// naming the flag or SOURCE_DATE_EPOCH.
-func (g *globalFlags) options(stderr io.Writer) (layerimg.Options, error) {
+// options turns the flags into build options, with the --progress display
+// (close it when the command ends). Its errors are usage errors naming the
+// flag or SOURCE_DATE_EPOCH.
+func (g *globalFlags) options(cmd *cobra.Command) (layerimg.Options, display, error) {
 	comp, err := layers.ParseCompression(g.compression)
 	if err != nil {
-		return layerimg.Options{}, usageError{fmt.Errorf("--compression: %w", err)}
+		return layerimg.Options{}, nil, usageError{fmt.Errorf("--compression: %w", err)}
 	}
 	epoch, err := layerimg.EpochFromEnv()
 	if err != nil {
-		return layerimg.Options{}, usageError{err}
+		return layerimg.Options{}, nil, usageError{err}
 	}
-	log, err := g.logger(stderr)
+	d, err := g.display(cmd)
 	if err != nil {
-		return layerimg.Options{}, err
+		return layerimg.Options{}, nil, err
 	}
 	return layerimg.Options{
 		CacheDir: g.cacheDir, InsecureRegistries: g.insecure, Compression: comp, CacheFrom: g.cacheFrom,
-		Epoch: epoch, Log: log, Output: stderr,
-	}, nil
-}
-
-func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
-	level := slog.LevelInfo
-	if g.verbose {
-		level = slog.LevelDebug
-	}
-	mode := g.progress
-	if mode == "auto" {
-		mode = "plain"
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			mode = "tty"
-		}
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch mode {
-	case "plain":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "tty":
-		return slog.New(newTTYHandler(w, level)), nil
-	}
-	return nil, usageError{fmt.Errorf("--progress %q: expected auto, plain, tty or json", g.progress)}
+		Epoch: epoch, Log: d.Logger(), Output: cmd.ErrOrStderr(), Progress: d,
+	}, d, nil
 }
 
 // cache is --cache-dir, or the default cache directory.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,7 +20,11 @@ import (
 func TestMain(m *testing.M) {
 	rootfs.SandboxMain()
 	if os.Getenv("LAYERIMG_TEST_CLI") == "1" {
-		os.Exit(run(context.Background(), os.Args[1:]))
+		// As main: Ctrl-C and SIGTERM cancel the build.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:])
+		stop()
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

@@ -22,10 +22,11 @@ A MISS says why: which input changed since the last build of this recipe.`,
   layerimg plan recipe.yaml --json`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := g.options(cmd.ErrOrStderr())
+			o, d, err := g.options(cmd)
 			if err != nil {
 				return err
 			}
+			defer d.Close()
 			r, err := loadRecipe(g, args[0])
 			if err != nil {
 				return err

@@ -44,10 +44,12 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
       --copy-to us-east-1,us-west-2 --share-with 123456789012 --manifest out/ami.json`,
 		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := g.logger(cmd.ErrOrStderr())
+			d, err := g.display(cmd)
 			if err != nil {
-				return fmt.Errorf("setting up the log: %w", err)
+				return err
 			}
+			defer d.Close()
+			log := d.Logger()
 			cfg = cfg.FromEnv()
 			if cfg.Digest, err = disk.ContentDigest(args[0]); err != nil {
 				return fmt.Errorf("publishing %s: %w", args[0], err)
@@ -125,10 +127,12 @@ sha256 in the tag layerimg-digest: publishing the same disk again returns them.`
       --gallery G --gallery-image web --gallery-version 1.4.0 --replicate-to northeurope,eastus`,
 		Args: exactlyOne("disk"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := g.logger(cmd.ErrOrStderr())
+			d, err := g.display(cmd)
 			if err != nil {
-				return fmt.Errorf("setting up the log: %w", err)
+				return err
 			}
+			defer d.Close()
+			log := d.Logger()
 			cfg = cfg.FromEnv()
 			if gal.Name != "" || gal.ImageDefinition != "" || gal.Version != "" {
 				cfg.Gallery = &gal
@@ -245,10 +249,12 @@ disk again returns the template already there (--force imports again).`,
   layerimg publish vsphere out/disk.vmdk --template web-1.4 --replace-existing --thumbprint AB:CD:...`,
 		Args: exactlyOne("VMDK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := g.logger(cmd.ErrOrStderr())
+			d, err := g.display(cmd)
 			if err != nil {
-				return fmt.Errorf("setting up the log: %w", err)
+				return err
 			}
+			defer d.Close()
+			log := d.Logger()
 			digest, err := disk.ContentDigest(args[0])
 			if err != nil {
 				return fmt.Errorf("publishing %s: %w", args[0], err)

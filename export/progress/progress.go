@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	events "github.com/layerimg/layerimg/internal/progress"
 )
 
 // Meter counts items and bytes sent towards a known total of bytes.
@@ -18,11 +20,20 @@ type Meter struct {
 	bytes atomic.Int64
 	stop  chan struct{}
 	done  chan struct{}
+	// sink, when the context carries a progress sink, gets the bytes as
+	// they go; the display shows them, so the periodic lines are not made.
+	sink *events.Meter
 }
 
 // Start reports every interval until Stop. total is the bytes expected.
+// With a progress sink in ctx, the sink gets the bytes instead of the
+// periodic lines; the final line stays.
 func Start(ctx context.Context, log *slog.Logger, msg, unit string, total int64, interval time.Duration) *Meter {
 	m := &Meter{log: log, msg: msg, unit: unit, total: total, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	if events.FromContext(ctx) != nil {
+		m.sink = events.Start(ctx, msg, total)
+		interval = time.Duration(1<<63 - 1) // no periodic lines
+	}
 	go func() {
 		defer close(m.done)
 		t := time.NewTicker(interval)
@@ -45,12 +56,14 @@ func Start(ctx context.Context, log *slog.Logger, msg, unit string, total int64,
 func (m *Meter) Add(n int64) {
 	m.items.Add(1)
 	m.bytes.Add(n)
+	m.sink.Add(n)
 }
 
 // Stop ends the reports with a final line.
 func (m *Meter) Stop() {
 	close(m.stop)
 	<-m.done
+	m.sink.Finish()
 	m.report(true)
 }
 

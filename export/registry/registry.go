@@ -26,7 +26,10 @@ func PushImage(ctx context.Context, ref string, img v1.Image, reg layers.Registr
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
-	if err := remote.Write(r, img, reg.Options(ctx)...); err != nil {
+	popts, wait := layers.PushProgress(ctx, "pushing image to "+ref)
+	err = remote.Write(r, img, append(reg.Options(ctx), popts...)...)
+	wait()
+	if err != nil {
 		return "", fmt.Errorf("pushing image to %s: %w", ref, err)
 	}
 	d, err := img.Digest()
@@ -96,7 +99,10 @@ func PushArtifact(ctx context.Context, ref string, blobs []v1.Layer, titles []st
 	m := map[string]any{"schemaVersion": 2, "mediaType": types.OCIManifestSchema1, "artifactType": ArtifactType}
 	var descs []v1.Descriptor
 	for i, b := range blobs {
-		if err := remote.WriteLayer(r.Context(), b, opts...); err != nil {
+		popts, wait := layers.PushProgress(ctx, "pushing "+titles[i])
+		err := remote.WriteLayer(r.Context(), b, append(opts, popts...)...)
+		wait()
+		if err != nil {
 			return "", fmt.Errorf("pushing %s to %s: %w", titles[i], r.Context(), err)
 		}
 		d, _ := b.Digest()

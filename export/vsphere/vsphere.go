@@ -29,6 +29,7 @@ import (
 	"github.com/layerimg/layerimg/disk/vmdk"
 	"github.com/layerimg/layerimg/export/internal/envvar"
 	"github.com/layerimg/layerimg/export/undo"
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 // DigestKey is the extraConfig key that carries the disk's content digest.
@@ -473,8 +474,11 @@ func importVM(ctx context.Context, c *vim25.Client, cfg Config, u *undo.Stack, n
 			return fail(err)
 		}
 		start := time.Now()
-		// The item is the progress sink the updater reads.
-		err = lease.Upload(ctx, item, f, soap.Upload{ContentLength: size})
+		// The item is the progress sink the updater reads; the meter is
+		// the display's.
+		m := progress.Start(ctx, "uploading "+filepath.Base(vmdkPath)+" over NFC", size)
+		err = lease.Upload(ctx, item, m.Reader(f), soap.Upload{ContentLength: size})
+		m.Finish()
 		f.Close()
 		if err != nil {
 			return fail(fmt.Errorf("vsphere: NFC upload of %s to %s: %w", filepath.Base(vmdkPath), item.URL.Host, err))
