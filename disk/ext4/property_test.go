@@ -64,6 +64,7 @@ type genConfig struct {
 	bigDir      int   // entries of the one big directory (0: none)
 	hugeSize    int64 // logical size of the huge sparse file
 	fragExtents int   // data extents of the fragmented file
+	denseSize   int64 // a file with no holes, longer than an extent's 128 MiB (0: none)
 	deep        int   // depth of the deep chain of 200-byte names
 	manySubdirs int   // a directory with this many subdirectories (0: none)
 	rootEntry   bool  // the stream names the root directory
@@ -74,7 +75,7 @@ type genConfig struct {
 func defaultConfig(seed uint64) genConfig {
 	c := genConfig{
 		seed: seed, entries: 3000, bigDir: 100000,
-		hugeSize: 1<<32 + 3*blockSize + 123, fragExtents: 1500, deep: 40,
+		hugeSize: 1<<32 + 3*blockSize + 123, fragExtents: 1500, denseSize: 129<<20 + 5, deep: 40,
 		rootEntry: true, variations: true, fsSize: 2 << 30,
 	}
 	if *flagLong {
@@ -888,6 +889,10 @@ func (g *gen) specials(root *gdir) {
 		g.reg(root, take(root, "fragmented"), frag)
 	}
 
+	if g.cfg.denseSize > 0 {
+		g.reg(root, take(root, "dense"), full(g.cfg.denseSize, 12345))
+	}
+
 	// Sockets, FIFOs, devices with numbers over 255.
 	g.reg(root, take(root, "socket"), nil, func(h *tar.Header) { h.Mode = 0o140755 })
 	g.add(root, take(root, "fifo"), tar.TypeFifo, nil)
@@ -945,6 +950,10 @@ func (g *gen) specials(root *gdir) {
 	big["system.posix_acl_access"] = g.acl(0o640, true)
 	g.reg(root, take(root, "x-big"), full(10, 19), mode(0o640), xs(big))
 	g.reg(root, take(root, "x-over96"), full(10, 20), xs(map[string]string{"user.a": strings.Repeat("a", 60), "user.b": strings.Repeat("b", 60)}))
+	shared := g.xattrs(&tar.Header{Typeflag: tar.TypeReg, Mode: 0o600}, 12, 1500, 200)
+	for i := range 3 { // one xattr block for three inodes, if the writer shares
+		g.reg(root, take(root, fmt.Sprintf("x-shared-%d", i)), full(1, 30), mode(0o600), xs(shared))
+	}
 	d := g.dir(root, take(root, "x-dir"), mode(0o2770), xs(map[string]string{
 		"system.posix_acl_access": g.acl(0o2770, true), "system.posix_acl_default": g.acl(0, false), "user.dir": "yes", "trusted.dir": "t",
 	}))
@@ -2111,6 +2120,7 @@ func TestPropertyBadInput(t *testing.T) {
 		in    []stream
 		want  []string // the error names one of these (case-insensitive)
 		extra bool     // beyond the list
+		why   string   // what goes wrong when it is written
 	}{
 		{name: "hard link to a missing target", o: opts(nil),
 			in: entries(reg("present", "x"), hdr(tar.TypeLink, "link", "no-such-target")), want: []string{"no-such-target"}},
@@ -2138,6 +2148,46 @@ func TestPropertyBadInput(t *testing.T) {
 		{name: "xattrs too big for a block", extra: true, o: opts(nil),
 			in:   []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "fat-xattr", Mode: 0o644, ModTime: time.Unix(1, 0), PAXRecords: map[string]string{"SCHILY.xattr.user.big": strings.Repeat("v", 5000)}}, strings.NewReader("")}},
 			want: []string{"fat-xattr"}},
+		{name: "NUL in a name", extra: true, o: opts(nil),
+			in: entries(reg("nul\x00name", "a")), want: []string{"nul"}},
+		{name: "NUL in a symlink target", extra: true, o: opts(nil),
+			in: entries(hdr(tar.TypeSymlink, "nul-target", "a\x00b")), want: []string{"nul-target"},
+			why: "e2fsck: \"Symlink /nul-target is invalid\"; the kernel: EUCLEAN (structure needs cleaning) on stat"},
+		{name: "xattr name longer than 255 bytes", extra: true, o: opts(nil),
+			in:   []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "long-xattr-name", Mode: 0o644, ModTime: time.Unix(1, 0), PAXRecords: map[string]string{"SCHILY.xattr.user." + strings.Repeat("n", 251): "v"}}, strings.NewReader("")}},
+			want: []string{"long-xattr-name"},
+			why:  "Linux xattr names are at most 255 bytes with the prefix: the kernel lists the name but getxattr gives ERANGE, and it cannot be removed"},
+		{name: "xattr of no namespace ext4 has", extra: true, o: opts(nil),
+			in:   []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "odd-xattr", Mode: 0o644, ModTime: time.Unix(1, 0), PAXRecords: map[string]string{"SCHILY.xattr.foo.bar": "v"}}, strings.NewReader("")}},
+			want: []string{"odd-xattr"}},
+		{name: "malformed POSIX ACL", extra: true, o: opts(nil),
+			in:   []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "bad-acl", Mode: 0o644, ModTime: time.Unix(1, 0), PAXRecords: map[string]string{"SCHILY.xattr.system.posix_acl_access": "garbage"}}, strings.NewReader("")}},
+			want: []string{"bad-acl"}},
+		{name: "device number beyond 12+20 bits", extra: true, o: opts(nil),
+			in: []stream{{&tar.Header{Typeflag: tar.TypeChar, Name: "big-dev", Mode: 0o600, Devmajor: 4096, ModTime: time.Unix(1, 0)}, strings.NewReader("")}}, want: []string{"big-dev"}},
+		{name: "owner beyond 32 bits", extra: true, o: opts(nil),
+			in: []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "big-uid", Mode: 0o600, Uid: 1 << 32, ModTime: time.Unix(1, 0)}, strings.NewReader("")}}, want: []string{"big-uid"}},
+		{name: "negative size", extra: true, o: opts(nil),
+			in: []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "neg-size", Mode: 0o600, Size: -5, ModTime: time.Unix(1, 0)}, strings.NewReader("")}}, want: []string{"neg-size"}},
+		{name: "time outside 1901..2446", extra: true, o: opts(nil),
+			in: []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "far-future", Mode: 0o600, ModTime: time.Unix(maxTime+1, 0)}, strings.NewReader("")}}, want: []string{"far-future"}},
+		{name: "epoch outside 1901..2446", extra: true, o: opts(func(o *ext4.Options) { o.Epoch = minTime - 1 }), want: []string{"epoch"}},
+		{name: "more than 65,000 links", extra: true, o: opts(func(o *ext4.Options) { o.Size = 64 << 20 }),
+			in: func() []stream {
+				s := []stream{{&tar.Header{Typeflag: tar.TypeReg, Name: "popular", Mode: 0o600, ModTime: time.Unix(1, 0)}, strings.NewReader("")}}
+				for i := range 65000 {
+					s = append(s, stream{&tar.Header{Typeflag: tar.TypeLink, Name: fmt.Sprintf("l%d", i), Linkname: "popular", ModTime: time.Unix(1, 0)}, strings.NewReader("")})
+				}
+				return s
+			}(), want: []string{"popular"}},
+		{name: "out of inodes", extra: true, o: opts(func(o *ext4.Options) { o.Size = 16 << 20 }),
+			in: func() []stream {
+				var s []stream
+				for i := range 5000 {
+					s = append(s, stream{&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("f%d", i), Mode: 0o600, ModTime: time.Unix(1, 0)}, strings.NewReader("")})
+				}
+				return s
+			}(), want: []string{"full"}},
 		{name: "size not a multiple of 4096", extra: true, o: opts(func(o *ext4.Options) { o.Size = 32<<20 + 512 }), want: []string{"size"}},
 		{name: "size under 16 MiB", extra: true, o: opts(func(o *ext4.Options) { o.Size = 8 << 20 }), want: []string{"size"}},
 		{name: "label over 16 bytes", extra: true, o: opts(func(o *ext4.Options) { o.Label = strings.Repeat("L", 17) }), want: []string{"label"}},
@@ -2175,6 +2225,9 @@ func TestPropertyBadInput(t *testing.T) {
 				note = " (a case beyond the issue's list)"
 			}
 			if err == nil {
+				if c.why != "" {
+					note += "; written, " + c.why
+				}
 				t.Fatalf("no error%s", note)
 			}
 			if strings.Contains(err.Error(), "PANIC") {
