@@ -402,6 +402,13 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 				copied[sp] = true
 			}
 		}
+		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
+			if !isRegular(hdr) {
+				return nil
+			}
+			held[hdr.Name] = hdr
+			return holdFile(heldDir, hdr.Name, r)
+		}
 		if target, ok := held[hdr.Linkname]; ok && hdr.Typeflag == tar.TypeLink {
 			h := *target
 			h.Name = hdr.Name
@@ -411,13 +418,6 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 			}
 			defer hf.Close()
 			return rt.add(&h, hf)
-		}
-		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
-			if !isRegular(hdr) {
-				return nil
-			}
-			held[hdr.Name] = hdr
-			return holdFile(heldDir, hdr.Name, r)
 		}
 		return rt.add(hdr, r)
 	})
