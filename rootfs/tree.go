@@ -37,6 +37,10 @@ type Tree struct {
 type treeLayer struct {
 	name string
 	l    Layer
+	// cached holds the layer's headers when they came from a HeaderCache
+	// rather than from reading the layer: Walk then checks every one of
+	// them against the layer.
+	cached []*tar.Header
 }
 
 // node is one path of the tree.
@@ -75,9 +79,10 @@ func NewTree() *Tree {
 
 // HeaderCache keeps the headers of layers indexed before, by diff_id, so
 // that indexing a layer decompresses it once per machine rather than once
-// per disk. What it returns is trusted as the layer's headers: Walk and Open
-// still check every entry whose content they use against the layer itself,
-// and read each such layer to its end, where its digest is checked.
+// per disk (the disk stage then decompresses each layer once, in Walk).
+// What it returns is not trusted: Walk reads every layer indexed from it to
+// its end, where the layer's digest is checked, and compares every header
+// with the cached one, field by field.
 type HeaderCache interface {
 	Headers(diffID v1.Hash) ([]*tar.Header, bool)
 	PutHeaders(diffID v1.Hash, hdrs []*tar.Header) error
@@ -116,7 +121,7 @@ func (t *Tree) appendCached(ctx context.Context, name string, l v1.Layer, hc Hea
 	}
 	if hdrs, ok := hc.Headers(id); ok {
 		li := len(t.layers)
-		t.layers = append(t.layers, treeLayer{name, l})
+		t.layers = append(t.layers, treeLayer{name: name, l: l, cached: hdrs})
 		for n, hdr := range hdrs {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -149,7 +154,7 @@ func (t *Tree) append(ctx context.Context, name string, l Layer, seen func(*tar.
 	}
 	defer rc.Close()
 	li := len(t.layers)
-	t.layers = append(t.layers, treeLayer{name, l})
+	t.layers = append(t.layers, treeLayer{name: name, l: l})
 	tr := tar.NewReader(rc)
 	prev := ""
 	for n := 0; ; n++ {
