@@ -168,6 +168,16 @@ boot
 			return nil, err
 		}
 	}
+	// Everything bound for the ESP is staged on the host: refuse what
+	// cannot fit before a byte is written (a layer of zeros compresses to
+	// nothing and would fill the host's disk).
+	need, err := espBytes(img, espMount)
+	if err != nil {
+		return nil, err
+	}
+	for _, data := range files {
+		need += int64(len(data))
+	}
 	for sp, src := range sources {
 		// Symlinks are followed inside the image only: the content will
 		// come from the image's layers, never from a host file.
@@ -175,12 +185,50 @@ boot
 		if err != nil {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
+		fi, err := img.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+		need += fi.Size()
 		p.Copies[sp] = name
 		if err := os.MkdirAll(filepath.Join(stage, filepath.Dir(sp)), 0o755); err != nil {
 			return nil, err
 		}
 	}
+	if need > s.ESPSize {
+		return nil, fmt.Errorf("disk: the ESP's files take %d MiB, more than the ESP's %d MiB: raise esp_size", (need+mib-1)/mib, s.ESPSize/mib)
+	}
 	return p, nil
+}
+
+// espBytes sums the sizes of the regular files under dir in the image.
+func espBytes(img Image, dir string) (int64, error) {
+	ents, err := img.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("disk: reading /%s: %w", dir, err)
+	}
+	var n int64
+	for _, e := range ents {
+		p := dir + "/" + e.Name()
+		fi, err := img.Lstat(p)
+		if err != nil {
+			return 0, fmt.Errorf("disk: reading /%s: %w", p, err)
+		}
+		switch {
+		case fi.IsDir():
+			m, err := espBytes(img, p)
+			if err != nil {
+				return 0, err
+			}
+			n += m
+		case fi.Mode().IsRegular():
+			n += fi.Size()
+		}
+	}
+	return n, nil
 }
 
 // finishStage sets the times and modes of the stage's directories once

@@ -364,3 +364,26 @@ func TestDiskOfADiskedImage(t *testing.T) {
 	}
 	disktest.CompareTrees(t, applied(t, again), loopMount(t, raw, l.RootStart, l.RootSize, "ext4"), true, espMount+"/")
 }
+
+// What the ESP would hold is sized from the headers before anything is
+// staged: a huge file under /boot/efi (a layer of zeros is tiny) is refused
+// without a byte written on the host.
+func TestESPOverflowRefusedBeforeStaging(t *testing.T) {
+	spec := Spec{Boot: BootSystemd, IDs: DeriveIDs("sha256:test", false)}
+	huge := layer(t, dir("boot/efi/"), reg("boot/efi/zeros", strings.Repeat("\x00", 260<<20), 0o644))
+	stage := t.TempDir()
+	_, _, _, err := diskStage(t, spec, stage, filepath.Join(t.TempDir(), "disk.raw"), [][]byte{baseLayer(t), huge}, nil)
+	if err == nil || !strings.Contains(err.Error(), "more than the ESP's 256 MiB") {
+		t.Fatalf("got %v", err)
+	}
+	var staged int64
+	filepath.Walk(stage, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			staged += fi.Size()
+		}
+		return nil
+	})
+	if staged > 1<<20 {
+		t.Errorf("%d bytes staged before the refusal", staged)
+	}
+}

@@ -735,3 +735,21 @@ func TestIndexFromCachedHeaders(t *testing.T) {
 		})
 	}
 }
+
+// A tree holds headers only, but a small layer can name millions: the tree
+// is bounded in entries and in extended-header bytes.
+func TestTreeBounds(t *testing.T) {
+	ctx := context.Background()
+	many := genTar(t, hf("a", "1"), hf("b", "2"), hf("c", "3"))
+	tr := NewTree()
+	tr.maxEntries = 2
+	if err := tr.Append(ctx, "many", layerOf(t, many)); err == nil || !strings.Contains(err.Error(), "more than 2 entries") {
+		t.Errorf("entries: %v", err)
+	}
+	big := genTar(t, xattr(hf("x", "1"), "user.a", strings.Repeat("v", 600)), xattr(hf("y", "1"), "user.b", strings.Repeat("v", 600)))
+	tr = NewTree()
+	tr.maxPAXBytes = 1000
+	if err := tr.Append(ctx, "big", layerOf(t, big)); err == nil || !strings.Contains(err.Error(), "pass 1000 bytes") {
+		t.Errorf("extended headers: %v", err)
+	}
+}

@@ -32,7 +32,18 @@ type Layer interface {
 type Tree struct {
 	layers []treeLayer
 	root   *node
+	// What the tree holds in memory, bounded: headers are all it keeps,
+	// and a small compressed layer can name millions of them.
+	entries, maxEntries   int
+	paxBytes, maxPAXBytes int64
 }
+
+// The bounds on a tree: far beyond any root filesystem (debian-cloud has
+// 25,000 entries), far below what would exhaust a build machine's memory.
+const (
+	defaultMaxEntries  = 1 << 22
+	defaultMaxPAXBytes = 256 << 20
+)
 
 type treeLayer struct {
 	name string
@@ -74,7 +85,7 @@ func (n *node) isReg() bool {
 
 // NewTree is an empty tree: the root directory alone.
 func NewTree() *Tree {
-	return &Tree{root: &node{children: map[string]*node{}}}
+	return &Tree{root: &node{children: map[string]*node{}}, maxEntries: defaultMaxEntries, maxPAXBytes: defaultMaxPAXBytes}
 }
 
 // HeaderCache keeps the headers of layers indexed before, by diff_id, so
@@ -190,6 +201,16 @@ func (t *Tree) append(ctx context.Context, name string, l Layer, seen func(*tar.
 func (t *Tree) entry(li, n int, hdr *tar.Header) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil // PAX defaults for later entries: ignored, as containerd does
+	}
+	t.entries++
+	for k, v := range hdr.PAXRecords {
+		t.paxBytes += int64(len(k) + len(v))
+	}
+	if t.entries > t.maxEntries {
+		return fmt.Errorf("the image has more than %d entries: refused", t.maxEntries)
+	}
+	if t.paxBytes > t.maxPAXBytes {
+		return fmt.Errorf("the image's extended headers (xattrs and PAX records) pass %d bytes: refused", t.maxPAXBytes)
 	}
 	name, err := cleanName(hdr.Name)
 	if err != nil {
