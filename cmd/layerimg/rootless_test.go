@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -36,8 +37,11 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 	bin := filepath.Join(work, "layerimg")
 	copyFile(t, os.Args[0], bin, 0o755)
 	recipe := filepath.Join(work, "recipe.yaml")
-	os.WriteFile(recipe, []byte(goodRecipe+"disk: {boot: none, size: 1GiB}\n"), 0o644)
-	os.WriteFile(filepath.Join(work, "hello.txt"), []byte("hello\n"), 0o644)
+	for p, body := range map[string]string{recipe: goodRecipe + "disk: {boot: none, size: 1GiB}\n", filepath.Join(work, "hello.txt"): "hello\n"} {
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	writeRootTar(t, filepath.Join(work, "rootfs-in.tar"))
 	for _, who := range []string{"root", "user"} {
 		os.MkdirAll(filepath.Join(work, who), 0o755)
@@ -90,6 +94,14 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 	if out, err := exec.Command("sgdisk", "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
 		t.Errorf("sgdisk -v: %v\n%s", err, out)
 	}
+	info, err := exec.Command("sgdisk", "-i", "2", raw).CombinedOutput()
+	var first int64
+	if _, serr := fmt.Sscanf(after(string(info), "First sector: "), "%d", &first); err != nil || serr != nil {
+		t.Fatalf("sgdisk -i 2: %v %v\n%s", err, serr, info)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", raw, first*512)).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn: %v\n%s", err, out)
+	}
 }
 
 // writeRootTar writes a rootfs tar whose entries only root could create on
@@ -129,6 +141,12 @@ func writeRootTar(t *testing.T, p string) {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// after is what follows the first sep in s ("" if none).
+func after(s, sep string) string {
+	_, rest, _ := strings.Cut(s, sep)
+	return rest
 }
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
