@@ -46,6 +46,10 @@ type RunSpec struct {
 	// StateFile receives the mount points the sandbox had to create, so that
 	// they can be taken out of the upper dir afterwards.
 	StateFile string `json:"state_file"`
+	// Agent serves AgentListener's connections (agent.go) instead of
+	// executing Argv: an Ansible step's tasks run through it.
+	Agent         bool     `json:"agent,omitempty"`
+	AgentListener *os.File `json:"-"`
 }
 
 // InScratch lays out s's Upper, Work and Merged directories and its
@@ -140,6 +144,9 @@ func Run(ctx context.Context, spec RunSpec, out io.Writer) error {
 	cmd := exec.CommandContext(ctx, self)
 	cmd.Env = []string{sandboxEnv + "=1"}
 	cmd.ExtraFiles = []*os.File{specR}
+	if spec.AgentListener != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.AgentListener) // fd 4
+	}
 	cmd.Stdout, cmd.Stderr = outW, outW
 	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
 	if spec.Network == "none" {
@@ -335,6 +342,9 @@ func child() error {
 		if k, v, ok := strings.Cut(kv, "="); ok && k == "PATH" {
 			os.Setenv("PATH", v)
 		}
+	}
+	if spec.Agent {
+		return serveAgent(last, spec.Env)
 	}
 	bin, err := exec.LookPath(spec.Argv[0])
 	if err != nil {
