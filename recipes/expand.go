@@ -80,6 +80,21 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 		for j := range s.Secrets {
 			ex(s.Pos, where, &s.Secrets[j].Src)
 		}
+		if a := s.Ansible; a != nil {
+			// Ansible's own {{ }} is its business; only ${NAME} is ours.
+			for _, f := range []*string{&a.Playbook, &a.Requirements} {
+				ex(s.Pos, where, f)
+			}
+			for _, l := range [][]string{a.Roles, a.Collections, a.Tags, a.SkipTags} {
+				for j := range l {
+					ex(s.Pos, where, &l[j])
+				}
+			}
+			for k, v := range a.ExtraVars {
+				ex(s.Pos, where, &v)
+				a.ExtraVars[k] = v
+			}
+		}
 	}
 	if d := r.Disk; d != nil {
 		ex(Pos{}, "disk", &d.KernelCmdline)

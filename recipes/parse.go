@@ -224,7 +224,8 @@ var (
 	diskKeys      = []string{"size", "filesystem", "label", "boot", "kernel_cmdline", "esp_size"}
 	bootTestKeys  = []string{"expect", "timeout", "controllers", "secure_boot"}
 	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
-	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy"}
+	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy", "ansible", "check_idempotent"}
+	ansibleKeys   = []string{"playbook", "roles", "collections", "requirements", "extra_vars", "tags", "skip_tags", "become", "check_idempotent"}
 	secretKeys    = []string{"id", "src", "target"}
 	copyKeys      = []string{"src", "dst", "mode", "owner"}
 	testKeys      = []string{"name", "run", "boot"}
@@ -567,6 +568,18 @@ func (p *parser) step(n *yaml.Node, i int, s *Step) {
 		},
 		"secrets": func(v *yaml.Node, what string) { s.Secrets = p.secrets(v, what) },
 		"copy":    func(v *yaml.Node, what string) { s.Copy = p.copies(v, what) },
+		"ansible": func(v *yaml.Node, what string) {
+			s.Ansible = &Ansible{}
+			a := s.Ansible
+			p.settings(v, what, ansibleKeys, map[string]setter{
+				"playbook": p.toStr(&a.Playbook), "roles": p.toList(&a.Roles), "collections": p.toList(&a.Collections),
+				"requirements": p.toStr(&a.Requirements), "extra_vars": p.toMap(&a.ExtraVars),
+				"tags": p.toList(&a.Tags), "skip_tags": p.toList(&a.SkipTags), "become": p.toBool(&a.Become),
+				// Also a step key (run steps take it there); either place sets it.
+				"check_idempotent": p.toBool(&s.CheckIdempotent),
+			})
+		},
+		"check_idempotent": p.toBool(&s.CheckIdempotent),
 	})
 }
 

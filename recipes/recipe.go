@@ -38,7 +38,7 @@ type Bootstrap struct {
 	Packages []string `yaml:"packages" json:"packages,omitempty"`
 }
 
-// Step is one build step: exactly one of Run, Copy or Env.
+// Step is one build step: exactly one of Run, Copy, Ansible or Env.
 type Step struct {
 	Name    string            `yaml:"name" json:"name,omitempty"`
 	Run     Command           `yaml:"run" json:"run,omitempty"`
@@ -47,8 +47,27 @@ type Step struct {
 	Network string            `yaml:"network" json:"network,omitempty"`
 	Secrets []Secret          `yaml:"secrets" json:"secrets,omitempty"`
 	Copy    []Copy            `yaml:"copy" json:"copy,omitempty"`
+	Ansible *Ansible          `yaml:"ansible" json:"ansible,omitempty"`
+	// CheckIdempotent runs a run or ansible step a second time on its own
+	// result and fails the step if that changes anything.
+	CheckIdempotent bool `yaml:"check_idempotent" json:"check_idempotent,omitempty"`
 
 	Pos Pos `yaml:"-" json:"-"`
+}
+
+// Ansible runs a playbook with the host's ansible-playbook against the
+// step's sandbox. Paths are relative to the build context.
+type Ansible struct {
+	Playbook     string            `yaml:"playbook" json:"playbook"`
+	Roles        []string          `yaml:"roles" json:"roles,omitempty"`
+	Collections  []string          `yaml:"collections" json:"collections,omitempty"`
+	Requirements string            `yaml:"requirements" json:"requirements,omitempty"`
+	ExtraVars    map[string]string `yaml:"extra_vars" json:"extra_vars,omitempty"`
+	Tags         []string          `yaml:"tags" json:"tags,omitempty"`
+	SkipTags     []string          `yaml:"skip_tags" json:"skip_tags,omitempty"`
+	// Become is accepted for playbooks' sake and ignored: tasks run as
+	// root in the sandbox.
+	Become bool `yaml:"become" json:"become,omitempty"`
 }
 
 // Command is a shell script (one string, run with /bin/sh -e -c, so the first
@@ -127,6 +146,8 @@ func (s *Step) Kind() string {
 		return "run"
 	case len(s.Copy) > 0:
 		return "copy"
+	case s.Ansible != nil:
+		return "ansible"
 	case len(s.Env) > 0:
 		return "env"
 	}

@@ -79,15 +79,24 @@ func (p *parser) validate(r *Recipe, root *yaml.Node) {
 		if len(s.Copy) > 0 {
 			kinds++
 		}
-		if s.Run.IsZero() && len(s.Env) > 0 {
+		if s.Ansible != nil {
+			kinds++
+		}
+		if s.Run.IsZero() && s.Ansible == nil && len(s.Env) > 0 {
 			kinds++
 		}
 		if kinds != 1 {
-			at(s.Pos, "%s must have exactly one of run, copy or env", what)
+			at(s.Pos, "%s must have exactly one of run, copy, ansible or env", what)
 			continue
 		}
-		if s.Run.IsZero() && (s.Workdir != "" || s.Network != "" || len(s.Secrets) > 0) {
-			at(s.Pos, "%s: workdir, network and secrets belong to run steps", what)
+		if s.Run.IsZero() && s.Ansible == nil && (s.Workdir != "" || s.Network != "" || len(s.Secrets) > 0) {
+			at(s.Pos, "%s: workdir, network and secrets belong to run and ansible steps", what)
+		}
+		if s.Run.IsZero() && s.Ansible == nil && s.CheckIdempotent {
+			at(s.Pos, "%s: check_idempotent belongs to run and ansible steps", what)
+		}
+		if a := s.Ansible; a != nil {
+			validateAnsible(a, func(format string, args ...any) { at(s.Pos, what+": "+format, args...) })
 		}
 		if s.Workdir != "" && !path.IsAbs(s.Workdir) {
 			at(s.Pos, "%s: workdir %q must be an absolute path", what, s.Workdir)
@@ -119,6 +128,28 @@ func (p *parser) validate(r *Recipe, root *yaml.Node) {
 			} else if path.IsAbs(c.Src) {
 				at(s.Pos, "%s: copy src %q must be relative to the build context (the recipe's folder)", what, c.Src)
 			}
+		}
+	}
+}
+
+// validateAnsible checks an ansible step's paths: each is relative to the
+// build context, as copy sources are.
+func validateAnsible(a *Ansible, errorf func(string, ...any)) {
+	if a.Playbook == "" {
+		errorf("ansible.playbook is required (a playbook file in the build context)")
+	}
+	paths := append([]string{a.Playbook, a.Requirements}, append(append([]string(nil), a.Roles...), a.Collections...)...)
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if path.IsAbs(p) || p == ".." || strings.HasPrefix(path.Clean(p), "../") {
+			errorf("ansible path %q must be relative to the build context (the recipe's folder) and inside it", p)
+		}
+	}
+	for k := range a.ExtraVars {
+		if !envNameRE.MatchString(k) {
+			errorf("ansible.extra_vars: %q is not a valid variable name", k)
 		}
 	}
 }
