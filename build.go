@@ -273,7 +273,8 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 	b.record[st.Name] = in
 	if e == nil {
 		progress.Emit(ctx, b.stepEvent(progress.StepStarted, sp))
-		desc, err := b.execute(progress.WithStep(ctx, st.Name), st)
+		desc, stats, err := b.execute(progress.WithStep(ctx, st.Name), st)
+		sp.Ansible = stats
 		if err == nil {
 			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
 			if err = b.c.Store(*e); err != nil {
@@ -407,14 +408,15 @@ func (b *buildRun) writeOutputs(ctx context.Context, img v1.Image) error {
 	return writeOutputs(ctx, img, b.r.Name, outputOptions{OCILayout: b.o.OCILayout, RootfsTar: b.o.RootfsTar, Headers: b.c, Log: b.o.Log})
 }
 
-func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descriptor, error) {
+func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descriptor, *layers.AnsibleStats, error) {
 	switch st.Kind() {
 	case "copy":
-		return layers.CopyStep(ctx, b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
-	case "run":
+		d, err := layers.CopyStep(ctx, b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
+		return d, nil, err
+	case "run", "ansible":
 		lw, err := b.unpack(ctx)
 		if err != nil {
-			return layers.Descriptor{}, err
+			return layers.Descriptor{}, nil, err
 		}
 		out := b.o.stepOutput(st.Name)
 		defer out.Close()
@@ -429,7 +431,32 @@ func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descri
 			}
 			ro.Secrets = append(ro.Secrets, layers.Secret{ID: s.ID, Src: src, Target: secretTarget(s)})
 		}
-		return layers.RunStep(ctx, b.c, lw, b.o.Compression, ro)
+		if st.Kind() == "ansible" {
+			return layers.AnsibleStep(ctx, b.c, lw, b.o.Compression, b.ansibleOptions(st, ro))
+		}
+		d, err := layers.RunStep(ctx, b.c, lw, b.o.Compression, ro)
+		return d, nil, err
 	}
-	return layers.Descriptor{}, fmt.Errorf("unknown step kind")
+	return layers.Descriptor{}, nil, fmt.Errorf("unknown step kind")
+}
+
+// ansibleOptions resolves an Ansible step's paths in the build context.
+func (b *buildRun) ansibleOptions(st *recipes.Step, ro layers.RunOptions) layers.AnsibleOptions {
+	a := st.Ansible
+	in := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		return filepath.Join(b.r.Dir, p)
+	}
+	all := func(ps []string) []string {
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = in(p)
+		}
+		return out
+	}
+	return layers.AnsibleOptions{Run: ro, Playbook: in(a.Playbook), Roles: all(a.Roles), Collections: all(a.Collections),
+		Requirements: in(a.Requirements), ExtraVars: a.ExtraVars, Tags: a.Tags, SkipTags: a.SkipTags,
+		CheckIdempotent: st.CheckIdempotent}
 }

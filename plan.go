@@ -31,6 +31,11 @@ type StepPlan struct {
 	DiffID   string        `json:"diffID,omitempty"`
 	Size     int64         `json:"size,omitempty"`
 	Duration time.Duration `json:"duration_ns,omitempty"`
+	// CheckIdempotent: the step runs twice and fails if the second run
+	// changes anything.
+	CheckIdempotent bool `json:"check_idempotent,omitempty"`
+	// Ansible is an Ansible step's recap (its first run), when it ran.
+	Ansible *layers.AnsibleStats `json:"ansible,omitempty"`
 }
 
 const (
@@ -50,6 +55,9 @@ type planner struct {
 	envIdx map[string]int // env's index by name, once an env step ran
 	remote *layers.RemoteCache
 	reg    layers.Registry
+	// ansible is the host's Ansible version, part of Ansible steps' keys;
+	// read once, when the recipe has one.
+	ansible string
 }
 
 func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {
@@ -75,6 +83,14 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 		return nil, err
 	}
 	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name), remote: rc, reg: reg}
+	for _, st := range r.Steps {
+		if st.Ansible != nil {
+			if p.ansible, err = layers.AnsibleVersion(ctx); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
 	p.env = defaultEnv
 	if base.Image != nil {
 		cf, err := base.Image.ConfigFile()
@@ -154,6 +170,23 @@ type runSpec struct {
 	Secrets []string `json:"secrets,omitempty"` // id=target
 }
 
+// ansibleSpec is what an Ansible step's key covers besides its files: the
+// expanded extra vars, the sandbox's settings and the host's Ansible
+// version; never a secret's source or bytes.
+type ansibleSpec struct {
+	Playbook     string            `json:"playbook"`
+	Roles        []string          `json:"roles,omitempty"`
+	Collections  []string          `json:"collections,omitempty"`
+	Requirements string            `json:"requirements,omitempty"`
+	ExtraVars    map[string]string `json:"extra_vars,omitempty"`
+	Tags         []string          `json:"tags,omitempty"`
+	SkipTags     []string          `json:"skip_tags,omitempty"`
+	Env          []string          `json:"env"`
+	Network      string            `json:"network"`
+	Secrets      []string          `json:"secrets,omitempty"` // id=target
+	Version      string            `json:"ansible_version"`
+}
+
 type copySpec struct {
 	Copy []recipes.Copy `json:"copy"`
 }
@@ -179,6 +212,22 @@ func (p *planner) keyInput(st *recipes.Step, parent string) (layers.KeyInput, er
 			rs.Secrets = append(rs.Secrets, s.ID+"="+secretTarget(s))
 		}
 		in.Spec = rs
+	case "ansible":
+		a := st.Ansible
+		as := ansibleSpec{Playbook: a.Playbook, Roles: a.Roles, Collections: a.Collections, Requirements: a.Requirements,
+			ExtraVars: a.ExtraVars, Tags: a.Tags, SkipTags: a.SkipTags, Env: stepEnv(p.env, nil, st.Env), Network: st.Network, Version: p.ansible}
+		if as.Network == "" {
+			as.Network = "host"
+		}
+		for _, s := range st.Secrets {
+			as.Secrets = append(as.Secrets, s.ID+"="+secretTarget(s))
+		}
+		in.Spec = as
+		files, err := layers.AnsibleKeyFiles(p.r.Dir, a)
+		if err != nil {
+			return in, err
+		}
+		in.Files = files
 	case "copy":
 		in.Spec = copySpec{Copy: st.Copy}
 		files, err := layers.CopyKeyFiles(p.r.Dir, st.Copy)
@@ -226,7 +275,7 @@ func start(ctx context.Context, r *recipes.Recipe, o *Options, offline bool) (*p
 // environment and returns no key.
 func (p *planner) step(i int, parent string) (StepPlan, layers.KeyInput, *layers.Entry, v1.Layer, error) {
 	st := &p.r.Steps[i]
-	sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-"}
+	sp := StepPlan{Index: i + 1, Name: st.Name, Kind: st.Kind(), Status: "-", CheckIdempotent: st.CheckIdempotent}
 	if st.Kind() == "env" {
 		p.setEnv(envList(st.Env))
 		return sp, layers.KeyInput{}, nil, nil, nil

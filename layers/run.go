@@ -28,6 +28,9 @@ type RunOptions struct {
 	Secrets []Secret
 	Epoch   time.Time
 	Out     io.Writer
+	// Agent, a listening unix socket, makes the sandbox serve it
+	// (rootfs/agent.go) instead of running Argv: see AnsibleStep.
+	Agent *os.File
 }
 
 // sandbox prepares scratch dirs, runs the command, and returns the upper dir.
@@ -45,6 +48,7 @@ func sandbox(ctx context.Context, c *Cache, lowers []string, o RunOptions) (scra
 		Network:    o.Network,
 		Hostname:   "layerimg",
 		ResolvConf: o.Network != "none",
+		Agent:      o.Agent != nil, AgentListener: o.Agent,
 	}
 	if len(lowers) == 0 { // overlayfs needs one lower dir
 		spec.Lowers = []string{filepath.Join(scratch, "empty")}
