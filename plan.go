@@ -185,6 +185,9 @@ type ansibleSpec struct {
 	Network      string            `json:"network"`
 	Secrets      []string          `json:"secrets,omitempty"` // id=target
 	Version      string            `json:"ansible_version"`
+	// Check is in the key so that turning the check on runs it: a layer
+	// cached without it was never checked.
+	Check bool `json:"check_idempotent,omitempty"`
 }
 
 type copySpec struct {
@@ -215,7 +218,7 @@ func (p *planner) keyInput(st *recipes.Step, parent string) (layers.KeyInput, er
 	case "ansible":
 		a := st.Ansible
 		as := ansibleSpec{Playbook: a.Playbook, Roles: a.Roles, Collections: a.Collections, Requirements: a.Requirements,
-			ExtraVars: a.ExtraVars, Tags: a.Tags, SkipTags: a.SkipTags, Env: stepEnv(p.env, nil, st.Env), Network: st.Network, Version: p.ansible}
+			ExtraVars: a.ExtraVars, Tags: a.Tags, SkipTags: a.SkipTags, Env: stepEnv(p.env, nil, st.Env), Network: st.Network, Version: p.ansible, Check: st.CheckIdempotent}
 		if as.Network == "" {
 			as.Network = "host"
 		}

@@ -352,6 +352,9 @@ func (a *ansibleRun) play(ctx context.Context) (*AnsibleStats, error) {
 	if err != nil || !a.o.CheckIdempotent {
 		return stats, err
 	}
+	if a.o.Run.Out != nil {
+		fmt.Fprintln(a.o.Run.Out, "layerimg: checking idempotency: running the playbook a second time, on its own result")
+	}
 	again, err := a.playbook(ctx, 2)
 	if err != nil {
 		return stats, fmt.Errorf("idempotency check (second run): %w", err)

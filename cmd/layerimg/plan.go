@@ -11,14 +11,17 @@ import (
 )
 
 func newPlanCmd(g *globalFlags) *cobra.Command {
-	var asJSON bool
+	var asJSON, explain bool
 	c := &cobra.Command{
 		Use:   "plan RECIPE",
 		Short: "Show each step's cache key and whether it will run",
 		Long: `Compute every step's cache key and look it up, without running anything.
-A MISS says why: which input changed since the last build of this recipe.`,
+A MISS says why: which input changed since the last build of this recipe.
+--explain adds the checks each step will get (check_idempotent: it runs
+twice and fails if the second run changes anything).`,
 		Example: `  layerimg plan recipe.yaml
   layerimg plan recipe.yaml --cache-from ghcr.io/org/cache:main
+  layerimg plan recipe.yaml --explain
   layerimg plan recipe.yaml --json`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -44,11 +47,23 @@ A MISS says why: which input changed since the last build of this recipe.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tWHY")
+			if explain {
+				fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tCHECKS\tWHY")
+			} else {
+				fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tWHY")
+			}
 			for _, s := range plan {
 				key := "-"
 				if s.Key != "" {
 					key = s.Key[7:19]
+				}
+				if explain {
+					checks := "-"
+					if s.CheckIdempotent {
+						checks = "idempotent (runs twice)"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, checks, s.Why)
+					continue
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, s.Why)
 			}
@@ -59,5 +74,6 @@ A MISS says why: which input changed since the last build of this recipe.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	c.Flags().BoolVar(&explain, "explain", false, "also show each step's checks (check_idempotent)")
 	return c
 }
