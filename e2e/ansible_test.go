@@ -1,0 +1,237 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/internal/tartest"
+	"github.com/layerimg/layerimg/layers"
+)
+
+func needAnsible(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("ansible-playbook"); err != nil {
+		t.Fatal("ansible-playbook not found: apt-get install ansible-core (make deps does)")
+	}
+}
+
+// A busybox image has no Python: these plays use raw tasks only, which is
+// enough to prove the connection, the key, the check and the secrets in
+// seconds. TestAnsibleDebian runs real modules.
+const bbAnsibleRecipe = `args: {GREETING: hello}
+  - name: before
+    run: echo before > /before
+  - name: play
+    ansible:
+      playbook: site.yml
+      extra_vars: {greeting: "${GREETING}"}
+`
+
+var bbAnsibleFiles = map[string]string{
+	"site.yml": `- hosts: all
+  gather_facts: false
+  roles: [hello]
+`,
+	"roles/hello/tasks/main.yml": `- name: write greeting
+  raw: mkdir -p /etc && echo {{ greeting }} > /etc/greeting
+  changed_when: false
+`,
+}
+
+// bbAnsibleContext is busyboxContext with args declared first.
+func bbAnsibleContext(t *testing.T, recipe string, files map[string]string) string {
+	t.Helper()
+	dir := busyboxContext(t, fixture(t, "bb-header.yaml")+recipe, files)
+	raw, _ := os.ReadFile(filepath.Join(dir, "recipe.yaml"))
+	body := string(raw)
+	if i := strings.Index(body, "args: "); i >= 0 {
+		j := strings.Index(body[i:], "\n")
+		args := body[i : i+j+1]
+		body = args + strings.Replace(body, args, "", 1)
+	}
+	os.WriteFile(filepath.Join(dir, "recipe.yaml"), []byte(body), 0o644)
+	return dir
+}
+
+func TestAnsibleStepCache(t *testing.T) {
+	needRoot(t)
+	needAnsible(t)
+	dir := bbAnsibleContext(t, bbAnsibleRecipe, bbAnsibleFiles)
+	out := t.TempDir()
+	var log bytes.Buffer
+	o := layerimg.Options{CacheDir: t.TempDir(), Output: &log, RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "m.json")}
+	ctx := context.Background()
+
+	res := build(t, load(t, dir, map[string]string{"GREETING": "from-arg"}), o)
+	if got := statuses(res.Steps); got != "busybox=MISS before=MISS play=MISS" {
+		t.Fatalf("cold build: %s", got)
+	}
+	data, err := os.ReadFile(o.RootfsTar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := strings.Join(tartest.Summary(t, io.NopCloser(bytes.NewReader(data))), "\n")
+	if !strings.Contains(entries, "etc/greeting f 0644 from-arg\n") {
+		t.Errorf("the play's file is not in the image:\n%s", entries)
+	}
+	if strings.Contains(entries, "layerimg-ansible") {
+		t.Errorf("ansible's working files reached the image:\n%s", entries)
+	}
+	if st := res.Steps[2].Ansible; st == nil || st.OK != 1 || st.Changed != 0 {
+		t.Errorf("recap: %+v", st)
+	}
+	manifest, _ := os.ReadFile(o.Manifest)
+	if !strings.Contains(string(manifest), `"ansible": {`) || !strings.Contains(string(manifest), `"ok": 1`) {
+		t.Errorf("manifest lacks the recap: %s", manifest)
+	}
+
+	// Nothing changed: nothing runs.
+	o.RootfsTar, o.Manifest = "", ""
+	res = build(t, load(t, dir, map[string]string{"GREETING": "from-arg"}), o)
+	if got := statuses(res.Steps); got != "busybox=HIT before=HIT play=HIT" || res.Executed != 0 {
+		t.Fatalf("rebuild: %s", got)
+	}
+
+	// Touching a role's task file misses only that step, and says why.
+	task := filepath.Join(dir, "roles/hello/tasks/main.yml")
+	os.WriteFile(task, []byte(bbAnsibleFiles["roles/hello/tasks/main.yml"]+"# touched\n"), 0o644)
+	plan, err := layerimg.Plan(ctx, load(t, dir, map[string]string{"GREETING": "from-arg"}), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(plan); got != "busybox=HIT before=HIT play=MISS" {
+		t.Fatalf("plan after touching a task file: %s", got)
+	}
+	if !strings.Contains(plan[2].Why, "roles/hello/tasks/main.yml") {
+		t.Errorf("why: %q", plan[2].Why)
+	}
+	// An arg that reaches extra_vars misses it too.
+	plan, err = layerimg.Plan(ctx, load(t, dir, map[string]string{"GREETING": "other"}), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(plan); got != "busybox=HIT before=HIT play=MISS" {
+		t.Fatalf("plan after an arg change: %s", got)
+	}
+}
+
+func TestAnsibleCheckIdempotent(t *testing.T) {
+	needRoot(t)
+	needAnsible(t)
+	files := map[string]string{
+		"site.yml": `- hosts: all
+  gather_facts: false
+  tasks:
+    - name: stays the same
+      raw: echo same > /same
+      changed_when: false
+    - name: appends every time
+      raw: echo again >> /log
+`,
+	}
+	dir := bbAnsibleContext(t, `  - name: play
+    ansible:
+      playbook: site.yml
+      check_idempotent: true
+`, files)
+	o := layerimg.Options{CacheDir: t.TempDir()}
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), o)
+	var ne *layers.NotIdempotentError
+	if !errors.As(err, &ne) || len(ne.Tasks) != 1 || ne.Tasks[0] != "appends every time" {
+		t.Fatalf("want the check to fail naming the task, got %v", err)
+	}
+	plan, err := layerimg.Plan(context.Background(), load(t, dir, nil), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan[1].CheckIdempotent || plan[1].Status != layerimg.Miss {
+		t.Errorf("plan: %+v (a failed check caches nothing)", plan[1])
+	}
+
+	// Fixed with changed_when, the check passes and says so.
+	files["site.yml"] = strings.Replace(files["site.yml"], "raw: echo again >> /log\n", "raw: echo again >> /log\n      changed_when: false\n", 1)
+	os.WriteFile(filepath.Join(dir, "site.yml"), []byte(files["site.yml"]), 0o644)
+	res := build(t, load(t, dir, nil), o)
+	if st := res.Steps[1].Ansible; st == nil || !st.IdempotentChecked {
+		t.Errorf("recap: %+v", st)
+	}
+}
+
+func TestAnsibleSecretNeverKept(t *testing.T) {
+	needRoot(t)
+	needAnsible(t)
+	const secret = "s3cr3t-ansible-token-42"
+	files := map[string]string{
+		"site.yml": `- hosts: all
+  gather_facts: false
+  tasks:
+    - name: use the secret as a var
+      raw: echo {{ layerimg_secrets.tok }} | wc -c > /tok-len
+    - name: print it
+      debug: {msg: "token is {{ layerimg_secrets.tok }}"}
+    - name: use the secret as a file
+      raw: wc -c < /run/secrets/tok > /tok-file-len
+`,
+	}
+	dir := bbAnsibleContext(t, `  - name: play
+    secrets: [{id: tok, src: tok.txt}]
+    ansible: {playbook: site.yml}
+`, files)
+	os.WriteFile(filepath.Join(dir, "tok.txt"), []byte(secret+"\n"), 0o600)
+	out := t.TempDir()
+	var log bytes.Buffer
+	cache := t.TempDir()
+	o := layerimg.Options{CacheDir: cache, Output: &log, RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "m.json")}
+	build(t, load(t, dir, nil), o)
+	if strings.Contains(log.String(), secret) {
+		t.Errorf("the secret reached the log:\n%s", log.String())
+	}
+	if !strings.Contains(log.String(), "token is ***") {
+		t.Errorf("the debug task's line is not in the log, redacted:\n%s", log.String())
+	}
+	data, _ := os.ReadFile(o.RootfsTar)
+	entries := strings.Join(tartest.Summary(t, io.NopCloser(bytes.NewReader(data))), "\n")
+	if !strings.Contains(entries, "tok-len f 0644 24\n") || !strings.Contains(entries, "tok-file-len f 0644 24\n") {
+		t.Errorf("the play did not see the secret:\n%s", entries)
+	}
+	for _, root := range []string{cache, out} {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			b, _ := os.ReadFile(p)
+			if bytes.Contains(b, []byte(secret)) || bytes.Contains(gunzipOr(b), []byte(secret)) {
+				t.Errorf("the secret is in %s", p)
+			}
+			return nil
+		})
+	}
+}
+
+func gunzipOr(b []byte) []byte {
+	if out, err := gunzip(b); err == nil {
+		return out
+	}
+	return nil
+}
+
+func TestAnsibleNoPython(t *testing.T) {
+	needRoot(t)
+	needAnsible(t)
+	dir := bbAnsibleContext(t, `  - name: play
+    ansible: {playbook: site.yml}
+`, map[string]string{"site.yml": "- hosts: all\n  gather_facts: false\n  tasks:\n    - copy: {content: x, dest: /x}\n"})
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "no Python 3") {
+		t.Fatalf("want an error naming the missing Python, got %v", err)
+	}
+}
