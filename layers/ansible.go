@@ -184,21 +184,65 @@ func AnsibleStep(ctx context.Context, c *Cache, lowers []string, comp Compressio
 		return Descriptor{}, nil, err
 	}
 	defer os.RemoveAll(tmp)
-	a := &ansibleRun{o: o, tmp: tmp, socket: filepath.Join(tmp, "agent.sock")}
+	a := &ansibleRun{o: o, tmp: tmp}
 	if err := a.setup(); err != nil {
 		return Descriptor{}, nil, fmt.Errorf("preparing ansible: %w", err)
 	}
+	if o.Requirements != "" {
+		if err := a.galaxy(ctx); err != nil {
+			return Descriptor{}, nil, err
+		}
+	}
+	first, err := a.session(ctx, c, lowers, 1)
+	defer os.RemoveAll(first.scratch)
+	if err != nil {
+		return Descriptor{}, first.stats, err
+	}
+	if o.CheckIdempotent {
+		// The second run works on a sandbox of its own, over the first
+		// one's changes: the layer is the first run's, whatever the second
+		// leaves behind (apt lists, caches).
+		if o.Run.Out != nil {
+			fmt.Fprintln(o.Run.Out, "layerimg: checking idempotency: running the playbook a second time, on its own result")
+		}
+		again, err := a.session(ctx, c, append(lowers[:len(lowers):len(lowers)], first.upper), 2)
+		os.RemoveAll(again.scratch)
+		if err != nil {
+			return Descriptor{}, first.stats, fmt.Errorf("idempotency check (second run): %w", err)
+		}
+		if again.stats.Changed > 0 {
+			return Descriptor{}, first.stats, &NotIdempotentError{Tasks: again.stats.ChangedTasks}
+		}
+		first.stats.IdempotentChecked = true
+	}
+	d, err := writeUpper(ctx, c, first.upper, comp, o.Run)
+	return d, first.stats, err
+}
+
+// ansibleSession is one playbook run in a sandbox of its own. The caller
+// removes scratch, which holds upper.
+type ansibleSession struct {
+	scratch, upper string
+	stats          *AnsibleStats
+}
+
+// session starts a sandbox over lowers serving the agent, runs the
+// playbook against it (run 1, or 2 for the idempotency check), and stops
+// it. Its upper dir is left without Ansible's temporary files.
+func (a *ansibleRun) session(ctx context.Context, c *Cache, lowers []string, run int) (ansibleSession, error) {
+	a.socket = filepath.Join(a.tmp, fmt.Sprintf("agent-%d.sock", run))
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: a.socket, Net: "unix"})
 	if err != nil {
-		return Descriptor{}, nil, fmt.Errorf("agent socket: %w", err)
+		return ansibleSession{}, fmt.Errorf("agent socket: %w", err)
 	}
 	ln.SetUnlinkOnClose(false)
 	lf, err := ln.File()
 	ln.Close()
 	if err != nil {
-		return Descriptor{}, nil, fmt.Errorf("agent socket: %w", err)
+		return ansibleSession{}, fmt.Errorf("agent socket: %w", err)
 	}
-	ro := o.Run
+	defer lf.Close()
+	ro := a.o.Run
 	ro.Agent = lf
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -216,28 +260,22 @@ func AnsibleStep(ctx context.Context, c *Cache, lowers []string, comp Compressio
 		pcancel()
 		done <- result{scratch, upper, err}
 	}()
-	stats, playErr := a.play(pctx)
+	stats, playErr := a.play(pctx, run)
 	// The agent exits when told; one that cannot be told is killed.
 	if _, _, err := rootfs.AgentDo(pctx, a.socket, rootfs.AgentRequest{Op: "exit"}, nil); err != nil {
 		cancel()
 	}
 	res := <-done
-	lf.Close()
-	defer os.RemoveAll(res.scratch)
-	if ctx.Err() != nil {
-		return Descriptor{}, stats, ctx.Err()
+	s := ansibleSession{scratch: res.scratch, upper: res.upper, stats: stats}
+	switch {
+	case ctx.Err() != nil:
+		return s, ctx.Err()
+	case res.err != nil:
+		return s, fmt.Errorf("sandbox: %w", res.err)
+	case playErr != nil:
+		return s, playErr
 	}
-	if res.err != nil {
-		return Descriptor{}, stats, fmt.Errorf("sandbox: %w", res.err)
-	}
-	if playErr != nil {
-		return Descriptor{}, stats, playErr
-	}
-	if err := removeRemoteTmp(res.upper); err != nil {
-		return Descriptor{}, stats, err
-	}
-	d, err := writeUpper(ctx, c, res.upper, comp, o.Run)
-	return d, stats, err
+	return s, removeRemoteTmp(res.upper)
 }
 
 // removeRemoteTmp takes Ansible's working directory out of the upper dir,
@@ -334,36 +372,16 @@ func (a *ansibleRun) setup() error {
 	return os.WriteFile(filepath.Join(a.tmp, "vars.json"), data, 0o600)
 }
 
-// play checks the image for Python, installs the requirements, runs the
-// playbook and, when asked, runs it again to check that nothing changes.
-func (a *ansibleRun) play(ctx context.Context) (*AnsibleStats, error) {
-	if _, out, err := rootfs.AgentDo(ctx, a.socket, rootfs.AgentRequest{Op: "exec",
-		Argv: []string{"/bin/sh", "-c", "command -v python3 || command -v python || echo none"}}, nil); err != nil {
-		return nil, fmt.Errorf("starting the sandbox: %w", err)
-	} else if strings.TrimSpace(string(out)) == "none" {
-		a.noPython = true
-	}
-	if a.o.Requirements != "" {
-		if err := a.galaxy(ctx); err != nil {
-			return nil, err
-		}
-	}
-	stats, err := a.playbook(ctx, 1)
-	if err != nil || !a.o.CheckIdempotent {
-		return stats, err
-	}
-	if a.o.Run.Out != nil {
-		fmt.Fprintln(a.o.Run.Out, "layerimg: checking idempotency: running the playbook a second time, on its own result")
-	}
-	again, err := a.playbook(ctx, 2)
+// play checks the image for Python (to explain a failure) and runs the
+// playbook.
+func (a *ansibleRun) play(ctx context.Context, run int) (*AnsibleStats, error) {
+	_, out, err := rootfs.AgentDo(ctx, a.socket, rootfs.AgentRequest{Op: "exec",
+		Argv: []string{"/bin/sh", "-c", "command -v python3 || command -v python || echo none"}}, nil)
 	if err != nil {
-		return stats, fmt.Errorf("idempotency check (second run): %w", err)
+		return nil, fmt.Errorf("starting the sandbox: %w", err)
 	}
-	if again.Changed > 0 {
-		return stats, &NotIdempotentError{Tasks: again.ChangedTasks}
-	}
-	stats.IdempotentChecked = true
-	return stats, nil
+	a.noPython = strings.TrimSpace(string(out)) == "none"
+	return a.playbook(ctx, run)
 }
 
 // galaxy installs the requirements' collections from local tarballs or
@@ -440,7 +458,7 @@ func (a *ansibleRun) playbook(ctx context.Context, run int) (*AnsibleStats, erro
 	}
 	if runErr != nil {
 		msg := fmt.Sprintf("ansible-playbook: %v", runErr)
-		if stats != nil && len(tail.lines) > 0 {
+		if len(tail.lines) > 0 {
 			msg += "; last output:\n    " + strings.Join(tail.redacted(red), "\n    ")
 		}
 		if a.noPython {
