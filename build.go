@@ -434,6 +434,10 @@ func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descri
 		if st.Kind() == "ansible" {
 			return layers.AnsibleStep(ctx, b.c, lw, b.o.Compression, b.ansibleOptions(st, ro))
 		}
+		if st.CheckIdempotent {
+			d, err := layers.RunStepChecked(ctx, b.c, lw, b.o.Compression, ro)
+			return d, nil, err
+		}
 		d, err := layers.RunStep(ctx, b.c, lw, b.o.Compression, ro)
 		return d, nil, err
 	}

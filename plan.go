@@ -168,6 +168,9 @@ type runSpec struct {
 	Workdir string   `json:"workdir,omitempty"`
 	Network string   `json:"network"`
 	Secrets []string `json:"secrets,omitempty"` // id=target
+	// Check: see ansibleSpec.Check. Omitted when off, so that the keys of
+	// run steps without it stay what they were.
+	Check bool `json:"check_idempotent,omitempty"`
 }
 
 // ansibleSpec is what an Ansible step's key covers besides its files: the
@@ -207,7 +210,7 @@ func (p *planner) keyInput(st *recipes.Step, parent string) (layers.KeyInput, er
 	in := layers.KeyInput{Parent: parent, Kind: st.Kind(), Platform: p.r.Platform, Compression: p.o.Compression, Epoch: p.o.Epoch}
 	switch st.Kind() {
 	case "run":
-		rs := runSpec{Argv: st.Run.Args(), Env: stepEnv(p.env, st.Run.ArgEnv, st.Env), Workdir: st.Workdir, Network: st.Network}
+		rs := runSpec{Argv: st.Run.Args(), Env: stepEnv(p.env, st.Run.ArgEnv, st.Env), Workdir: st.Workdir, Network: st.Network, Check: st.CheckIdempotent}
 		if rs.Network == "" {
 			rs.Network = "host"
 		}

@@ -235,3 +235,30 @@ func TestAnsibleNoPython(t *testing.T) {
 		t.Fatalf("want an error naming the missing Python, got %v", err)
 	}
 }
+
+// A run step can opt into the same check: it runs twice, and the paths the
+// second run changed fail it. Rewriting a file with the same bytes is no
+// change.
+func TestRunStepCheckIdempotent(t *testing.T) {
+	needRoot(t)
+	dir := busyboxContext(t, fixture(t, "bb-header.yaml")+`  - name: same
+    run: echo same > /same && mkdir -p /d && echo x > /d/f
+    check_idempotent: true
+  - name: grows
+    run: echo again >> /log && echo same > /same
+    check_idempotent: true
+`, nil)
+	o := layerimg.Options{CacheDir: t.TempDir()}
+	_, err := layerimg.Build(context.Background(), load(t, dir, nil), o)
+	var ne *layers.NotIdempotentError
+	if !errors.As(err, &ne) || strings.Join(ne.Paths, " ") != "/log" || !strings.Contains(err.Error(), "step 3 (grows)") {
+		t.Fatalf("want step 3 to fail listing /log only, got %v", err)
+	}
+	plan, err := layerimg.Plan(context.Background(), load(t, dir, nil), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(plan); got != "busybox=HIT same=HIT grows=MISS" || !plan[1].CheckIdempotent {
+		t.Errorf("plan: %s %+v", got, plan[1])
+	}
+}
