@@ -225,7 +225,7 @@ var (
 	bootTestKeys  = []string{"expect", "timeout", "controllers", "secure_boot"}
 	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
 	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy", "ansible", "check_idempotent"}
-	ansibleKeys   = []string{"playbook", "roles", "collections", "requirements", "extra_vars", "tags", "skip_tags", "become", "check_idempotent"}
+	ansibleKeys   = []string{"playbook", "roles", "collections", "requirements", "extra_vars", "tags", "skip_tags", "become"}
 	secretKeys    = []string{"id", "src", "target"}
 	copyKeys      = []string{"src", "dst", "mode", "owner"}
 	testKeys      = []string{"name", "run", "boot"}
@@ -571,12 +571,21 @@ func (p *parser) step(n *yaml.Node, i int, s *Step) {
 		"ansible": func(v *yaml.Node, what string) {
 			s.Ansible = &Ansible{}
 			a := s.Ansible
+			if v.Kind == yaml.MappingNode {
+				// Run steps take it too, so it is the step's key: say so
+				// rather than "unknown key".
+				for i := 0; i+1 < len(v.Content); i += 2 {
+					if k := v.Content[i]; k.Value == "check_idempotent" {
+						p.errorf(k, "%s: check_idempotent is a key of the step, beside ansible:, not inside it", what)
+						v = &yaml.Node{Kind: yaml.MappingNode, Content: append(append([]*yaml.Node(nil), v.Content[:i]...), v.Content[i+2:]...)}
+						break
+					}
+				}
+			}
 			p.settings(v, what, ansibleKeys, map[string]setter{
 				"playbook": p.toStr(&a.Playbook), "roles": p.toList(&a.Roles), "collections": p.toList(&a.Collections),
 				"requirements": p.toStr(&a.Requirements), "extra_vars": p.toMap(&a.ExtraVars),
 				"tags": p.toList(&a.Tags), "skip_tags": p.toList(&a.SkipTags), "become": p.toBool(&a.Become),
-				// Also a step key (run steps take it there); either place sets it.
-				"check_idempotent": p.toBool(&s.CheckIdempotent),
 			})
 		},
 		"check_idempotent": p.toBool(&s.CheckIdempotent),

@@ -104,8 +104,8 @@ func TestParseErrors(t *testing.T) {
 		{"no name", "from: scratch\n", "name is required"},
 		{"bad name", "name: Web Server\nfrom: scratch\n", `name "Web Server" must be lower-case`},
 		{"no from", "name: x\n", "from is required"},
-		{"two kinds", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    copy: {src: a, dst: /a}\n", "recipe.yaml:4:5: step 1 must have exactly one of run, copy or env"},
-		{"no kind", "name: x\nfrom: scratch\nsteps:\n  - name: a\n", "step 1 (a) must have exactly one of run, copy or env"},
+		{"two kinds", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    copy: {src: a, dst: /a}\n", "recipe.yaml:4:5: step 1 must have exactly one of run, copy, ansible or env"},
+		{"no kind", "name: x\nfrom: scratch\nsteps:\n  - name: a\n", "step 1 (a) must have exactly one of run, copy, ansible or env"},
 		{"bad network", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    network: bridge\n", `recipe.yaml:5:14: steps[0].network must be host or none, not "bridge"`},
 		{"bad mode", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, mode: rwx}\n", `steps[0].copy.mode: "rwx" is not an octal mode`},
 		{"bad owner", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a, owner: root}\n", `must be numeric UID:GID`},
@@ -119,7 +119,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty", "", "recipe is empty"},
 		{"platform", "name: x\nplatform: windows/amd64\nfrom: scratch\n", `platform "windows/amd64" is not a linux platform`},
 		{"secret no src", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    secrets: [{id: tok}]\n", `secret "tok" needs src`},
-		{"workdir on copy", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a}\n    workdir: /x\n", "workdir, network and secrets belong to run steps"},
+		{"workdir on copy", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a}\n    workdir: /x\n", "workdir, network and secrets belong to run and ansible steps"},
 		{"dup key", "name: x\nname: y\nfrom: scratch\n", `recipe.yaml:2:1: key "name" repeated`},
 		{"bad variant", "name: x\nfrom:\n  bootstrap: {distro: debian, suite: b, variant: tiny}\n", `variant "tiny" is not an mmdebstrap variant`},
 		{"disk key", "name: x\nfrom: scratch\ndisk: {sise: 4GiB}\n", `unknown key "sise" in disk (did you mean "size"?)`},
@@ -143,6 +143,15 @@ func TestParseErrors(t *testing.T) {
 		{"azure security", "name: x\nfrom: scratch\npublish:\n  azure: {security_type: Confidential}\n", `publish.azure.security_type "Confidential": expected Standard, TrustedLaunch`},
 		{"azure version", "name: x\nfrom: scratch\npublish:\n  azure: {gallery: {name: g, version: v1}}\n", `publish.azure.gallery.version "v1"`},
 		{"bad distro", "name: x\nfrom:\n  bootstrap: {distro: fedora, suite: b}\n", `distro must be debian`},
+		{"ansible no playbook", "name: x\nfrom: scratch\nsteps:\n  - ansible: {roles: [r]}\n", `ansible.playbook is required`},
+		{"ansible key", "name: x\nfrom: scratch\nsteps:\n  - ansible: {playbook: p.yml, extra_var: {a: b}}\n", `unknown key "extra_var" in steps[0].ansible (did you mean "extra_vars"?)`},
+		{"ansible outside", "name: x\nfrom: scratch\nsteps:\n  - ansible: {playbook: ../p.yml}\n", `ansible path "../p.yml" must be relative to the build context`},
+		{"ansible absolute", "name: x\nfrom: scratch\nsteps:\n  - ansible: {playbook: p.yml, roles: [/etc/ansible/roles]}\n", `ansible path "/etc/ansible/roles" must be relative`},
+		{"ansible and run", "name: x\nfrom: scratch\nsteps:\n  - ansible: {playbook: p.yml}\n    run: x\n", `must have exactly one of run, copy, ansible or env`},
+		{"ansible check inside", "name: x\nfrom: scratch\nsteps:\n  - ansible: {playbook: p.yml, check_idempotent: true}\n", `check_idempotent is a key of the step, beside ansible:, not inside it`},
+		{"ansible extra var name", "name: x\nfrom: scratch\nsteps:\n  - ansible: {playbook: p.yml, extra_vars: {a-b: c}}\n", `"a-b" is not a valid variable name`},
+		{"check on copy", "name: x\nfrom: scratch\nsteps:\n  - copy: {src: a, dst: /a}\n    check_idempotent: true\n", `check_idempotent belongs to run and ansible steps`},
+		{"check not bool", "name: x\nfrom: scratch\nsteps:\n  - run: a\n    check_idempotent: yes please\n", `check_idempotent must be true or false`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("recipe.yaml", []byte(tc.yaml))
@@ -308,5 +317,45 @@ func TestYAMLErrorPositions(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %s...", tc.name, err, tc.want)
 		}
+	}
+}
+
+func TestParseAnsibleStep(t *testing.T) {
+	r, err := Parse("dir/recipe.yaml", []byte(`name: x
+args: {PKG: less}
+from: scratch
+steps:
+  - name: conf
+    network: none
+    env: {A: b}
+    secrets: [{id: tok, src: tok.txt}]
+    check_idempotent: true
+    ansible:
+      playbook: ansible/site.yml
+      roles: [ansible/roles]
+      collections: [ansible/collections]
+      requirements: ansible/requirements.yml
+      extra_vars: {pkg: "${PKG}", literal: "$${X} {{ y }}"}
+      tags: [base]
+      skip_tags: [slow]
+      become: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Expand(map[string]string{"PKG": "vim"}); err != nil {
+		t.Fatal(err)
+	}
+	s := r.Steps[0]
+	a := s.Ansible
+	if s.Kind() != "ansible" || !s.CheckIdempotent || s.Network != "none" || len(s.Secrets) != 1 || s.Env["A"] != "b" {
+		t.Errorf("step: %+v", s)
+	}
+	if a.Playbook != "ansible/site.yml" || a.Roles[0] != "ansible/roles" || a.Collections[0] != "ansible/collections" ||
+		a.Requirements != "ansible/requirements.yml" || a.Tags[0] != "base" || a.SkipTags[0] != "slow" || !a.Become {
+		t.Errorf("ansible: %+v", a)
+	}
+	if a.ExtraVars["pkg"] != "vim" || a.ExtraVars["literal"] != "${X} {{ y }}" {
+		t.Errorf("extra_vars after expansion: %v", a.ExtraVars)
 	}
 }

@@ -29,6 +29,7 @@ func TestSchemaMatchesTypes(t *testing.T) {
 		{"step", s.Defs["step"].Properties, Step{}, stepKeys},
 		{"secret", s.Defs["secret"].Properties, Secret{}, secretKeys},
 		{"copy", s.Defs["copy"].Properties, Copy{}, copyKeys},
+		{"ansible", s.Defs["ansible"].Properties, Ansible{}, ansibleKeys},
 		{"disk", s.Defs["disk"].Properties, Disk{}, diskKeys},
 		{"bootTest", s.Defs["bootTest"].Properties, BootTest{}, bootTestKeys},
 		{"publish", s.Defs["publish"].Properties, Publish{}, publishKeys},
