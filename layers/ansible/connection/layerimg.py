@@ -32,10 +32,12 @@ class Connection(ConnectionBase):
 
     def __init__(self, *args, **kwargs):
         super(Connection, self).__init__(*args, **kwargs)
-        self._socket_path = os.environ.get('LAYERIMG_AGENT_SOCKET', '')
+        # Not _socket_path: Ansible takes a connection with that attribute
+        # for a persistent one and sends it JSON-RPC at the end of the play.
+        self._agent_socket = os.environ.get('LAYERIMG_AGENT_SOCKET', '')
 
     def _connect(self):
-        if not self._socket_path:
+        if not self._agent_socket:
             raise AnsibleConnectionFailure('LAYERIMG_AGENT_SOCKET is not set: this connection works only inside a layerimg build')
         self._connected = True
         return self
@@ -44,7 +46,7 @@ class Connection(ConnectionBase):
         header = dict(header, size=len(data))
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            s.connect(self._socket_path)
+            s.connect(self._agent_socket)
             s.sendall(json.dumps(header).encode('utf-8') + b'\n' + data)
             f = s.makefile('rb')
             line = f.readline()
