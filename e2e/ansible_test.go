@@ -15,6 +15,7 @@ import (
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/internal/tartest"
 	"github.com/layerimg/layerimg/layers"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 func needAnsible(t *testing.T) {
@@ -260,5 +261,136 @@ func TestRunStepCheckIdempotent(t *testing.T) {
 	}
 	if got := statuses(plan); got != "busybox=HIT same=HIT grows=MISS" || !plan[1].CheckIdempotent {
 		t.Errorf("plan: %s %+v", got, plan[1])
+	}
+}
+
+// TestAnsibleDebian builds recipes/examples/debian-ansible.yaml for real: a
+// bootstrapped Debian with Python, and a role that installs a package,
+// templates a file with a value from --arg, adds a user and sets a sysctl,
+// with the idempotency check on. Then a play whose command task has no
+// creates: fails the check, naming the task. About two minutes, most of it
+// the bootstrap.
+func TestAnsibleDebian(t *testing.T) {
+	needRoot(t)
+	needAnsible(t)
+	if testing.Short() {
+		t.Skip("-short: skipping the real Debian bootstrap")
+	}
+	ctx := context.Background()
+	r, err := recipes.Load("../recipes/examples/debian-ansible.yaml", map[string]string{"MOTD": "motd from --arg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cache := t.TempDir()
+	o := layerimg.Options{CacheDir: cache, RootfsTar: filepath.Join(out, "rootfs.tar"), Manifest: filepath.Join(out, "build.json")}
+	res, err := layerimg.Build(ctx, r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := res.Steps[0].Ansible // the bootstrap is not a step
+	if st == nil || st.Changed != 6 || st.Failed != 0 || !st.IdempotentChecked {
+		t.Errorf("recap: %+v", st)
+	}
+	data, err := os.ReadFile(o.RootfsTar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := strings.Join(tartest.Summary(t, io.NopCloser(bytes.NewReader(data))), "\n")
+	for _, want := range []string{"usr/bin/less f", "etc/motd f 0644 motd from --arg\n", "etc/sysctl.d/60-layerimg.conf f 0644 net.ipv4.ip_forward = 1\n", "home/deploy d"} {
+		if !strings.Contains(entries, want) {
+			t.Errorf("rootfs lacks %q", want)
+		}
+	}
+	if !strings.Contains(entries, "deploy:x:1500:") {
+		t.Errorf("no deploy user in /etc/passwd")
+	}
+	for _, bad := range []string{"var/lib/apt/lists/deb.debian.org", "layerimg-ansible"} {
+		if strings.Contains(entries, bad) {
+			t.Errorf("rootfs holds %s", bad)
+		}
+	}
+
+	// Nothing changed: nothing runs.
+	o.RootfsTar, o.Manifest = "", ""
+	res2, err := layerimg.Build(ctx, r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Executed != 0 || res2.Image != res.Image {
+		t.Errorf("rebuild executed %d, image %s vs %s", res2.Executed, res2.Image, res.Image)
+	}
+
+	// A command task without creates: changes something at every run.
+	dir := t.TempDir()
+	recipe := strings.Replace(mustRead(t, "../recipes/examples/debian-ansible.yaml"), "playbook: ansible/site.yml", "playbook: bad.yml", 1)
+	os.WriteFile(filepath.Join(dir, "recipe.yaml"), []byte(recipe), 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.yml"), []byte(`- hosts: all
+  gather_facts: false
+  tasks:
+    - name: stamp the build
+      ansible.builtin.command: touch /etc/stamp
+`), 0o644)
+	r3, err := recipes.Load(filepath.Join(dir, "recipe.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = layerimg.Build(ctx, r3, o)
+	var ne *layers.NotIdempotentError
+	if !errors.As(err, &ne) || strings.Join(ne.Tasks, ",") != "stamp the build" {
+		t.Fatalf("want the check to name the command task, got %v", err)
+	}
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// A requirements file installs a collection offline from a tarball in the
+// build context; the tarball is part of the step's key.
+func TestAnsibleRequirementsOffline(t *testing.T) {
+	needRoot(t)
+	needAnsible(t)
+	dir := bbAnsibleContext(t, `  - name: play
+    ansible:
+      playbook: site.yml
+      requirements: requirements.yml
+`, map[string]string{
+		"site.yml":                       "- hosts: all\n  gather_facts: false\n  roles: [acme.tools.hello]\n",
+		"requirements.yml":               "collections:\n  - name: dist/acme-tools-1.0.0.tar.gz\n    type: file\n",
+		"col/galaxy.yml":                 "namespace: acme\nname: tools\nversion: 1.0.0\nreadme: README.md\nauthors: [layerimg]\n",
+		"col/README.md":                  "test collection\n",
+		"col/roles/hello/tasks/main.yml": "- name: from the collection\n  raw: echo collection > /from-collection\n",
+	})
+	galaxyBuild := func() {
+		t.Helper()
+		cmd := exec.Command("ansible-galaxy", "collection", "build", "--force", "--output-path", filepath.Join(dir, "dist"), filepath.Join(dir, "col"))
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ansible-galaxy collection build: %v\n%s", err, out)
+		}
+	}
+	galaxyBuild()
+	out := t.TempDir()
+	o := layerimg.Options{CacheDir: t.TempDir(), RootfsTar: filepath.Join(out, "rootfs.tar")}
+	build(t, load(t, dir, nil), o)
+	data, _ := os.ReadFile(o.RootfsTar)
+	if entries := strings.Join(tartest.Summary(t, io.NopCloser(bytes.NewReader(data))), "\n"); !strings.Contains(entries, "from-collection f 0644 collection\n") {
+		t.Errorf("the collection's role did not run:\n%s", entries)
+	}
+	// A new tarball misses the step, naming it.
+	os.WriteFile(filepath.Join(dir, "col/roles/hello/tasks/main.yml"), []byte("- name: from the collection\n  raw: echo v2 > /from-collection\n"), 0o644)
+	galaxyBuild()
+	plan, err := layerimg.Plan(context.Background(), load(t, dir, nil), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan[1].Status != layerimg.Miss || !strings.Contains(plan[1].Why, "dist/acme-tools-1.0.0.tar.gz") {
+		t.Errorf("plan after a new tarball: %s: %s", plan[1].Status, plan[1].Why)
 	}
 }
