@@ -31,6 +31,10 @@ type StepPlan struct {
 	DiffID   string        `json:"diffID,omitempty"`
 	Size     int64         `json:"size,omitempty"`
 	Duration time.Duration `json:"duration_ns,omitempty"`
+	// Mode is how the step's layer was made: "root", or "rootless" (in a
+	// user namespace). A hit reports the mode of the build that made it;
+	// empty for entries made before modes were recorded.
+	Mode string `json:"mode,omitempty"`
 }
 
 const (

@@ -306,7 +306,7 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		if err != nil {
 			return nil, err
 		}
-		e = &Entry{Key: key, Step: ref, Input: in, Layer: desc, Created: time.Now().UTC()}
+		e = &Entry{Key: key, Step: ref, Input: in, Layer: desc, Created: time.Now().UTC(), Mode: c.Mode()}
 		if err := c.Store(*e); err != nil {
 			return nil, err
 		}
@@ -340,6 +340,13 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "rootfs.tar")
 	args := []string{"--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	if c.rootless || os.Geteuid() != 0 {
+		// An ordinary user's mmdebstrap maps the subordinate ranges
+		// itself; inside a rootless build's namespace it is root there and
+		// only unshares the rest. Its tar is the same in every mode (it
+		// writes /dev's entries itself, and tar sorts the rest by name).
+		args = append(args, "--mode=unshare")
+	}
 	if len(bs.Packages) > 0 {
 		args = append(args, "--include="+strings.Join(bs.Packages, ","))
 	}

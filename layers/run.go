@@ -45,6 +45,7 @@ func sandbox(ctx context.Context, c *Cache, lowers []string, o RunOptions) (scra
 		Network:    o.Network,
 		Hostname:   "layerimg",
 		ResolvConf: o.Network != "none",
+		UserNS:     c.rootless,
 	}
 	if len(lowers) == 0 { // overlayfs needs one lower dir
 		spec.Lowers = []string{filepath.Join(scratch, "empty")}
