@@ -351,6 +351,19 @@ func TestRunStepsRootless(t *testing.T) {
 		}
 	}
 
+	// The user's cache commands reach the lower dirs owned by its
+	// subordinate ids: verify reads them, prune removes them.
+	userCache := filepath.Join(work, "user", "cache")
+	if out, code := asUser(t, bin, filepath.Join(work, "user"), true, nil, "cache", "verify", "--cache-dir", userCache); code != 0 {
+		t.Errorf("cache verify as the user: exit %d\n%s", code, out)
+	}
+	if out, code := asUser(t, bin, filepath.Join(work, "user"), true, nil, "cache", "prune", "--keep-days", "0", "--cache-dir", userCache); code != 0 {
+		t.Errorf("cache prune as the user: exit %d\n%s", code, out)
+	}
+	if ents, err := os.ReadDir(filepath.Join(userCache, "unpacked-rootless")); err != nil || len(ents) != 0 {
+		t.Errorf("after prune, unpacked-rootless holds %d entries (%v)", len(ents), err)
+	}
+
 	// A step that writes the secret into the image fails as the user too,
 	// and caches nothing.
 	leak := rootlessContext(t, filepath.Join(work, "user", "leak"), "name: leak\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - name: leak\n    secrets: [{id: tok, src: token.txt}]\n    run: cp /run/secrets/tok /leaked\n")
