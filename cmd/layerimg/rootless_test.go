@@ -7,16 +7,20 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/layerimg/layerimg/internal/userns/usernstest"
 )
@@ -434,4 +438,79 @@ func TestRootlessErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "rootless builds need newuidmap, which is not on PATH: install the Debian package uidmap") {
 		t.Errorf("no newuidmap: exit %d\n%s", code, out)
 	}
+}
+
+// TestKillRootless: a rootless build killed (SIGKILL) or interrupted
+// (SIGINT) in the middle of a run step leaves no process behind 5 s later (the copy
+// in the user namespace and the sandbox die with layerimg), and the next
+// build on the same cache succeeds and leaves no temporary file, though
+// the killed step's scratch dir belonged to subordinate ids.
+func TestKillRootless(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to an ordinary user; CI runs as root")
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	usernstest.Range(t, 400000, "nobody")
+	work, bin := rootlessWork(t)
+	dir := filepath.Join(work, "user")
+	recipe := rootlessContext(t, filepath.Join(dir, "ctx"), "name: kill\nargs: {SLEEP: '0'}\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - name: slow\n    run: mkdir -p /a/b && chown 7:7 /a/b && touch /a/b/c && sleep ${SLEEP}\n")
+	giveTo(t, dir)
+	cache := filepath.Join(dir, "cache")
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGINT} {
+		cmd := exec.Command(bin, "build", "--cache-dir", cache, "--arg", "SLEEP=300", recipe)
+		cmd.Dir = dir
+		cmd.Env = []string{"LAYERIMG_TEST_CLI=1", "HOME=" + dir, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + dir}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if !waitForChild("sleep", 30*time.Second) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("%v: the step's sleep never appeared:\n%s", sig, out.String())
+		}
+		cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		if sig == syscall.SIGINT {
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+				t.Errorf("SIGINT: %v, want exit 130\n%s", err, out.String())
+			}
+		}
+		// Killed processes can take a moment to go on a busy machine:
+		// the last one of a PID namespace tears down its mount namespace
+		// (overlayfs included) as it exits, in state D.
+		var left []string
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if left = descendants(); len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		for _, p := range left {
+			pid, _ := strconv.Atoi(strings.Fields(p)[0])
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			t.Errorf("%v: still alive 5 s after: %s\n%s", sig, p, st)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if out, code := asUser(t, bin, dir, true, nil, "build", "--cache-dir", cache, recipe); code != 0 {
+		t.Fatalf("rebuild: exit %d\n%s", code, out)
+	}
+	if tmp := tempFiles(t, cache); len(tmp) > 0 {
+		t.Errorf("temporary files left in the cache after the rebuild:\n  %s", strings.Join(tmp, "\n  "))
+	}
+}
+
+func giveTo(t *testing.T, dir string) {
+	t.Helper()
+	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			os.Lchown(p, nobody, nobody)
+		}
+		return nil
+	})
 }
