@@ -21,6 +21,7 @@ import (
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/qemu"
 	"github.com/layerimg/layerimg/disk/vhd"
+	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
@@ -274,7 +275,11 @@ func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.P
 	b.o.Log.Debug("assembled", "elapsed", time.Since(phase).Round(time.Millisecond))
 	for _, f := range b.o.Formats {
 		start := time.Now()
-		if err := convert(ctx, raw, filepath.Join(out, diskset.FileName(f)), f, spec.IDs, b.o.Epoch); err != nil {
+		dst := filepath.Join(out, diskset.FileName(f))
+		stop := watchSize(ctx, "converting to "+f, dst)
+		err := convert(ctx, raw, dst, f, spec.IDs, b.o.Epoch)
+		stop()
+		if err != nil {
 			return fmt.Errorf("converting to %s: %w", f, err)
 		}
 		if f != "raw" {
@@ -285,6 +290,61 @@ func (b diskBuild) assemble(ctx context.Context, tree *rootfs.Tree, prep *disk.P
 		os.Remove(raw)
 	}
 	return nil
+}
+
+// watchSize reports the growth of the file a writer makes at p (or beside
+// it, as .tmp- files are, before the rename) as a transfer of unknown total:
+// the format writers read the raw disk at offsets and compress, so the bytes
+// written are the one count that moves steadily.
+func watchSize(ctx context.Context, name, p string) (stop func()) {
+	m := progress.Start(ctx, name, 0)
+	if m == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var last int64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			stopping := false
+			select {
+			case <-done:
+				stopping = true // one last look: the file is whole now
+			case <-t.C:
+			}
+			if size := newestSize(p); size > last {
+				m.Add(size - last)
+				last = size
+			}
+			if stopping {
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		m.Finish()
+	}
+}
+
+// newestSize is the size of p, or of the temporary file being written
+// beside it.
+func newestSize(p string) int64 {
+	if fi, err := os.Stat(p); err == nil {
+		return fi.Size()
+	}
+	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".*"+filepath.Base(p)+"*"))
+	var n int64
+	for _, t := range tmps {
+		if fi, err := os.Stat(t); err == nil {
+			n = max(n, fi.Size())
+		}
+	}
+	return n
 }
 
 // convert writes raw as format f at dst.

@@ -21,6 +21,7 @@ import (
 	"github.com/layerimg/layerimg/disk/ext4"
 	"github.com/layerimg/layerimg/disk/sparse"
 	"github.com/layerimg/layerimg/internal/proc"
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 const (
@@ -380,6 +381,17 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 	for sp, name := range p.Copies {
 		taps[name] = append(taps[name], sp)
 	}
+	var total int64
+	if err := e.Headers(func(h *tar.Header) error {
+		if isRegular(h) {
+			total += h.Size
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	meter := progress.Start(ctx, "writing the disk", total)
+	defer meter.Finish()
 	copied := map[string]bool{}
 	// A file the top layer replaces is left out; a hard link to it keeps
 	// the image's bytes (as copy-up does), so they are held until the
@@ -387,6 +399,9 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 	held := map[string]*tar.Header{}
 	heldDir := filepath.Join(work, "held")
 	err = e.Walk(ctx, func(hdr *tar.Header, r io.Reader) (err error) {
+		if isRegular(hdr) {
+			r = meter.Reader(r)
+		}
 		if sps, ok := taps[hdr.Name]; ok && isRegular(hdr) {
 			cw, err := p.openCopies(sps)
 			if err != nil {
@@ -402,6 +417,13 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 				copied[sp] = true
 			}
 		}
+		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
+			if !isRegular(hdr) {
+				return nil
+			}
+			held[hdr.Name] = hdr
+			return holdFile(heldDir, hdr.Name, r)
+		}
 		if target, ok := held[hdr.Linkname]; ok && hdr.Typeflag == tar.TypeLink {
 			h := *target
 			h.Name = hdr.Name
@@ -411,13 +433,6 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 			}
 			defer hf.Close()
 			return rt.add(&h, hf)
-		}
-		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
-			if !isRegular(hdr) {
-				return nil
-			}
-			held[hdr.Name] = hdr
-			return holdFile(heldDir, hdr.Name, r)
 		}
 		return rt.add(hdr, r)
 	})

@@ -97,6 +97,8 @@ func layer(t *testing.T, es ...ent) []byte {
 func baseLayer(t *testing.T) []byte {
 	return layer(t,
 		dir("etc/"), reg("etc/hostname", "layerimg\n", 0o644).xattr("user.note", "kept"),
+		// The disk replaces /etc/fstab; a hard link to the image's keeps its bytes.
+		reg("etc/fstab", "# the image's own\n", 0o644), hardlink("etc/fstab.orig", "etc/fstab"),
 		dir("usr/"), dir("usr/bin/"),
 		reg("usr/bin/tool", strings.Repeat("binary", 50000), 0o755).xattr("security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
 		reg("usr/bin/suid", "s", 0o4755), hardlink("usr/bin/tool-link", "usr/bin/tool"),

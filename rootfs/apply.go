@@ -254,8 +254,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	// In name order: the filesystem lists xattrs in the order they were
-	// set, and mkfs.ext4 -d stores them in the order listed, so map order
-	// here would make the disk's bytes differ from build to build.
+	// set, and a tree should not depend on Go's map order.
 	for _, x := range xattrs(hdr) {
 		if a.opts.UserNS && strings.HasPrefix(x, "trusted.") {
 			continue

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -213,4 +214,22 @@ func (f *layerFile) Close() error {
 		return &LayerError{Layer: f.name, Err: fmt.Errorf("reading to the layer's end: %w", err)}
 	}
 	return nil
+}
+
+func displayName(rel string) string { return "/" + strings.TrimPrefix(filepath.ToSlash(rel), "/") }
+
+func kind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
 }

@@ -60,8 +60,8 @@ func TestKillLeavesNothing(t *testing.T) {
 	// output dir for all, so that each rebuild meets what a kill left.
 	out := t.TempDir()
 	// Kills fall at a random time in the build, or a random few
-	// milliseconds after a step's process or mkfs.ext4 appears.
-	triggers := []string{"", "sleep", "mkfs.ext4"}
+	// milliseconds after a step's process or mkfs.vfat appears.
+	triggers := []string{"", "sleep", "mkfs.vfat"}
 	for i := range 6 {
 		cache := t.TempDir()
 		trigger := triggers[i%len(triggers)]
@@ -71,8 +71,8 @@ func TestKillLeavesNothing(t *testing.T) {
 		}
 		cmd := exec.Command(os.Args[0], args(cache, out)...)
 		cmd.Env = append(os.Environ(), "LAYERIMG_TEST_CLI=1")
-		if trigger == "mkfs.ext4" {
-			// A slow mkfs.ext4, so that a survivor would be seen.
+		if trigger == "mkfs.vfat" {
+			// A slow mkfs.vfat, so that a survivor would be seen.
 			cmd.Env = append(cmd.Env, "PATH="+slowMkfs+":"+os.Getenv("PATH"))
 		}
 		var stderr bytes.Buffer
@@ -163,13 +163,13 @@ func waitForChild(name string, limit time.Duration) bool {
 	return false
 }
 
-// slowMkfsDir makes a mkfs.ext4 that waits 2 s, in one process, before it
+// slowMkfsDir makes a mkfs.vfat that waits 2 s, in one process, before it
 // runs the real one.
 func slowMkfsDir(t *testing.T) string {
 	t.Helper()
-	real, err := exec.LookPath("mkfs.ext4")
+	real, err := exec.LookPath("mkfs.vfat")
 	if err != nil {
-		t.Fatal("mkfs.ext4 not found: apt-get install e2fsprogs")
+		t.Fatal("mkfs.vfat not found: apt-get install dosfstools")
 	}
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
@@ -177,7 +177,7 @@ func slowMkfsDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	script := fmt.Sprintf("#!/bin/bash\nread -t 2 x <> %s\nexec %s \"$@\"\n", fifo, real)
-	os.WriteFile(filepath.Join(dir, "mkfs.ext4"), []byte(script), 0o755)
+	os.WriteFile(filepath.Join(dir, "mkfs.vfat"), []byte(script), 0o755)
 	return dir
 }
 

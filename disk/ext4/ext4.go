@@ -99,7 +99,9 @@ func New(w io.WriterAt, off int64, o Options) (*Writer, error) {
 // socket. r holds a regular file's hdr.Size bytes; all-zero 4 KiB blocks
 // become holes. Xattrs come from PAXRecords "SCHILY.xattr.NAME" (POSIX ACLs
 // in the kernel's xattr form). mtime comes from hdr.ModTime, nanoseconds
-// included; 1901 to 2446 round-trip.
+// included; 1901 to 2446 round-trip. Names are cleaned ("a//b", "a/./b" and
+// "/a" name "a/b" and "a"); a directory named twice takes its last entry's
+// metadata, any other path named twice is refused.
 func (w *Writer) Add(hdr *tar.Header, r io.Reader) error {
 	if w.err != nil {
 		return w.err
@@ -150,11 +152,14 @@ func clean(name string) (string, error) {
 
 func (w *Writer) add(name string, hdr *tar.Header, r io.Reader) error {
 	mtime := hdr.ModTime
-	if err := checkTime(mtime); err != nil {
-		return err
+	if hdr.Typeflag != tar.TypeLink { // a link's own header time is not used
+		if err := checkTime(mtime); err != nil {
+			return err
+		}
 	}
-	if hdr.Uid < 0 || hdr.Gid < 0 || int64(hdr.Uid) > 1<<32-1 || int64(hdr.Gid) > 1<<32-1 {
-		return fmt.Errorf("owner %d:%d does not fit in 32 bits", hdr.Uid, hdr.Gid)
+	// 2^32-1 is Linux's "no id": the kernel would show it as the overflow id.
+	if hdr.Uid < 0 || hdr.Gid < 0 || int64(hdr.Uid) > 1<<32-2 || int64(hdr.Gid) > 1<<32-2 {
+		return fmt.Errorf("owner %d:%d is outside 0 to 4294967294", hdr.Uid, hdr.Gid)
 	}
 	xs, err := xattrsOf(hdr)
 	if err != nil {
@@ -271,7 +276,7 @@ func (w *Writer) link(name, target string, parent uint32) error {
 		return fmt.Errorf("hard link target %q: %w", target, err)
 	}
 	ino, ok := w.paths[t]
-	if !ok || t == "" {
+	if !ok {
 		return fmt.Errorf("hard link target %s is not in the filesystem (a link must follow its target)", display(target))
 	}
 	in := w.inodes[ino]
@@ -305,6 +310,8 @@ func (w *Writer) symlink(ino uint32, in *inode, target string) error {
 	switch {
 	case target == "":
 		return errors.New("a symlink needs a target")
+	case strings.IndexByte(target, 0) >= 0:
+		return errors.New("a symlink target with a NUL byte cannot be written")
 	case len(target) >= blockSize:
 		return fmt.Errorf("a symlink target of %d bytes is longer than Linux's 4095", len(target))
 	case len(target) < 60: // fast: the target sits in i_block
@@ -353,9 +360,9 @@ func (w *Writer) writeFile(ino uint32, in *inode, r io.Reader, size int64) error
 	zero := make([]byte, blockSize)
 	for left := size; left > 0; {
 		n := min(int64(len(w.buf)), left)
-		if _, err := io.ReadFull(r, w.buf[:n]); err != nil {
+		if got, err := io.ReadFull(r, w.buf[:n]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("the content ends %d bytes short of the %d its header gives", left, size)
+				return fmt.Errorf("the content ends %d bytes short of the %d its header gives", left-int64(got), size)
 			}
 			return fmt.Errorf("reading the content: %w", err)
 		}

@@ -58,6 +58,9 @@ func xattrsOf(hdr *tar.Header) ([]xattr, error) {
 }
 
 func toXattr(full string, value []byte) (xattr, error) {
+	if len(full) > 255 { // Linux's XATTR_NAME_MAX counts the namespace too
+		return xattr{}, fmt.Errorf("xattr name %.40q... is %d bytes, longer than Linux's 255", full, len(full))
+	}
 	for _, p := range xattrPrefixes {
 		rest, ok := strings.CutPrefix(full, p.prefix)
 		if !ok {

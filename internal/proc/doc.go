@@ -1,5 +1,5 @@
-// Package proc starts the programs layerimg runs (mkfs.ext4, mkfs.vfat,
-// mcopy, mmdebstrap, qemu, the run-step sandbox) so that none of them
+// Package proc starts the programs layerimg runs (mkfs.vfat, mcopy,
+// mmdebstrap, qemu, the run-step sandbox) so that none of them
 // outlives layerimg, however layerimg ends.
 //
 // Each child gets PR_SET_PDEATHSIG SIGKILL: the kernel kills it when the
