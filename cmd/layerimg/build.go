@@ -38,6 +38,14 @@ time other than 1970-01-01 on what is made.`,
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Usage errors first, then the recipe, then (before anything is
+			// shown) the move into a user namespace.
+			if _, err := parseFormats(formats); err != nil {
+				return err
+			}
+			if _, _, err := g.checkUsage(); err != nil {
+				return err
+			}
 			r, err := loadRecipe(g, args[0])
 			if err != nil {
 				return err
