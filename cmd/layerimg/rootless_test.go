@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -80,7 +78,7 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 		run(who, "disk", "--boot", "none", "--size", "1GiB", "-o", filepath.Join(dir, "from-tar"), filepath.Join(work, "rootfs-in.tar"))
 		for _, f := range []string{"build/disk.raw", "rootfs.tar", "from-layout/disk.raw", "from-tar/disk.raw"} {
 			s := sums[f]
-			s[i] = sha256File(t, filepath.Join(dir, f))
+			s[i] = fileSHA256(t, filepath.Join(dir, f))
 			sums[f] = s
 		}
 	}
@@ -158,18 +156,4 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	if err := os.WriteFile(dst, data, mode); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func sha256File(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
