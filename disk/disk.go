@@ -130,7 +130,7 @@ func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, e
 		return nil, fmt.Errorf("boot %q: expected systemd-boot, grub or none", p.Boot)
 	}
 	files := map[string][]byte{}
-	copies := map[string]string{} // stage path -> rootfs path
+	sources := map[string]string{} // stage path -> rootfs path
 	ids := s.IDs
 	files["etc/fstab"] = []byte(fmt.Sprintf(`# Written by layerimg: partitions by PARTUUID, so the disk boots on any controller.
 PARTUUID=%s	/	ext4	rw,discard,errors=remount-ro	0	1
@@ -141,15 +141,15 @@ PARTUUID=%s	/boot/efi	vfat	umask=0077	0	2
 	switch p.Boot {
 	case BootSystemd:
 		k := p.Kernel
-		copies[esp("EFI/BOOT/BOOTX64.EFI")] = systemdBootEFI.path
-		copies[esp("vmlinuz-"+k.Version)] = k.Vmlinuz
-		copies[esp("initrd.img-"+k.Version)] = k.Initrd
+		sources[esp("EFI/BOOT/BOOTX64.EFI")] = systemdBootEFI.path
+		sources[esp("vmlinuz-"+k.Version)] = k.Vmlinuz
+		sources[esp("initrd.img-"+k.Version)] = k.Initrd
 		files[esp("loader/loader.conf")] = []byte("timeout 0\ndefault layerimg.conf\n")
 		files[esp("loader/entries/layerimg.conf")] = []byte(fmt.Sprintf("title %s\nlinux /vmlinuz-%s\ninitrd /initrd.img-%s\noptions %s\n", "Debian GNU/Linux", k.Version, k.Version, cmdline))
 	case BootGrub:
 		k := p.Kernel
-		copies[esp("EFI/BOOT/BOOTX64.EFI")] = shimEFI.path
-		copies[esp("EFI/BOOT/grubx64.efi")] = grubEFI.path
+		sources[esp("EFI/BOOT/BOOTX64.EFI")] = shimEFI.path
+		sources[esp("EFI/BOOT/grubx64.efi")] = grubEFI.path
 		// /vmlinuz and /initrd.img follow the guest's kernel upgrades.
 		linux, initrd := "/"+k.Vmlinuz, "/"+k.Initrd
 		if k.RootSymlinks {
@@ -168,19 +168,67 @@ boot
 			return nil, err
 		}
 	}
-	for sp, src := range copies {
+	// Everything bound for the ESP is staged on the host: refuse what
+	// cannot fit before a byte is written (a layer of zeros compresses to
+	// nothing and would fill the host's disk).
+	need, err := espBytes(img, espMount)
+	if err != nil {
+		return nil, err
+	}
+	for _, data := range files {
+		need += int64(len(data))
+	}
+	for sp, src := range sources {
 		// Symlinks are followed inside the image only: the content will
 		// come from the image's layers, never from a host file.
 		name, err := img.ContentName(src)
 		if err != nil {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
+		fi, err := img.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+		need += fi.Size()
 		p.Copies[sp] = name
 		if err := os.MkdirAll(filepath.Join(stage, filepath.Dir(sp)), 0o755); err != nil {
 			return nil, err
 		}
 	}
+	if need > s.ESPSize {
+		return nil, fmt.Errorf("disk: the ESP's files take %d MiB, more than the ESP's %d MiB: raise esp_size", (need+mib-1)/mib, s.ESPSize/mib)
+	}
 	return p, nil
+}
+
+// espBytes sums the sizes of the regular files under dir in the image.
+func espBytes(img Image, dir string) (int64, error) {
+	ents, err := img.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("disk: reading /%s: %w", dir, err)
+	}
+	var n int64
+	for _, e := range ents {
+		p := dir + "/" + e.Name()
+		fi, err := img.Lstat(p)
+		if err != nil {
+			return 0, fmt.Errorf("disk: reading /%s: %w", p, err)
+		}
+		switch {
+		case fi.IsDir():
+			m, err := espBytes(img, p)
+			if err != nil {
+				return 0, err
+			}
+			n += m
+		case fi.Mode().IsRegular():
+			n += fi.Size()
+		}
+	}
+	return n, nil
 }
 
 // finishStage sets the times and modes of the stage's directories once
@@ -363,24 +411,22 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 	if err != nil {
 		return fmt.Errorf("disk: the directory hash seed: %w", err)
 	}
-	replaced, err := stagedFiles(p.Stage)
+	a, err := newAssembler(p, filepath.Join(work, "held"))
 	if err != nil {
 		return err
 	}
 	f, err := os.OpenFile(raw, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("disk: opening the disk being written: %w", err)
 	}
 	defer f.Close()
+	// Epoch 0 would put 1970-01-01 in the superblock's times, which some
+	// tools read as "never"; 1 s later is as reproducible.
 	fsw, err := ext4.New(f, l.RootStart, ext4.Options{Size: l.RootSize, Label: s.Label, UUID: uuid, HashSeed: seed, Epoch: max(s.Epoch, 1)})
 	if err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
-	rt := router{fs: fsw, esp: &espStage{dir: espDir, mtime: time.Unix(max(s.Epoch, fatEpoch), 0), dirs: map[string]time.Time{}}}
-	taps := map[string][]string{}
-	for sp, name := range p.Copies {
-		taps[name] = append(taps[name], sp)
-	}
+	a.rt = router{fs: fsw, esp: &espStage{dir: espDir, mtime: time.Unix(max(s.Epoch, fatEpoch), 0), dirs: map[string]time.Time{}}}
 	var total int64
 	if err := e.Headers(func(h *tar.Header) error {
 		if isRegular(h) {
@@ -390,73 +436,111 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 	}); err != nil {
 		return err
 	}
-	meter := progress.Start(ctx, "writing the disk", total)
-	defer meter.Finish()
-	copied := map[string]bool{}
-	// A file the top layer replaces is left out; a hard link to it keeps
-	// the image's bytes (as copy-up does), so they are held until the
-	// links that follow it have passed.
-	held := map[string]*tar.Header{}
-	heldDir := filepath.Join(work, "held")
-	err = e.Walk(ctx, func(hdr *tar.Header, r io.Reader) (err error) {
-		if isRegular(hdr) {
-			r = meter.Reader(r)
-		}
-		if sps, ok := taps[hdr.Name]; ok && isRegular(hdr) {
-			cw, err := p.openCopies(sps)
-			if err != nil {
-				return err
-			}
-			defer func() {
-				if cerr := cw.Close(); err == nil {
-					err = cerr
-				}
-			}()
-			r = io.TeeReader(r, cw)
-			for _, sp := range sps {
-				copied[sp] = true
-			}
-		}
-		if replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
-			if !isRegular(hdr) {
-				return nil
-			}
-			held[hdr.Name] = hdr
-			return holdFile(heldDir, hdr.Name, r)
-		}
-		if target, ok := held[hdr.Linkname]; ok && hdr.Typeflag == tar.TypeLink {
-			h := *target
-			h.Name = hdr.Name
-			hf, err := os.Open(filepath.Join(heldDir, filepath.FromSlash(target.Name)))
-			if err != nil {
-				return err
-			}
-			defer hf.Close()
-			return rt.add(&h, hf)
-		}
-		return rt.add(hdr, r)
-	})
-	if err != nil {
+	a.meter = progress.Start(ctx, "writing the disk", total)
+	defer a.meter.Finish()
+	if err := e.Walk(ctx, a.entry); err != nil {
 		return err
 	}
 	for sp, name := range p.Copies {
-		if !copied[sp] {
+		if !a.copied[sp] {
 			return fmt.Errorf("disk: /%s did not pass in the image's stream", name)
 		}
 	}
 	if err := p.finishStage(); err != nil {
-		return err
+		return fmt.Errorf("disk: staging: %w", err)
 	}
-	if err := addTop(ctx, top, rt); err != nil {
+	if err := addTop(ctx, top, a.rt); err != nil {
 		return err
 	}
 	if err := fsw.Close(); err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
-	if err := rt.esp.setDirTimes(); err != nil {
-		return err
+	if err := a.rt.esp.setDirTimes(); err != nil {
+		return fmt.Errorf("disk: staging the ESP: %w", err)
 	}
 	return f.Close()
+}
+
+// assembler routes the image's stream: the copies Prepare asked for are
+// teed into the stage as they pass, and the files the top layer replaces
+// are left out.
+type assembler struct {
+	p        *Prepared
+	rt       router
+	meter    *progress.Meter
+	taps     map[string][]string // content name -> stage paths copied from it
+	copied   map[string]bool     // stage paths filled
+	replaced map[string]bool     // names the top layer writes
+	// A file the top layer replaces keeps its bytes for the hard links to
+	// it (as copy-up does): they are held in heldDir until its links have
+	// passed. held maps its name to its header, then to the first link's
+	// name once that link has taken the content.
+	heldDir string
+	held    map[string]*tar.Header
+	heir    map[string]string
+}
+
+func newAssembler(p *Prepared, heldDir string) (*assembler, error) {
+	a := &assembler{p: p, taps: map[string][]string{}, copied: map[string]bool{}, heldDir: heldDir,
+		held: map[string]*tar.Header{}, heir: map[string]string{}}
+	replaced, err := stagedFiles(p.Stage)
+	if err != nil {
+		return nil, fmt.Errorf("disk: listing the stage: %w", err)
+	}
+	for sp, name := range p.Copies {
+		a.taps[name] = append(a.taps[name], sp)
+		replaced[sp] = true // not written yet, but the top layer will hold them
+	}
+	a.replaced = replaced
+	return a, nil
+}
+
+// entry is Walk's callback.
+func (a *assembler) entry(hdr *tar.Header, r io.Reader) (err error) {
+	if isRegular(hdr) {
+		r = a.meter.Reader(r)
+	}
+	if sps, ok := a.taps[hdr.Name]; ok && isRegular(hdr) {
+		cw, err := a.p.openCopies(sps)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := cw.Close(); err == nil {
+				err = cerr
+			}
+		}()
+		r = io.TeeReader(r, cw)
+		for _, sp := range sps {
+			a.copied[sp] = true
+		}
+	}
+	if a.replaced[hdr.Name] && hdr.Typeflag != tar.TypeDir {
+		if !isRegular(hdr) {
+			return nil
+		}
+		a.held[hdr.Name] = hdr
+		return holdFile(a.heldDir, hdr.Name, r)
+	}
+	if hdr.Typeflag == tar.TypeLink {
+		if heir, ok := a.heir[hdr.Linkname]; ok { // the group lives on under heir
+			h := *hdr
+			h.Linkname = heir
+			return a.rt.add(&h, r)
+		}
+		if target, ok := a.held[hdr.Linkname]; ok { // the first link takes the bytes
+			h := *target
+			h.Name = hdr.Name
+			hf, err := os.Open(filepath.Join(a.heldDir, filepath.FromSlash(target.Name)))
+			if err != nil {
+				return fmt.Errorf("disk: the held copy of /%s: %w", target.Name, err)
+			}
+			defer hf.Close()
+			a.heir[hdr.Linkname] = hdr.Name
+			return a.rt.add(&h, hf)
+		}
+	}
+	return a.rt.add(hdr, r)
 }
 
 // addTop routes the top layer's entries (files and directories only).
@@ -512,17 +596,20 @@ func stagedFiles(stage string) (map[string]bool, error) {
 func holdFile(dir, name string, r io.Reader) error {
 	p := filepath.Join(dir, filepath.FromSlash(name))
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
+		return fmt.Errorf("disk: holding /%s: %w", name, err)
 	}
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("disk: holding /%s: %w", name, err)
 	}
 	_, err = io.Copy(f, r)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("disk: holding /%s: %w", name, err)
+	}
+	return nil
 }
 
 // copies writes one stream into the stage files copied from it; Close

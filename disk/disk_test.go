@@ -98,7 +98,7 @@ func baseLayer(t *testing.T) []byte {
 	return layer(t,
 		dir("etc/"), reg("etc/hostname", "layerimg\n", 0o644).xattr("user.note", "kept"),
 		// The disk replaces /etc/fstab; a hard link to the image's keeps its bytes.
-		reg("etc/fstab", "# the image's own\n", 0o644), hardlink("etc/fstab.orig", "etc/fstab"),
+		reg("etc/fstab", "# the image's own\n", 0o644), hardlink("etc/fstab.orig", "etc/fstab"), hardlink("etc/fstab.prev", "etc/fstab"),
 		dir("usr/"), dir("usr/bin/"),
 		reg("usr/bin/tool", strings.Repeat("binary", 50000), 0o755).xattr("security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
 		reg("usr/bin/suid", "s", 0o4755), hardlink("usr/bin/tool-link", "usr/bin/tool"),
@@ -343,4 +343,47 @@ func loopMount(t *testing.T, raw string, off, size int64, fstype string) string 
 	oracle(t, "mount", "-t", fstype, "-o", fmt.Sprintf("loop,ro,offset=%d,sizelimit=%d", off, size), raw, mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	return mnt
+}
+
+// An image that already carries a disk's generated layer (built, pushed,
+// then given to `layerimg disk`) gets a disk again: the new boot files
+// replace the old ones in the ESP.
+func TestDiskOfADiskedImage(t *testing.T) {
+	needRoot(t)
+	spec := Spec{Boot: BootSystemd, IDs: DeriveIDs("sha256:test", false)}
+	all, _, _, err := diskStage(t, spec, t.TempDir(), filepath.Join(t.TempDir(), "disk.raw"), [][]byte{baseLayer(t)}, nil)
+	must(t, err)
+	raw := filepath.Join(t.TempDir(), "disk.raw")
+	again, l, _, err := diskStage(t, spec, t.TempDir(), raw, all, nil)
+	must(t, err)
+	oracle(t, "e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", raw, l.RootStart))
+	esp := extract(t, raw, l.ESPStart, l.ESPSize)
+	oracle(t, "fsck.vfat", "-n", esp)
+	if got := oracle(t, "mtype", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI"); got != "MZ fake systemd-boot" {
+		t.Errorf("BOOTX64.EFI on the second disk: %q", got)
+	}
+	disktest.CompareTrees(t, applied(t, again), loopMount(t, raw, l.RootStart, l.RootSize, "ext4"), true, espMount+"/")
+}
+
+// What the ESP would hold is sized from the headers before anything is
+// staged: a huge file under /boot/efi (a layer of zeros is tiny) is refused
+// without a byte written on the host.
+func TestESPOverflowRefusedBeforeStaging(t *testing.T) {
+	spec := Spec{Boot: BootSystemd, IDs: DeriveIDs("sha256:test", false)}
+	huge := layer(t, dir("boot/efi/"), reg("boot/efi/zeros", strings.Repeat("\x00", 260<<20), 0o644))
+	stage := t.TempDir()
+	_, _, _, err := diskStage(t, spec, stage, filepath.Join(t.TempDir(), "disk.raw"), [][]byte{baseLayer(t), huge}, nil)
+	if err == nil || !strings.Contains(err.Error(), "more than the ESP's 256 MiB") {
+		t.Fatalf("got %v", err)
+	}
+	var staged int64
+	filepath.Walk(stage, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			staged += fi.Size()
+		}
+		return nil
+	})
+	if staged > 1<<20 {
+		t.Errorf("%d bytes staged before the refusal", staged)
+	}
 }

@@ -41,8 +41,17 @@ func (c *Cache) Headers(diffID v1.Hash) ([]*tar.Header, bool) {
 	return hdrs, true
 }
 
-// PutHeaders keeps the headers of the layer diffID.
+// PutHeaders keeps the headers of the layer diffID. They only spare a
+// later decompression, so a cache that cannot keep them (full, read-only)
+// is told in a warning, not an error.
 func (c *Cache) PutHeaders(diffID v1.Hash, hdrs []*tar.Header) error {
+	if err := c.putHeaders(diffID, hdrs); err != nil {
+		c.log.Warn("could not keep a layer's headers; the next disk will read the layer again", "diff_id", diffID.String(), "err", err)
+	}
+	return nil
+}
+
+func (c *Cache) putHeaders(diffID v1.Hash, hdrs []*tar.Header) error {
 	if diffID.Algorithm != "sha256" || len(diffID.Hex) != 64 {
 		return nil
 	}

@@ -40,9 +40,9 @@ func (l *tarFileLayer) MediaType() (types.MediaType, error)  { return types.OCIU
 func (l *tarFileLayer) Compressed() (io.ReadCloser, error)   { return l.open() }
 func (l *tarFileLayer) Uncompressed() (io.ReadCloser, error) { return l.open() }
 
-// open checks the file is still the one hashed in size; its content is
-// read again by each reader, so a tar changed meanwhile is caught by size
-// only: the disk's ids were derived from the first read.
+// open reads the file again, checked against the digest of the first
+// read at its end: the disk's ids and cache key came from that digest, so
+// a tar rewritten meanwhile must not reach the disk under it.
 func (l *tarFileLayer) open() (io.ReadCloser, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
@@ -52,5 +52,5 @@ func (l *tarFileLayer) open() (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s changed while it was read", l.path)
 	}
-	return f, nil
+	return newVerifyReader(f, f, "rootfs tar "+l.path, l.digest, "content", "it had when first read, its digest"), nil
 }

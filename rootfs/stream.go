@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -57,7 +58,7 @@ func (t *Tree) Walk(ctx context.Context, fn func(hdr *tar.Header, r io.Reader) e
 		}
 	}
 	for li, group := range files {
-		if len(group) == 0 {
+		if len(group) == 0 && t.layers[li].cached == nil {
 			continue // no content of this layer survives: not read at all
 		}
 		if err := t.walkLayer(ctx, li, group, fn); err != nil {
@@ -77,18 +78,25 @@ func (t *Tree) walkLayer(ctx context.Context, li int, group []item, fn func(hdr 
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
-	for n, i := 0, 0; i < len(group); n++ {
+	n, i := 0, 0
+	for ; i < len(group) || l.cached != nil; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		hdr, err := tr.Next()
+		if err == io.EOF && i == len(group) && n == len(l.cached) {
+			break // every cached header checked
+		}
 		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return &LayerError{Layer: l.name, Entry: group[i].ino.hdr.Name, Err: fmt.Errorf("reading the tar again: %w", err)}
+			return &LayerError{Layer: l.name, Err: fmt.Errorf("reading the tar again: %w", err)}
 		}
-		if n != group[i].ino.entry {
+		if l.cached != nil && (n >= len(l.cached) || !sameHeader(hdr, l.cached[n])) {
+			return &LayerError{Layer: l.name, Entry: hdr.Name, Err: errors.New("the layer differs from the headers cached for it: delete the cache's headers/ folder")}
+		}
+		if i == len(group) || n != group[i].ino.entry {
 			continue
 		}
 		if err := sameEntry(hdr, group[i].ino.hdr); err != nil {
@@ -230,4 +238,13 @@ func (t *Tree) WriteTar(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// sameHeader says whether two headers agree on every field a tree or a
+// disk takes from them.
+func sameHeader(a, b *tar.Header) bool {
+	return a.Typeflag == b.Typeflag && a.Name == b.Name && a.Linkname == b.Linkname && a.Size == b.Size &&
+		a.Mode == b.Mode && a.Uid == b.Uid && a.Gid == b.Gid && a.Uname == b.Uname && a.Gname == b.Gname &&
+		a.ModTime.Equal(b.ModTime) && a.AccessTime.Equal(b.AccessTime) && a.ChangeTime.Equal(b.ChangeTime) &&
+		a.Devmajor == b.Devmajor && a.Devminor == b.Devminor && maps.Equal(a.PAXRecords, b.PAXRecords)
 }

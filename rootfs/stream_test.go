@@ -689,16 +689,67 @@ func TestIndexFromCachedHeaders(t *testing.T) {
 	if !bytes.Equal(outs[0].Bytes(), outs[1].Bytes()) {
 		t.Error("the tar from cached headers differs")
 	}
-	for _, hs := range hc.m {
-		for _, h := range hs {
-			if h.Name == "a/f2" {
-				h.Size = 2 // a damaged or forged index
+	// A damaged or forged index is caught whatever field it changes, in
+	// layers whose content is read and in those that hold none that
+	// survives (the second's whiteout).
+	for _, lie := range []struct {
+		name   string
+		forged func(h *tar.Header) bool
+	}{
+		{"size", func(h *tar.Header) bool { h.Size++; return h.Name == "a/f2" }},
+		{"setuid", func(h *tar.Header) bool { h.Mode |= 0o4000; return h.Name == "c" }},
+		{"owner of a dir", func(h *tar.Header) bool { h.Uid = 1000; return h.Name == "a/" }},
+		{"symlink target", func(h *tar.Header) bool { h.Linkname = "/etc/shadow"; return h.Name == "l" }},
+		{"whiteout dropped", func(h *tar.Header) bool { h.Name = "a/kept"; return h.Name == "a/.wh.f1" }},
+		{"xattr added", func(h *tar.Header) bool {
+			h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": "x"}
+			return h.Name == "a/f1"
+		}},
+	} {
+		t.Run(lie.name, func(t *testing.T) {
+			forged := &memHeaders{m: map[v1.Hash][]*tar.Header{}}
+			hit := false
+			for id, hs := range hc.m {
+				var out []*tar.Header
+				for _, h := range hs {
+					c := *h
+					if name := c.Name; lie.forged(&c) || name != c.Name {
+						hit = true
+						out = append(out, &c)
+						continue
+					}
+					out = append(out, h)
+				}
+				forged.m[id] = out
 			}
-		}
+			if !hit {
+				t.Fatal("nothing forged")
+			}
+			tr, err := Index(ctx, img, forged)
+			if err != nil {
+				return // refused at once: fine too
+			}
+			if err := tr.WriteTar(ctx, io.Discard); err == nil || !strings.Contains(err.Error(), "differs from the headers cached") {
+				t.Errorf("a forged %s: %v", lie.name, err)
+			}
+		})
 	}
-	tr, err := Index(ctx, img, hc)
-	must(t, err)
-	if err := tr.WriteTar(ctx, io.Discard); err == nil || !strings.Contains(err.Error(), "changed since it was indexed") {
-		t.Errorf("a lying index: %v", err)
+}
+
+// A tree holds headers only, but a small layer can name millions: the tree
+// is bounded in entries and in extended-header bytes.
+func TestTreeBounds(t *testing.T) {
+	ctx := context.Background()
+	many := genTar(t, hf("a", "1"), hf("b", "2"), hf("c", "3"))
+	tr := NewTree()
+	tr.maxEntries = 2
+	if err := tr.Append(ctx, "many", layerOf(t, many)); err == nil || !strings.Contains(err.Error(), "more than 2 entries") {
+		t.Errorf("entries: %v", err)
+	}
+	big := genTar(t, xattr(hf("x", "1"), "user.a", strings.Repeat("v", 600)), xattr(hf("y", "1"), "user.b", strings.Repeat("v", 600)))
+	tr = NewTree()
+	tr.maxPAXBytes = 1000
+	if err := tr.Append(ctx, "big", layerOf(t, big)); err == nil || !strings.Contains(err.Error(), "pass 1000 bytes") {
+		t.Errorf("extended headers: %v", err)
 	}
 }

@@ -27,7 +27,8 @@ type TarOptions struct {
 	// Skip leaves out these paths (relative, slash-separated).
 	Skip map[string]bool
 	// RootOwned writes every entry as owned by 0:0, whoever owns the
-	// files: a stage dir that any user may have made.
+	// files, and without xattrs: a stage dir that any user may have made,
+	// where a host's SELinux labels or default ACLs would otherwise leak in.
 	RootOwned bool
 }
 
@@ -97,6 +98,9 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, opts TarOptions) err
 		xattrs, err := listXattrs(host)
 		if err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
+		}
+		if opts.RootOwned {
+			xattrs = nil
 		}
 		for k, v := range xattrs {
 			if strings.HasPrefix(k, "trusted.overlay.") || strings.HasPrefix(k, "user.overlay.") {

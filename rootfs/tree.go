@@ -32,11 +32,26 @@ type Layer interface {
 type Tree struct {
 	layers []treeLayer
 	root   *node
+	// What the tree holds in memory, bounded: headers are all it keeps,
+	// and a small compressed layer can name millions of them.
+	entries, maxEntries   int
+	paxBytes, maxPAXBytes int64
 }
+
+// The bounds on a tree: far beyond any root filesystem (debian-cloud has
+// 25,000 entries), far below what would exhaust a build machine's memory.
+const (
+	defaultMaxEntries  = 1 << 22
+	defaultMaxPAXBytes = 256 << 20
+)
 
 type treeLayer struct {
 	name string
 	l    Layer
+	// cached holds the layer's headers when they came from a HeaderCache
+	// rather than from reading the layer: Walk then checks every one of
+	// them against the layer.
+	cached []*tar.Header
 }
 
 // node is one path of the tree.
@@ -70,14 +85,15 @@ func (n *node) isReg() bool {
 
 // NewTree is an empty tree: the root directory alone.
 func NewTree() *Tree {
-	return &Tree{root: &node{children: map[string]*node{}}}
+	return &Tree{root: &node{children: map[string]*node{}}, maxEntries: defaultMaxEntries, maxPAXBytes: defaultMaxPAXBytes}
 }
 
 // HeaderCache keeps the headers of layers indexed before, by diff_id, so
 // that indexing a layer decompresses it once per machine rather than once
-// per disk. What it returns is trusted as the layer's headers: Walk and Open
-// still check every entry whose content they use against the layer itself,
-// and read each such layer to its end, where its digest is checked.
+// per disk (the disk stage then decompresses each layer once, in Walk).
+// What it returns is not trusted: Walk reads every layer indexed from it to
+// its end, where the layer's digest is checked, and compares every header
+// with the cached one, field by field.
 type HeaderCache interface {
 	Headers(diffID v1.Hash) ([]*tar.Header, bool)
 	PutHeaders(diffID v1.Hash, hdrs []*tar.Header) error
@@ -116,7 +132,7 @@ func (t *Tree) appendCached(ctx context.Context, name string, l v1.Layer, hc Hea
 	}
 	if hdrs, ok := hc.Headers(id); ok {
 		li := len(t.layers)
-		t.layers = append(t.layers, treeLayer{name, l})
+		t.layers = append(t.layers, treeLayer{name: name, l: l, cached: hdrs})
 		for n, hdr := range hdrs {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -149,7 +165,7 @@ func (t *Tree) append(ctx context.Context, name string, l Layer, seen func(*tar.
 	}
 	defer rc.Close()
 	li := len(t.layers)
-	t.layers = append(t.layers, treeLayer{name, l})
+	t.layers = append(t.layers, treeLayer{name: name, l: l})
 	tr := tar.NewReader(rc)
 	prev := ""
 	for n := 0; ; n++ {
@@ -185,6 +201,16 @@ func (t *Tree) append(ctx context.Context, name string, l Layer, seen func(*tar.
 func (t *Tree) entry(li, n int, hdr *tar.Header) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil // PAX defaults for later entries: ignored, as containerd does
+	}
+	t.entries++
+	for k, v := range hdr.PAXRecords {
+		t.paxBytes += int64(len(k) + len(v))
+	}
+	if t.entries > t.maxEntries {
+		return fmt.Errorf("the image has more than %d entries: refused", t.maxEntries)
+	}
+	if t.paxBytes > t.maxPAXBytes {
+		return fmt.Errorf("the image's extended headers (xattrs and PAX records) pass %d bytes: refused", t.maxPAXBytes)
 	}
 	name, err := cleanName(hdr.Name)
 	if err != nil {

@@ -3,8 +3,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,8 +44,11 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 	bin := filepath.Join(work, "layerimg")
 	copyFile(t, os.Args[0], bin, 0o755)
 	recipe := filepath.Join(work, "recipe.yaml")
-	os.WriteFile(recipe, []byte(goodRecipe+"disk: {boot: none, size: 1GiB}\n"), 0o644)
-	os.WriteFile(filepath.Join(work, "hello.txt"), []byte("hello\n"), 0o644)
+	for p, body := range map[string]string{recipe: goodRecipe + "disk: {boot: none, size: 1GiB}\n", filepath.Join(work, "hello.txt"): "hello\n"} {
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	writeRootTar(t, filepath.Join(work, "rootfs-in.tar"))
 	for _, who := range []string{"root", "user"} {
 		os.MkdirAll(filepath.Join(work, who), 0o755)
@@ -86,7 +87,7 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 		run(who, "disk", "--boot", "none", "--size", "1GiB", "-o", filepath.Join(dir, "from-tar"), filepath.Join(work, "rootfs-in.tar"))
 		for _, f := range []string{"build/disk.raw", "rootfs.tar", "from-layout/disk.raw", "from-tar/disk.raw"} {
 			s := sums[f]
-			s[i] = sha256File(t, filepath.Join(dir, f))
+			s[i] = fileSHA256(t, filepath.Join(dir, f))
 			sums[f] = s
 		}
 	}
@@ -99,6 +100,14 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 	raw := filepath.Join(work, "user", "from-tar", "disk.raw")
 	if out, err := exec.Command("sgdisk", "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
 		t.Errorf("sgdisk -v: %v\n%s", err, out)
+	}
+	info, err := exec.Command("sgdisk", "-i", "2", raw).CombinedOutput()
+	var first int64
+	if _, serr := fmt.Sscanf(after(string(info), "First sector: "), "%d", &first); err != nil || serr != nil {
+		t.Fatalf("sgdisk -i 2: %v %v\n%s", err, serr, info)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", raw, first*512)).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn: %v\n%s", err, out)
 	}
 }
 
@@ -141,6 +150,12 @@ func writeRootTar(t *testing.T, p string) {
 	}
 }
 
+// after is what follows the first sep in s ("" if none).
+func after(s, sep string) string {
+	_, rest, _ := strings.Cut(s, sep)
+	return rest
+}
+
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	t.Helper()
 	data, err := os.ReadFile(src)
@@ -150,20 +165,6 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	if err := os.WriteFile(dst, data, mode); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func sha256File(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // rootlessRecipe has run steps that only root could run without a user
@@ -342,7 +343,7 @@ func TestRunStepsRootless(t *testing.T) {
 				break
 			}
 		}
-		if a, b := sha256File(t, filepath.Join(work, "root", "rootfs.tar")), sha256File(t, filepath.Join(work, who, "rootfs.tar")); a != b {
+		if a, b := fileSHA256(t, filepath.Join(work, "root", "rootfs.tar")), fileSHA256(t, filepath.Join(work, who, "rootfs.tar")); a != b {
 			t.Errorf("%s: rootfs.tar %s, root's %s", who, b, a)
 		}
 	}

@@ -90,7 +90,9 @@ func New(w io.WriterAt, off int64, o Options) (*Writer, error) {
 	return fw, nil
 }
 
-// Add puts one entry in the filesystem. hdr.Name is a slash-separated path
+// Add puts one entry in the filesystem. After an error that leaves the
+// filesystem as it was (a bad name, type, owner, time, xattr or link) the
+// caller may go on; after any other, every call returns that error. hdr.Name is a slash-separated path
 // relative to the root ("./" prefix allowed, "." or "" is the root itself);
 // missing parent directories are made (0755, root, Epoch) and take the
 // metadata of their own entry if one comes later. Typeflag is one of Reg,
@@ -106,13 +108,16 @@ func (w *Writer) Add(hdr *tar.Header, r io.Reader) error {
 	if w.err != nil {
 		return w.err
 	}
+	inodes := len(w.inodes)
 	name, err := clean(hdr.Name)
 	if err == nil {
 		err = w.add(name, hdr, r)
 	}
 	if err != nil {
 		err = fmt.Errorf("ext4: %s: %w", display(hdr.Name), err)
-		if errors.Is(err, ErrFull) || errors.Is(err, errWrite) {
+		// Past a full filesystem, a failed write or an inode half made,
+		// the filesystem cannot be finished: every later call says so.
+		if errors.Is(err, ErrFull) || errors.Is(err, errWrite) || len(w.inodes) != inodes {
 			w.err = err
 		}
 	}

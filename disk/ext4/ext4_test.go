@@ -152,3 +152,45 @@ func TestEncodeTime(t *testing.T) {
 		}
 	}
 }
+
+// An error after an entry's inode was made leaves the writer unusable, so
+// that no half-made inode reaches a filesystem that Close calls finished.
+func TestErrorAfterInodeIsSticky(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "fs.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(16 << 20)
+	w, err := New(f, 0, testOptions(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Unix(1600000000, 0)
+	// A bad name changes nothing: the writer goes on.
+	if err := w.Add(&tar.Header{Name: strings.Repeat("n", 256), Typeflag: tar.TypeReg, ModTime: mt}, bytes.NewReader(nil)); err == nil {
+		t.Fatal("a 256-byte name was taken")
+	}
+	if err := w.Add(&tar.Header{Name: "ok", Typeflag: tar.TypeReg, ModTime: mt}, bytes.NewReader(nil)); err != nil {
+		t.Fatalf("after a refused name: %v", err)
+	}
+	// Short content fails after the inode is made: sticky.
+	short := w.Add(&tar.Header{Name: "short", Typeflag: tar.TypeReg, Size: 10, ModTime: mt}, strings.NewReader("abc"))
+	if short == nil || !strings.Contains(short.Error(), "ends 7 bytes short of the 10") {
+		t.Fatalf("short content: %v", short)
+	}
+	if err := w.Add(&tar.Header{Name: "later", Typeflag: tar.TypeReg, ModTime: mt}, bytes.NewReader(nil)); err == nil || err.Error() != short.Error() {
+		t.Errorf("Add after the short file: %v", err)
+	}
+	if err := w.Close(); err == nil {
+		t.Error("Close after the short file succeeded")
+	}
+}
+
+func TestSizeLimits(t *testing.T) {
+	for _, size := range []int64{minSize - blockSize, minSize + 1, maxBlocks*blockSize + blockSize} {
+		if _, err := New(nil, 0, testOptions(size)); err == nil {
+			t.Errorf("size %d was taken", size)
+		}
+	}
+}

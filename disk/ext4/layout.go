@@ -21,6 +21,7 @@ const (
 	lostFoundIno   = 11
 	extraIsize     = 32 // i_extra_isize: through i_projid
 	minSize        = 16 << 20
+	maxBlocks      = 1 << 32 // 16 TiB
 )
 
 // geometry is where every group's metadata lies.
@@ -73,16 +74,19 @@ func plan(size int64) (*geometry, error) {
 		return nil, fmt.Errorf("ext4: size %d bytes: need a multiple of 4096 of at least %d MiB", size, minSize>>20)
 	}
 	blocks := uint64(size / blockSize)
-	if blocks >= 1<<48 {
-		return nil, fmt.Errorf("ext4: size %d bytes is beyond ext4's limit", size)
+	// The writer keeps a bitmap of every block in memory (blocks/8 bytes)
+	// and one descriptor table in group 0: 16 TiB keeps both small.
+	if blocks > maxBlocks {
+		return nil, fmt.Errorf("ext4: size %d bytes: this writer makes filesystems of at most 16 TiB", size)
 	}
 	for {
 		g, ok := tryPlan(blocks)
 		if ok {
 			return g, nil
 		}
-		// A last group too small for its own metadata is dropped, as
-		// mke2fs does.
+		// A last group too small for its own metadata is dropped (mke2fs
+		// drops one too small for its overhead; this rule drops a little
+		// more often, costing at most one group's blocks).
 		blocks = uint64(g.groups-1) * blocksPerGroup
 	}
 }
