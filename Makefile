@@ -2,7 +2,7 @@
 GO        ?= go
 export GOPROXY ?= https://proxy.golang.org
 export PATH := $(PATH):/usr/local/go/bin
-DEB_PKGS  := mmdebstrap busybox-static docker-registry e2fsprogs dosfstools mtools gdisk qemu-utils qemu-system-x86 ovmf ca-certificates tar gzip ansible-core
+DEB_PKGS  := mmdebstrap uidmap busybox-static docker-registry e2fsprogs dosfstools mtools gdisk qemu-utils qemu-system-x86 ovmf ca-certificates tar gzip ansible-core
 
 .PHONY: deps test-deps build example test bench lint clean
 

@@ -114,6 +114,8 @@ type BaseInfo struct {
 	Ref    string `json:"ref"`
 	Digest string `json:"digest,omitempty"`
 	Key    string `json:"key,omitempty"`
+	// Mode is how a bootstrap base was made: "root" or "rootless".
+	Mode string `json:"mode,omitempty"`
 }
 
 // Build runs the recipe: cached steps are reused, the rest run in the
@@ -213,6 +215,7 @@ func newBuild(ctx context.Context, p *planner) (*buildRun, error) {
 		b.names = append(b.names, fmt.Sprintf("base %s layer %d of %d", p.base.Ref, i+1, len(baseLayers)))
 	}
 	if p.base.Entry != nil {
+		b.res.Base.Mode = p.base.Entry.Mode
 		b.exported, b.exportedLayers = append(b.exported, *p.base.Entry), append(b.exportedLayers, p.base.Layer)
 	}
 	return b, nil
@@ -276,7 +279,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 		desc, stats, err := b.execute(progress.WithStep(ctx, st.Name), st)
 		sp.Ansible = stats
 		if err == nil {
-			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC()}
+			e = &layers.Entry{Key: sp.Key, Step: st.Name, Input: in, Layer: desc, Created: time.Now().UTC(), Mode: b.c.Mode()}
 			if err = b.c.Store(*e); err != nil {
 				err = fmt.Errorf("storing in cache: %w", err)
 			}
@@ -290,6 +293,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 		sp.Layer, sp.DiffID, sp.Size = e.Layer.Digest.String(), e.Layer.DiffID.String(), e.Layer.Size
 		layer = b.c.Layer(e.Layer)
 	}
+	sp.Mode = e.Mode
 	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
 	sp.Duration = time.Since(began)
 	progress.Emit(ctx, b.stepEvent(progress.StepFinished, sp))
@@ -428,6 +432,11 @@ func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descri
 			src := s.Src
 			if !filepath.IsAbs(src) {
 				src = filepath.Join(b.r.Dir, src)
+			}
+			// Absolute: the sandbox binds it after leaving this directory
+			// (the recipe's dir is relative when its path was).
+			if src, err = filepath.Abs(src); err != nil {
+				return layers.Descriptor{}, nil, fmt.Errorf("secret %s: %w", s.ID, err)
 			}
 			ro.Secrets = append(ro.Secrets, layers.Secret{ID: s.ID, Src: src, Target: secretTarget(s)})
 		}

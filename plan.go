@@ -36,6 +36,10 @@ type StepPlan struct {
 	CheckIdempotent bool `json:"check_idempotent,omitempty"`
 	// Ansible is an Ansible step's recap (its first run), when it ran.
 	Ansible *layers.AnsibleStats `json:"ansible,omitempty"`
+	// Mode is how the step's layer was made: "root", or "rootless" (in a
+	// user namespace). A hit reports the mode of the build that made it;
+	// empty for entries made before modes were recorded.
+	Mode string `json:"mode,omitempty"`
 }
 
 const (

@@ -306,7 +306,7 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		if err != nil {
 			return nil, err
 		}
-		e = &Entry{Key: key, Step: ref, Input: in, Layer: desc, Created: time.Now().UTC()}
+		e = &Entry{Key: key, Step: ref, Input: in, Layer: desc, Created: time.Now().UTC(), Mode: c.Mode()}
 		if err := c.Store(*e); err != nil {
 			return nil, err
 		}
@@ -339,7 +339,15 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "rootfs.tar")
-	args := []string{"--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	// --verbose: apt's own lines, which aptProgress turns into a download bar.
+	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	if c.rootless || os.Geteuid() != 0 {
+		// An ordinary user's mmdebstrap maps the subordinate ranges
+		// itself; inside a rootless build's namespace it is root there and
+		// only unshares the rest. Its tar is the same in every mode (it
+		// writes /dev's entries itself, and tar sorts the rest by name).
+		args = append(args, "--mode=unshare")
+	}
 	if len(bs.Packages) > 0 {
 		args = append(args, "--include="+strings.Join(bs.Packages, ","))
 	}
@@ -348,8 +356,12 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	cmd := proc.Command(ctx, "mmdebstrap", args...)
 	proc.KillTree(cmd)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", o.Epoch))
-	cmd.Stdout, cmd.Stderr = o.Log, o.Log
-	if err := cmd.Run(); err != nil {
+	ap := newAptProgress(ctx, o.Log)
+	cmd.Stdout, cmd.Stderr = ap, ap
+	err = cmd.Run()
+	ap.Close()
+	if err != nil {
+		ap.Replay()
 		if ctx.Err() != nil {
 			return Descriptor{}, ctx.Err()
 		}

@@ -20,12 +20,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/layerimg/layerimg/internal/userns"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
 // Cache is the local layer cache: an OCI image layout (blobs/sha256/...)
 // plus one small JSON file per cache key under keys/, and layers unpacked for
-// use as overlayfs lower dirs under unpacked/.
+// use as overlayfs lower dirs under unpacked/ (or unpacked-rootless/, see
+// Rootless).
 //
 // Every file is written to a temporary name and renamed, so a build killed at
 // any moment leaves only whole entries. Builds hold a shared lock on the
@@ -36,6 +38,8 @@ type Cache struct {
 	tmp  string // this process's scratch dir, removed by Close
 	tmpL *os.File
 	log  *slog.Logger
+	// rootless is set inside the user namespace of a rootless build.
+	rootless bool
 }
 
 // Entry maps a cache key to the layer that the step produced.
@@ -45,6 +49,10 @@ type Entry struct {
 	Input   KeyInput   `json:"input"`
 	Layer   Descriptor `json:"layer"`
 	Created time.Time  `json:"created"`
+	// Mode is how the step ran: "rootless" in a user namespace, "root"
+	// (or empty, in entries made before modes were recorded) as root.
+	// The key does not depend on it: both make the same layer.
+	Mode string `json:"mode,omitempty"`
 	// Sum is the checksum of the rest of the entry (see entrySum): a key
 	// file that was changed is noticed and dropped.
 	Sum string `json:"sum,omitempty"`
@@ -65,12 +73,12 @@ func OpenCache(dir string, exclusive bool, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	for _, d := range []string{"blobs/sha256", "keys", "unpacked", "tmp", "records", "headers"} {
+	for _, d := range []string{"blobs/sha256", "keys", "unpacked", unpackedRootless, "tmp", "records", "headers"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating cache %s: %w", dir, err)
 		}
 	}
-	c := &Cache{dir: dir, log: log}
+	c := &Cache{dir: dir, log: log, rootless: userns.Inside()}
 	for name, data := range map[string]string{
 		"oci-layout": `{"imageLayoutVersion":"1.0.0"}`,
 		"index.json": `{"schemaVersion":2,"manifests":[]}`,
@@ -100,6 +108,35 @@ func OpenCache(dir string, exclusive bool, log *slog.Logger) (*Cache, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// unpackedRootless holds the lower dirs of rootless builds. They are kept
+// apart from root's: made in a user namespace, their files belong to the
+// user's subordinate ids, opaque directories carry user.overlay.opaque (an
+// unprivileged overlayfs reads no trusted.* xattr), and device nodes, which
+// no user namespace may create, are left out (a sandbox mounts its own
+// /dev, where images keep theirs).
+const unpackedRootless = "unpacked-rootless"
+
+// Rootless reports whether this cache serves a rootless build: its steps
+// run in a user namespace, with lower dirs under unpacked-rootless/.
+func (c *Cache) Rootless() bool { return c.rootless }
+
+// Mode is how this process builds, as build manifests and entries record
+// it: "root", or "rootless" (in a user namespace, or as an ordinary user
+// whose steps need no namespace).
+func (c *Cache) Mode() string {
+	if c.rootless || os.Geteuid() != 0 {
+		return "rootless"
+	}
+	return "root"
+}
+
+func (c *Cache) unpackedDir() string {
+	if c.rootless {
+		return filepath.Join(c.dir, unpackedRootless)
+	}
+	return filepath.Join(c.dir, "unpacked")
 }
 
 // Dir is the cache's directory.
@@ -436,7 +473,7 @@ func (c *Cache) Entries() ([]Entry, []time.Time, error) {
 // again. (Checking the digest costs ~0.3 s for a 110 MB tree of 4000
 // files, extracting it again ~5 s: BenchmarkUnpackedCheck.)
 func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open func() (io.ReadCloser, error)) (string, error) {
-	dst := filepath.Join(c.dir, "unpacked", diffID.Hex)
+	dst := filepath.Join(c.unpackedDir(), diffID.Hex)
 	if _, err := os.Stat(dst); err == nil {
 		err := checkTree(dst)
 		switch {
@@ -462,7 +499,7 @@ func (c *Cache) Unpacked(ctx context.Context, diffID v1.Hash, name string, open 
 	// Hashed here too, whatever open's reader checks: diffID is what the
 	// directory is named by, and so what later builds will trust.
 	h := sha256.New()
-	if err := rootfs.Apply(ctx, tmp, io.TeeReader(rc, h), rootfs.ApplyOptions{Layer: name, Overlay: true}); err != nil {
+	if err := rootfs.Apply(ctx, tmp, io.TeeReader(rc, h), rootfs.ApplyOptions{Layer: name, Overlay: true, UserNS: c.rootless}); err != nil {
 		return "", err
 	}
 	if _, err := io.Copy(h, rc); err != nil { // tar padding after the end marker
@@ -526,7 +563,7 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 	if err != nil {
 		return removed, freed, err
 	}
-	for _, sub := range []string{"blobs/sha256", "unpacked", "headers"} {
+	for _, sub := range []string{"blobs/sha256", "unpacked", unpackedRootless, "headers"} {
 		ents, err := os.ReadDir(filepath.Join(c.dir, sub))
 		if err != nil {
 			return removed, freed, err

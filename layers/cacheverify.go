@@ -89,9 +89,10 @@ func (c *Cache) Verify(ctx context.Context, repair bool) (checked int, bad []Pro
 	return checked, bad, err
 }
 
-// verifyTrees checks every unpacked tree against its tree digest.
+// verifyTrees checks every unpacked tree of this cache's mode against its
+// tree digest: the other mode's trees show other owners from here.
 func (c *Cache) verifyTrees(ctx context.Context) (checked int, bad []*badItem, err error) {
-	dir := filepath.Join(c.dir, "unpacked")
+	dir := c.unpackedDir()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, nil, err

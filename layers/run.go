@@ -48,6 +48,7 @@ func sandbox(ctx context.Context, c *Cache, lowers []string, o RunOptions) (scra
 		Network:    o.Network,
 		Hostname:   "layerimg",
 		ResolvConf: o.Network != "none",
+		UserNS:     c.rootless,
 		Agent:      o.Agent != nil, AgentListener: o.Agent,
 	}
 	if len(lowers) == 0 { // overlayfs needs one lower dir

@@ -23,6 +23,9 @@ const (
 	opaqueMarker   = ".wh..wh..opq"
 	xattrPrefix    = "SCHILY.xattr."
 	overlayOpaque  = "trusted.overlay.opaque"
+	// userOpaque is what an overlayfs mounted with userxattr (in a user
+	// namespace) reads instead.
+	userOpaque = "user.overlay.opaque"
 )
 
 // ApplyOptions says how a layer is applied.
@@ -33,6 +36,13 @@ type ApplyOptions struct {
 	// the trusted.overlay.opaque xattr) instead of deleting, so the directory
 	// can serve as an overlayfs lower dir.
 	Overlay bool
+	// UserNS says Apply runs as root of a user namespace, for a rootless
+	// build's lower dirs: opaque directories get user.overlay.opaque (for
+	// an overlayfs mounted with userxattr), and what the namespace may not
+	// create is left out of the tree, as rootless Podman leaves it: device
+	// nodes (the sandbox's own /dev hides the image's anyway) and trusted.*
+	// xattrs. The layer itself is untouched; only the tree differs.
+	UserNS bool
 }
 
 // LayerError names the layer and entry at fault. Entry is empty when the
@@ -153,7 +163,11 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	switch {
 	case base == opaqueMarker:
 		if a.opts.Overlay {
-			return unix.Lsetxattr(parent, overlayOpaque, []byte("y"), 0)
+			name := overlayOpaque
+			if a.opts.UserNS {
+				name = userOpaque
+			}
+			return unix.Lsetxattr(parent, name, []byte("y"), 0)
 		}
 		return a.clearLower(parent)
 	case whiteout:
@@ -217,6 +231,10 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		return nil // a hardlink shares its target's metadata
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		if a.opts.UserNS && hdr.Typeflag != tar.TypeFifo {
+			delete(a.created, target)
+			return nil
+		}
 		mode := uint32(unix.S_IFIFO)
 		if hdr.Typeflag == tar.TypeChar {
 			mode = unix.S_IFCHR
@@ -230,11 +248,17 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	}
 
 	if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
+		if a.opts.UserNS && errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("owner %d:%d is outside the ids a rootless build maps (0..%d); build this image as root", hdr.Uid, hdr.Gid, maxUserNSID)
+		}
 		return err
 	}
 	// In name order: the filesystem lists xattrs in the order they were
 	// set, and a tree should not depend on Go's map order.
 	for _, x := range xattrs(hdr) {
+		if a.opts.UserNS && strings.HasPrefix(x, "trusted.") {
+			continue
+		}
 		if err := unix.Lsetxattr(target, x, []byte(hdr.PAXRecords[xattrPrefix+x]), 0); err != nil {
 			return fmt.Errorf("setting xattr %s: %w", x, err)
 		}
@@ -257,6 +281,9 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	}
 	return setTimes(target, hdr.ModTime)
 }
+
+// maxUserNSID is the largest id a rootless build's user namespace maps.
+const maxUserNSID = 65535
 
 // maxID is the largest uid or gid a file can have: (uid_t)-1 means "leave
 // unchanged" to chown(2), and larger values do not fit.

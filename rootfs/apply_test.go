@@ -254,6 +254,55 @@ func TestOverlayRoundTrip(t *testing.T) {
 	}
 }
 
+// TestOverlayRoundTripUserNS: a rootless build's lower dir marks opaque
+// dirs with user.overlay.opaque (what overlayfs reads with userxattr) and
+// leaves device nodes and trusted.* xattrs out; an upper dir so marked
+// gives the same OCI whiteouts back. (Run as root here: the marks are the
+// same bytes as in a user namespace.)
+func TestOverlayRoundTripUserNS(t *testing.T) {
+	needRoot(t)
+	in := mkTar(t,
+		entry{name: "dir/", kind: "d"}, entry{name: "dir/.wh..wh..opq", kind: "f"}, entry{name: "dir/new", kind: "f", body: "n"},
+		entry{name: "null", kind: "c"}, entry{name: "t", kind: "f", xattrs: map[string]string{"trusted.x": "1", "user.y": "2"}},
+	)
+	dir := t.TempDir()
+	if err := Apply(context.Background(), dir, bytes.NewReader(in), ApplyOptions{Layer: "l", Overlay: true, UserNS: true}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "dir"), userOpaque, buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("dir: %s = %q, %v", userOpaque, buf[:n], err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(dir, "dir"), overlayOpaque, buf); err == nil {
+		t.Errorf("dir has %s, which no user namespace can write", overlayOpaque)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "null")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the device node was made: %v", err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(dir, "t"), "trusted.x", buf); err == nil {
+		t.Error("trusted.x was set")
+	}
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "t"), "user.y", buf); err != nil || string(buf[:n]) != "2" {
+		t.Errorf("user.y = %q, %v", buf[:n], err)
+	}
+	var out bytes.Buffer
+	if err := WriteTar(context.Background(), &out, dir, TarOptions{Overlay: true}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	tr := tar.NewReader(&out)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	if got, want := strings.Join(names, " "), "dir/ dir/.wh..wh..opq dir/new t"; got != want {
+		t.Errorf("entries %q, want %q", got, want)
+	}
+}
+
 func TestWriteTarDeterministic(t *testing.T) {
 	needRoot(t)
 	mk := func() []byte {

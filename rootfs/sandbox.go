@@ -43,6 +43,9 @@ type RunSpec struct {
 	Binds    []Bind   `json:"binds"`
 	// ResolvConf mounts the host's /etc/resolv.conf for the run only.
 	ResolvConf bool `json:"resolv_conf"`
+	// UserNS says the sandbox starts as root of a user namespace (a
+	// rootless build): overlayfs is mounted with userxattr.
+	UserNS bool `json:"userns"`
 	// StateFile receives the mount points the sandbox had to create, so that
 	// they can be taken out of the upper dir afterwards.
 	StateFile string `json:"state_file"`
@@ -103,7 +106,7 @@ func SandboxMain() {
 // CheckPrivileges says why sandboxed steps cannot run here, if they cannot.
 func CheckPrivileges() error {
 	if os.Geteuid() != 0 {
-		return errors.New("run steps and tests need root (mount and PID namespaces, overlayfs); run layerimg as root, as CI runners do, or use only copy and env steps")
+		return errors.New("run steps and tests need root or a user namespace (mount and PID namespaces, overlayfs); layerimg build enters one by itself for an ordinary user, mapped from /etc/subuid and /etc/subgid")
 	}
 	return nil
 }
@@ -297,7 +300,7 @@ func child() error {
 		// sysfs cannot be mounted in a network namespace we do not own the
 		// view of; a read-only bind of the host's is the same for a build.
 		// Not recursive: the host's submounts (cgroups) would stay writable.
-		if err := bindRO("/sys", filepath.Join(m, "sys"), unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC); err != nil {
+		if err := bindSys(filepath.Join(m, "sys"), spec.UserNS); err != nil {
 			return fmt.Errorf("mounting /sys: %w", err)
 		}
 	}
@@ -442,14 +445,58 @@ func mountOverlay(spec RunSpec) error {
 			rel[i] = filepath.Base(rel[i])
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,index=off,metacopy=off",
-		strings.Join(rel, ":"), spec.Upper, spec.Work)
+	// No redirects made (a renamed directory is copied up whole) or
+	// followed: an upper dir must become a layer on its own.
+	redirect := "off"
+	if spec.UserNS {
+		// userxattr takes "nofollow" for the same: with redirect_always_follow
+		// set, the kernel reads "off" as "follow", which userxattr refuses.
+		redirect = "nofollow"
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=%s,index=off,metacopy=off",
+		strings.Join(rel, ":"), spec.Upper, spec.Work, redirect)
+	if spec.UserNS {
+		// Root of a user namespace may not write trusted.* xattrs:
+		// opaque dirs' marks go in user.overlay.*.
+		opts += ",userxattr"
+	}
 	// nodev: a device node that a step makes (it keeps CAP_MKNOD, as in
 	// Docker, so that images may ship nodes) cannot be opened.
 	if err := unix.Mount("overlay", spec.Merged, "overlay", unix.MS_NODEV, opts); err != nil {
+		if spec.UserNS && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL)) {
+			return OverlayUserNSError(err)
+		}
 		return fmt.Errorf("mounting overlayfs (%d lower dirs): %w", len(rel), err)
 	}
 	return os.Chdir("/")
+}
+
+// OverlayUserNSError is overlayfs refused in a user namespace: the kernel
+// allows it from Linux 5.11 on (userxattr came with it).
+func OverlayUserNSError(err error) error {
+	var uts unix.Utsname
+	release := "this kernel"
+	if unix.Uname(&uts) == nil {
+		release = "Linux " + unix.ByteSliceToString(uts.Release[:])
+	}
+	return fmt.Errorf("mounting overlayfs in a user namespace was refused by %s: rootless run steps need Linux 5.11 or later (or build as root): %w", release, err)
+}
+
+// bindSys binds the host's /sys read-only onto dst. In a user namespace
+// the host's submounts of /sys are locked to it, and a bind without them
+// is refused: there the bind is recursive, and mount_setattr makes every
+// mount of it read-only.
+func bindSys(dst string, userns bool) error {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if !userns {
+		return bindRO("/sys", dst, flags)
+	}
+	if err := unix.Mount("/sys", dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return err
+	}
+	return unix.MountSetattr(-1, dst, unix.AT_RECURSIVE, &unix.MountAttr{
+		Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
+	})
 }
 
 // bindRO binds src read-only onto dst. A bind remount sets every per-mount

@@ -104,7 +104,7 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, opts TarOptions) err
 		}
 		for k, v := range xattrs {
 			if strings.HasPrefix(k, "trusted.overlay.") || strings.HasPrefix(k, "user.overlay.") {
-				opaque = opaque || (opts.Overlay && k == overlayOpaque && v == "y")
+				opaque = opaque || (opts.Overlay && (k == overlayOpaque || k == userOpaque) && v == "y")
 				continue
 			}
 			if hdr.PAXRecords == nil {

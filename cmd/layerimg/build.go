@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -9,19 +10,24 @@ import (
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/disk/format"
+	"github.com/layerimg/layerimg/internal/userns"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
 	var ociLayout, rootfsTar, manifest, diskDir string
 	var formats []string
-	var uniqueIDs, digests bool
+	var uniqueIDs, digests, rootless bool
 	var cacheTo, push, pushDisk, diskArtifact string
 	var publish []string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
 		Long: `Build a recipe: resolve its base, reuse every cached step, run the others in a
-sandbox (run steps need root), run the recipe's tests, and write the outputs.
+sandbox, run the recipe's tests, and write the outputs. As an ordinary user (or
+with --rootless) run steps, tests and the bootstrap run in a user namespace
+mapped from /etc/subuid and /etc/subgid, as rootless Podman does; the layers are
+the same bytes a root build makes.
 Step output is prefixed with the step's name. Set SOURCE_DATE_EPOCH to stamp a
 time other than 1970-01-01 on what is made.`,
 		Example: `  layerimg build recipe.yaml -o out/          # disks as the recipe's outputs say
@@ -32,6 +38,29 @@ time other than 1970-01-01 on what is made.`,
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Usage errors first, then the recipe, then (before anything is
+			// shown) the move into a user namespace.
+			if _, err := parseFormats(formats); err != nil {
+				return err
+			}
+			if _, _, err := g.checkUsage(); err != nil {
+				return err
+			}
+			r, err := loadRecipe(g, args[0])
+			if err != nil {
+				return err
+			}
+			if enter, err := needsUserNS(r, rootless); err != nil {
+				return err
+			} else if enter {
+				// The whole build runs again inside, as root of the
+				// namespace; this process only waits for it.
+				code, err := userns.Enter(cmd.Context(), userns.Host(), os.Args[1:])
+				if err != nil {
+					return fmt.Errorf("building %s rootless: %w", args[0], err)
+				}
+				return exitCode(code)
+			}
 			o, d, err := g.options(cmd)
 			if err != nil {
 				return err
@@ -44,10 +73,6 @@ time other than 1970-01-01 on what is made.`,
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
-			r, err := loadRecipe(g, args[0])
-			if err != nil {
-				return err
-			}
 			start := time.Now()
 			res, err := layerimg.Build(cmd.Context(), r, o)
 			reportResult(d, start, cmd.Context().Err() != nil, o, res, err)
@@ -70,9 +95,43 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
 	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
+	f.BoolVar(&rootless, "rootless", false, "run steps, tests and the bootstrap in a user namespace even as root (as an ordinary user they always do)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
 	return c
 }
+
+// needsUserNS says whether this build must run again inside a user
+// namespace: when asked to (--rootless), or when an ordinary user's recipe
+// has something to run in the sandbox. A recipe of copy and env steps
+// needs no privilege at all, and no subordinate range either.
+func needsUserNS(r *recipes.Recipe, rootless bool) (bool, error) {
+	if userns.Inside() {
+		return false, nil
+	}
+	if rootless {
+		return true, nil
+	}
+	if os.Geteuid() == 0 {
+		return false, nil
+	}
+	for _, st := range r.Steps {
+		if st.Kind() == "run" {
+			return true, nil
+		}
+	}
+	for _, t := range r.Tests {
+		if t.Boot == nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// exitCode is the exit status of the copy of layerimg that built inside
+// the user namespace: it has printed its own errors.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // parseFormats checks --format; its error is a usage error naming the flag.
 func parseFormats(fs []string) ([]string, error) {

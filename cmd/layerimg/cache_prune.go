@@ -17,6 +17,9 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 			if keepDays < 0 {
 				return usageError{fmt.Errorf("--keep-days must be 0 or more")}
 			}
+			if ok, err := reenterForRootlessTrees(cmd, g); ok {
+				return err
+			}
 			cache, dir, err := g.openCache("pruning", true)
 			if err != nil {
 				return err

@@ -30,6 +30,9 @@ running builds to finish first), so the next build makes them again.`,
   layerimg cache verify --repair`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ok, err := reenterForRootlessTrees(cmd, g); ok {
+				return err
+			}
 			cache, dir, err := g.openCache("verifying", repair)
 			if err != nil {
 				return err

@@ -47,13 +47,9 @@ func (g *globalFlags) argMap() (map[string]string, error) {
 // (close it when the command ends). Its errors are usage errors naming the
 // flag or SOURCE_DATE_EPOCH.
 func (g *globalFlags) options(cmd *cobra.Command) (layerimg.Options, display, error) {
-	comp, err := layers.ParseCompression(g.compression)
+	comp, epoch, err := g.checkUsage()
 	if err != nil {
-		return layerimg.Options{}, nil, usageError{fmt.Errorf("--compression: %w", err)}
-	}
-	epoch, err := layerimg.EpochFromEnv()
-	if err != nil {
-		return layerimg.Options{}, nil, usageError{err}
+		return layerimg.Options{}, nil, err
 	}
 	d, err := g.display(cmd)
 	if err != nil {
@@ -63,6 +59,20 @@ func (g *globalFlags) options(cmd *cobra.Command) (layerimg.Options, display, er
 		CacheDir: g.cacheDir, InsecureRegistries: g.insecure, Compression: comp, CacheFrom: g.cacheFrom,
 		Epoch: epoch, Log: d.Logger(), Output: cmd.ErrOrStderr(), Progress: d,
 	}, d, nil
+}
+
+// checkUsage checks the global flags and SOURCE_DATE_EPOCH; its errors are
+// usage errors.
+func (g *globalFlags) checkUsage() (layers.Compression, int64, error) {
+	comp, err := layers.ParseCompression(g.compression)
+	if err != nil {
+		return "", 0, usageError{fmt.Errorf("--compression: %w", err)}
+	}
+	epoch, err := layerimg.EpochFromEnv()
+	if err != nil {
+		return "", 0, usageError{err}
+	}
+	return comp, epoch, nil
 }
 
 // cache is --cache-dir, or the default cache directory.

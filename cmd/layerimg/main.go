@@ -11,12 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/layerimg/layerimg/internal/userns"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
 func main() {
 	rootfs.SandboxMain() // a re-executed sandbox child never returns
+	userns.Main()        // a rootless build's copy waits here for its id maps
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:]))
@@ -33,6 +35,10 @@ func run(ctx context.Context, args []string) int {
 		// Cobra reports a first word that names no command while looking the
 		// command up, as a plain error: it is a usage error all the same.
 		err = usageError{err}
+	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return int(ec) // the copy in the user namespace said what it had to
 	}
 	fmt.Fprintln(os.Stderr, "layerimg:", err)
 	var ue usageError

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/layerimg/layerimg/internal/userns"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
@@ -19,6 +20,7 @@ import (
 // it runs main's logic, so tests can run it as a separate process and kill it.
 func TestMain(m *testing.M) {
 	rootfs.SandboxMain()
+	userns.Main()
 	if os.Getenv("LAYERIMG_TEST_CLI") == "1" {
 		// As main: Ctrl-C and SIGTERM cancel the build.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -1,6 +1,7 @@
 package progress
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -55,6 +56,29 @@ type TTY struct {
 	stopped []string // what an interruption stopped
 	running *line
 	result  *Event
+	// shown holds the lines printed above the display that no frame has
+	// carried to the terminal yet: mpb flushes such lines with its next
+	// frame, and drops them if it shuts down first. Close prints what is
+	// left. Its own lock: frames are written on mpb's goroutine.
+	shown *pending
+}
+
+type pending struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// sent drops the lines that frame p carried.
+func (q *pending) sent(p []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kept := q.lines[:0]
+	for _, l := range q.lines {
+		if !bytes.Contains(p, []byte(l)) {
+			kept = append(kept, l)
+		}
+	}
+	q.lines = kept
 }
 
 // line is one step's or stage's row, and its output window. Its mutex
@@ -98,7 +122,7 @@ func NewTTY(ctx context.Context, out io.Writer, o TTYOptions) *TTY {
 	if o.MaxLines == 0 {
 		o.MaxLines = 100000
 	}
-	return &TTY{out: out, ctx: ctx, opts: o, begin: time.Now(), lines: map[string]*line{}, transfers: map[string]*transfer{}}
+	return &TTY{out: out, ctx: ctx, opts: o, begin: time.Now(), lines: map[string]*line{}, transfers: map[string]*transfer{}, shown: &pending{}}
 }
 
 // showAfter is how long a step or stage runs before it gets a live row: a
@@ -114,7 +138,7 @@ func (t *TTY) progress() *mpb.Progress {
 	// Each frame starts with a carriage return: the terminal's echo of a
 	// Ctrl-C ("^C") moves the cursor off column 0, and the redraw moves
 	// only up.
-	cw := cupwriter.New(frameStart{t.out}, false)
+	cw := cupwriter.New(frameStart{t.out, t.shown}, false)
 	if f, ok := t.out.(interface{ Fd() uintptr }); ok {
 		cw.SetTermFd(int(f.Fd()))
 	}
@@ -135,6 +159,9 @@ func (t *TTY) println(s string) {
 		fmt.Fprintln(t.out, s)
 		return
 	}
+	t.shown.mu.Lock()
+	t.shown.lines = append(t.shown.lines, s)
+	t.shown.mu.Unlock()
 	_, _ = t.p.Write([]byte(s + "\n"))
 }
 
@@ -432,6 +459,13 @@ func (t *TTY) close() {
 	}
 	if t.p != nil {
 		t.p.Wait()
+		// mpb is done: what its last frame did not carry goes out here.
+		t.shown.mu.Lock()
+		for _, l := range t.shown.lines {
+			fmt.Fprintln(t.out, l)
+		}
+		t.shown.lines = nil
+		t.shown.mu.Unlock()
 	}
 	switch status {
 	case Fail:
@@ -521,12 +555,17 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// frameStart writes each frame from the start of the line.
-type frameStart struct{ w io.Writer }
+// frameStart writes each frame from the start of the line, and notes the
+// printed lines it carried.
+type frameStart struct {
+	w     io.Writer
+	shown *pending
+}
 
 func (f frameStart) Write(p []byte) (int, error) {
 	if _, err := f.w.Write(append([]byte{'\r'}, p...)); err != nil {
 		return 0, err
 	}
+	f.shown.sent(p)
 	return len(p), nil
 }
