@@ -140,9 +140,9 @@ func TestAnsibleCheckIdempotent(t *testing.T) {
 `,
 	}
 	dir := bbAnsibleContext(t, `  - name: play
+    check_idempotent: true
     ansible:
       playbook: site.yml
-      check_idempotent: true
 `, files)
 	o := layerimg.Options{CacheDir: t.TempDir()}
 	_, err := layerimg.Build(context.Background(), load(t, dir, nil), o)
