@@ -184,7 +184,16 @@ func AnsibleStep(ctx context.Context, c *Cache, lowers []string, comp Compressio
 		return Descriptor{}, nil, err
 	}
 	defer os.RemoveAll(tmp)
-	a := &ansibleRun{o: o, tmp: tmp}
+	// The agent's socket lives in a short private directory of its own: a
+	// unix socket's path has at most 107 bytes, which a deep cache
+	// directory would exceed. Only its owner may connect: whoever can run
+	// commands in the sandbox as its root.
+	sockDir, err := os.MkdirTemp("", "layerimg-agent-")
+	if err != nil {
+		return Descriptor{}, nil, err
+	}
+	defer os.RemoveAll(sockDir)
+	a := &ansibleRun{o: o, tmp: tmp, sockDir: sockDir}
 	if err := a.setup(); err != nil {
 		return Descriptor{}, nil, fmt.Errorf("preparing ansible: %w", err)
 	}
@@ -230,7 +239,10 @@ type ansibleSession struct {
 // playbook against it (run 1, or 2 for the idempotency check), and stops
 // it. Its upper dir is left without Ansible's temporary files.
 func (a *ansibleRun) session(ctx context.Context, c *Cache, lowers []string, run int) (ansibleSession, error) {
-	a.socket = filepath.Join(a.tmp, fmt.Sprintf("agent-%d.sock", run))
+	a.socket = filepath.Join(a.sockDir, fmt.Sprintf("agent-%d.sock", run))
+	if len(a.socket) > 107 {
+		return ansibleSession{}, fmt.Errorf("the agent's socket path %s is longer than a unix socket allows: set TMPDIR to a shorter directory", a.socket)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: a.socket, Net: "unix"})
 	if err != nil {
 		return ansibleSession{}, fmt.Errorf("agent socket: %w", err)
@@ -306,10 +318,10 @@ func xattrOpaque(dir string) (bool, error) {
 // ansibleRun is one Ansible step's host side: its temporary directory
 // (plugins, config, variables, stats) and the agent's socket.
 type ansibleRun struct {
-	o           AnsibleOptions
-	tmp, socket string
-	secrets     [][]byte
-	noPython    bool
+	o                    AnsibleOptions
+	tmp, sockDir, socket string
+	secrets              [][]byte
+	noPython             bool
 }
 
 // setup writes the plugins, the configuration and the variables file.
