@@ -320,6 +320,7 @@ func xattrOpaque(dir string) (bool, error) {
 type ansibleRun struct {
 	o                    AnsibleOptions
 	tmp, sockDir, socket string
+	secretEnv            []string // NAME=VALUE for ansible-playbook only
 	secrets              [][]byte
 	noPython             bool
 }
@@ -362,16 +363,20 @@ func (a *ansibleRun) setup() error {
 	for k, v := range a.o.ExtraVars {
 		vars[k] = v
 	}
-	// Secrets reach the playbook as layerimg_secrets.ID too, from this
-	// 0600 file that dies with the step: never on a command line.
+	// Secrets reach the playbook as layerimg_secrets.ID too, read from
+	// ansible-playbook's environment when a task uses them: the variables
+	// file holds only the lookup, so no secret is ever on a command line
+	// or a disk, where a killed build would leave it.
 	sec := map[string]string{}
-	for _, s := range a.o.Run.Secrets {
+	for i, s := range a.o.Run.Secrets {
 		data, err := os.ReadFile(s.Src)
 		if err != nil {
 			return fmt.Errorf("secret %s: %w", s.ID, err)
 		}
 		data = bytes.TrimSpace(data)
-		sec[s.ID] = string(data)
+		name := fmt.Sprintf("LAYERIMG_SECRET_%d", i)
+		sec[s.ID] = "{{ lookup('env', '" + name + "') }}"
+		a.secretEnv = append(a.secretEnv, name+"="+string(data))
 		a.secrets = append(a.secrets, data)
 	}
 	if len(sec) > 0 {
@@ -454,7 +459,7 @@ func (a *ansibleRun) playbook(ctx context.Context, run int) (*AnsibleStats, erro
 	}
 	cmd := exec.CommandContext(ctx, "ansible-playbook", append(args, pb)...)
 	cmd.Dir = filepath.Dir(pb)
-	cmd.Env = a.env(run)
+	cmd.Env = append(a.env(run), a.secretEnv...)
 	out := a.o.Run.Out
 	if out == nil {
 		out = io.Discard
