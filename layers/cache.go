@@ -73,6 +73,13 @@ func OpenCache(dir string, exclusive bool, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The sandbox mounts lower dirs by path after leaving the working
+	// directory: a relative cache dir would name nothing there.
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cache %s: %w", dir, err)
+	}
+	dir = abs
 	for _, d := range []string{"blobs/sha256", "keys", "unpacked", unpackedRootless, "tmp", "records", "headers"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating cache %s: %w", dir, err)

@@ -170,3 +170,22 @@ func TestSIGKILLMidBuild(t *testing.T) {
 		t.Errorf("scratch of the killed build left behind: %d entries", len(ents))
 	}
 }
+
+// A relative --cache-dir works for run steps too: the sandbox mounts the
+// cache's lower dirs after leaving the working directory.
+func TestRelativeCacheDir(t *testing.T) {
+	dir := busyboxBin(t, "sh", "echo")
+	recipe := filepath.Join(dir, "recipe.yaml")
+	if err := os.WriteFile(recipe, []byte("name: rel\nfrom: scratch\nsteps:\n  - copy: {src: bin, dst: /bin}\n  - run: echo hi > /hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "build", "--progress", "plain", "--cache-dir", "cache", recipe)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "LAYERIMG_TEST_CLI=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build with --cache-dir cache: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(cmd.Dir, "cache", "oci-layout")); err != nil {
+		t.Errorf("the cache is not where it was asked for: %v", err)
+	}
+}
