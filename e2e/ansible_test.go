@@ -361,8 +361,10 @@ func TestAnsibleRequirementsOffline(t *testing.T) {
       playbook: site.yml
       requirements: requirements.yml
 `, map[string]string{
-		"site.yml":                       "- hosts: all\n  gather_facts: false\n  roles: [acme.tools.hello]\n",
-		"requirements.yml":               "collections:\n  - name: dist/acme-tools-1.0.0.tar.gz\n    type: file\n",
+		"site.yml":                       "- hosts: all\n  gather_facts: false\n  roles: [acme.tools.hello, local]\n",
+		"requirements.yml":               "collections:\n  - name: dist/acme-tools-1.0.0.tar.gz\n    type: file\nroles:\n  - src: ./dist/local.tar.gz\n    name: local\n",
+		"role/local/tasks/main.yml":      "- name: from the role\n  raw: echo role > /from-role\n",
+		"role/local/meta/main.yml":       "galaxy_info: {author: layerimg, description: test, license: MIT, min_ansible_version: '2.14', platforms: []}\ndependencies: []\n",
 		"col/galaxy.yml":                 "namespace: acme\nname: tools\nversion: 1.0.0\nreadme: README.md\nauthors: [layerimg]\n",
 		"col/README.md":                  "test collection\n",
 		"col/roles/hello/tasks/main.yml": "- name: from the collection\n  raw: echo collection > /from-collection\n",
@@ -376,12 +378,19 @@ func TestAnsibleRequirementsOffline(t *testing.T) {
 		}
 	}
 	galaxyBuild()
+	if b, err := exec.Command("tar", "-czf", filepath.Join(dir, "dist/local.tar.gz"), "-C", filepath.Join(dir, "role"), "local").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, b)
+	}
 	out := t.TempDir()
 	o := layerimg.Options{CacheDir: t.TempDir(), RootfsTar: filepath.Join(out, "rootfs.tar")}
 	build(t, load(t, dir, nil), o)
 	data, _ := os.ReadFile(o.RootfsTar)
-	if entries := strings.Join(tartest.Summary(t, io.NopCloser(bytes.NewReader(data))), "\n"); !strings.Contains(entries, "from-collection f 0644 collection\n") {
+	entries := strings.Join(tartest.Summary(t, io.NopCloser(bytes.NewReader(data))), "\n")
+	if !strings.Contains(entries, "from-collection f 0644 collection\n") {
 		t.Errorf("the collection's role did not run:\n%s", entries)
+	}
+	if !strings.Contains(entries, "from-role f 0644 role\n") {
+		t.Errorf("the requirements' role did not run:\n%s", entries)
 	}
 	// A new tarball misses the step, naming it.
 	os.WriteFile(filepath.Join(dir, "col/roles/hello/tasks/main.yml"), []byte("- name: from the collection\n  raw: echo v2 > /from-collection\n"), 0o644)
@@ -392,5 +401,22 @@ func TestAnsibleRequirementsOffline(t *testing.T) {
 	}
 	if plan[1].Status != layerimg.Miss || !strings.Contains(plan[1].Why, "dist/acme-tools-1.0.0.tar.gz") {
 		t.Errorf("plan after a new tarball: %s: %s", plan[1].Status, plan[1].Why)
+	}
+}
+
+// A role from the network in the requirements is refused before anything
+// runs: requirements are installed offline.
+func TestAnsibleRequirementsRefuseNetworkRoles(t *testing.T) {
+	dir := bbAnsibleContext(t, `  - name: play
+    ansible:
+      playbook: site.yml
+      requirements: requirements.yml
+`, map[string]string{
+		"site.yml":         "- hosts: all\n  gather_facts: false\n  roles: [geerlingguy.docker]\n",
+		"requirements.yml": "roles:\n  - name: geerlingguy.docker\n",
+	})
+	_, err := layerimg.Plan(context.Background(), load(t, dir, nil), layerimg.Options{CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), `role "geerlingguy.docker"`) || !strings.Contains(err.Error(), "offline") {
+		t.Errorf("got %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -97,8 +98,10 @@ func AnsibleKeyFiles(contextDir string, a *recipes.Ansible) ([]FileDigest, error
 	return out, nil
 }
 
-// requirementFiles lists the local collection tarballs and directories a
-// Galaxy requirements file names, relative to the build context.
+// requirementFiles lists the local collection and role tarballs and
+// directories a Galaxy requirements file names, relative to the build
+// context. A role from anywhere else is refused: roles are installed
+// offline (ansible-galaxy has no --offline for them, so layerimg checks).
 func requirementFiles(contextDir, req string) ([]string, error) {
 	data, err := os.ReadFile(filepath.Join(contextDir, req))
 	if err != nil {
@@ -106,11 +109,34 @@ func requirementFiles(contextDir, req string) ([]string, error) {
 	}
 	var doc struct {
 		Collections []yaml.Node `yaml:"collections"`
+		Roles       []yaml.Node `yaml:"roles"`
 	}
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("ansible requirements %s: %w", req, err)
+		// The old form: a bare list of roles.
+		var roles []yaml.Node
+		if yaml.Unmarshal(data, &roles) != nil {
+			return nil, fmt.Errorf("ansible requirements %s: %w", req, err)
+		}
+		doc.Roles = roles
 	}
 	var out []string
+	for _, n := range doc.Roles {
+		var r struct{ Name, Src string }
+		if n.Kind == yaml.ScalarNode {
+			r.Src = n.Value
+		} else if err := n.Decode(&r); err != nil {
+			return nil, fmt.Errorf("ansible requirements %s: %w", req, err)
+		}
+		local := strings.TrimPrefix(r.Src, "file://")
+		p := filepath.Join(filepath.Dir(req), local)
+		if local == "" || strings.Contains(local, "://") || filepath.IsAbs(local) {
+			return nil, fmt.Errorf("ansible requirements %s: role %q comes from %q: roles are installed offline, from a tarball or directory in the build context", req, cmp.Or(r.Name, r.Src), r.Src)
+		}
+		if _, err := os.Stat(filepath.Join(contextDir, p)); err != nil {
+			return nil, fmt.Errorf("ansible requirements %s: role %q: %w", req, cmp.Or(r.Name, r.Src), err)
+		}
+		out = append(out, p)
+	}
 	for _, n := range doc.Collections {
 		var c struct {
 			Name, Source, Type string
@@ -401,17 +427,22 @@ func (a *ansibleRun) play(ctx context.Context, run int) (*AnsibleStats, error) {
 	return a.playbook(ctx, run)
 }
 
-// galaxy installs the requirements' collections from local tarballs or
-// directories into the step's temporary directory, offline.
+// galaxy installs the requirements' collections and roles from local
+// tarballs or directories into the step's temporary directory, offline
+// (requirementFiles has refused roles from anywhere else).
 func (a *ansibleRun) galaxy(ctx context.Context) error {
-	dst := filepath.Join(a.tmp, "collections")
-	cmd := exec.CommandContext(ctx, "ansible-galaxy", "collection", "install", "--offline", "-r", a.o.Requirements, "-p", dst)
-	cmd.Dir = filepath.Dir(a.o.Requirements)
-	cmd.Env = a.env(0)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("installing the requirements %s (offline: local tarballs and directories only): %w\n%s", a.o.Requirements, err, strings.TrimSpace(out.String()))
+	for _, args := range [][]string{
+		{"collection", "install", "--offline", "-r", a.o.Requirements, "-p", filepath.Join(a.tmp, "collections")},
+		{"role", "install", "-r", a.o.Requirements, "-p", filepath.Join(a.tmp, "roles")},
+	} {
+		cmd := exec.CommandContext(ctx, "ansible-galaxy", args...)
+		cmd.Dir = filepath.Dir(a.o.Requirements)
+		cmd.Env = a.env(0)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("installing the requirements %s (offline: local tarballs and directories only): %w\n%s", a.o.Requirements, err, strings.TrimSpace(out.String()))
+		}
 	}
 	return nil
 }
@@ -435,8 +466,12 @@ func (a *ansibleRun) env(run int) []string {
 		}
 		return strings.Join(out, ":")
 	}
-	if len(a.o.Roles) > 0 {
-		env = append(env, "ANSIBLE_ROLES_PATH="+abs(a.o.Roles))
+	roles := a.o.Roles
+	if a.o.Requirements != "" {
+		roles = append([]string{filepath.Join(a.tmp, "roles")}, roles...)
+	}
+	if len(roles) > 0 {
+		env = append(env, "ANSIBLE_ROLES_PATH="+abs(roles))
 	}
 	cols := append([]string{filepath.Join(a.tmp, "collections")}, a.o.Collections...)
 	env = append(env, "ANSIBLE_COLLECTIONS_PATH="+abs(cols))
