@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
-	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -580,32 +579,4 @@ func (t *tailWriter) redacted(r *redactor) []string {
 		out[i] = string(r.redact([]byte(l)))
 	}
 	return out
-}
-
-// writeUpper stores a sandbox's upper dir as a layer, refusing one that
-// holds a secret's content, as RunStep does.
-func writeUpper(ctx context.Context, c *Cache, upper string, comp Compression, o RunOptions) (Descriptor, error) {
-	var secrets []namedSecret
-	for _, s := range o.Secrets {
-		data, err := os.ReadFile(s.Src)
-		if err != nil {
-			return Descriptor{}, fmt.Errorf("secret %s: %w", s.ID, err)
-		}
-		if data = bytes.TrimSpace(data); len(data) >= 4 {
-			secrets = append(secrets, namedSecret{s.ID, data})
-		}
-	}
-	epoch := o.Epoch
-	m := progress.Start(ctx, "compressing the layer", 0)
-	defer m.Finish()
-	return c.WriteLayer(comp, func(w io.Writer) error {
-		sw := &secretScan{secrets: secrets}
-		if err := rootfs.WriteTar(ctx, m.Writer(io.MultiWriter(w, sw)), upper, rootfs.TarOptions{Epoch: &epoch, Overlay: true}); err != nil {
-			return err
-		}
-		if sw.found != "" {
-			return fmt.Errorf("the step wrote the content of secret %q into the image; nothing was cached", sw.found)
-		}
-		return nil
-	})
 }

@@ -101,6 +101,12 @@ func RunStep(ctx context.Context, c *Cache, lowers []string, comp Compression, o
 	if err != nil {
 		return Descriptor{}, err
 	}
+	return writeUpper(ctx, c, upper, comp, o)
+}
+
+// writeUpper stores a sandbox's upper dir as a layer, refusing one that
+// holds a secret's content.
+func writeUpper(ctx context.Context, c *Cache, upper string, comp Compression, o RunOptions) (Descriptor, error) {
 	var secrets []namedSecret
 	for _, s := range o.Secrets {
 		data, err := os.ReadFile(s.Src)
