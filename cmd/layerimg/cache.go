@@ -23,19 +23,6 @@ func newCacheCmd(g *globalFlags) *cobra.Command {
 	return c
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // reenterForRootlessTrees runs this cache command again inside a rootless
 // build's user namespace when the cache holds its lower dirs and this is
 // an ordinary user: their files belong to the user's subordinate ids, which

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 func newCacheDuCmd(g *globalFlags) *cobra.Command {
@@ -20,10 +22,10 @@ func newCacheDuCmd(g *globalFlags) *cobra.Command {
 			u := cache.Usage()
 			var total int64
 			for _, k := range []string{"blobs", "unpacked", "disks", "keys", "tmp"} {
-				fmt.Fprintf(cmd.OutOrStdout(), "%-9s %s\n", k, humanBytes(u[k]))
+				fmt.Fprintf(cmd.OutOrStdout(), "%-9s %s\n", k, progress.HumanBytes(u[k]))
 				total += u[k]
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%-9s %s\n", "total", humanBytes(total))
+			fmt.Fprintf(cmd.OutOrStdout(), "%-9s %s\n", "total", progress.HumanBytes(total))
 			return nil
 		},
 	}

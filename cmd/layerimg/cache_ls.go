@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 func newCacheLsCmd(g *globalFlags) *cobra.Command {
@@ -26,7 +28,7 @@ func newCacheLsCmd(g *globalFlags) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tSTEP\tLAYER\tSIZE\tLAST USED")
 			for i, e := range es {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Key[7:19], e.Step, e.Layer.Digest.Hex[:12], humanBytes(e.Layer.Size), used[i].Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Key[7:19], e.Step, e.Layer.Digest.Hex[:12], progress.HumanBytes(e.Layer.Size), used[i].Format(time.DateTime))
 			}
 			if err := tw.Flush(); err != nil {
 				return fmt.Errorf("printing cache %s: %w", dir, err)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerimg/layerimg/internal/progress"
 )
 
 func newCachePruneCmd(g *globalFlags) *cobra.Command {
@@ -29,7 +31,7 @@ func newCachePruneCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("pruning cache %s: %w", dir, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d entries, freed %s\n", n, humanBytes(freed))
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d entries, freed %s\n", n, progress.HumanBytes(freed))
 			return nil
 		},
 	}

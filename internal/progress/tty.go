@@ -421,11 +421,11 @@ func (tr *transfer) figures(decor.Statistics) string {
 	e := tr.e
 	tr.mu.Unlock()
 	rate := float64(e.Done) / max(e.Elapsed.Seconds(), 1e-3)
-	s := humanBytes(e.Done)
+	s := HumanBytes(e.Done)
 	if e.Total > 0 {
-		s += " / " + humanBytes(e.Total)
+		s += " / " + HumanBytes(e.Total)
 	}
-	s += "  " + humanBytes(int64(rate)) + "/s"
+	s += "  " + HumanBytes(int64(rate)) + "/s"
 	if e.Total > e.Done && rate > 0 {
 		s += "  eta " + time.Duration(float64(e.Total-e.Done)/rate*float64(time.Second)).Round(time.Second).String()
 	}
@@ -516,7 +516,7 @@ func (t *TTY) printSummary() {
 		fmt.Fprintf(t.out, "  image    %s\n", s.Image)
 	}
 	for _, f := range s.Outputs {
-		fmt.Fprintf(t.out, "  output   %s (%s)\n", f.Path, humanBytes(f.Size))
+		fmt.Fprintf(t.out, "  output   %s (%s)\n", f.Path, HumanBytes(f.Size))
 	}
 	for _, k := range sortedKeys(s.Published) {
 		fmt.Fprintf(t.out, "  %-8s %v\n", k, s.Published[k])
@@ -542,7 +542,8 @@ func messageText(e Event) string {
 	return strings.Map(printable, b.String())
 }
 
-func humanBytes(n int64) string {
+// HumanBytes writes n in binary units: 512 B, 1.5 KiB, 3.2 GiB.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
