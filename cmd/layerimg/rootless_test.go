@@ -418,7 +418,7 @@ func TestRootlessErrors(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to switch to an ordinary user; CI runs as root")
 	}
-	usernstest.Lock(t) // no other test's range for nobody meanwhile
+	usernstest.NoRange(t, "nobody") // nor another test's meanwhile
 	work, bin := rootlessWork(t)
 	recipe := rootlessContext(t, filepath.Join(work, "ctx"), rootlessRecipe)
 	dir := filepath.Join(work, "user")

@@ -66,6 +66,40 @@ func Lock(t testing.TB) {
 	t.Cleanup(func() { f.Close() })
 }
 
+// NoRange takes the lock and removes the users' lines from /etc/subuid and
+// /etc/subgid until the test ends, for a test that needs them to have none
+// (a machine may have one already). It needs root.
+func NoRange(t testing.TB, users ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to edit /etc/subuid and /etc/subgid; CI runs as root")
+	}
+	Lock(t)
+	for _, file := range []string{"/etc/subuid", "/etc/subgid"} {
+		old, err := os.ReadFile(file)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(file, old, 0o644) })
+		var kept []string
+		for _, l := range strings.SplitAfter(string(old), "\n") {
+			drop := false
+			for _, u := range users {
+				drop = drop || strings.HasPrefix(l, u+":")
+			}
+			if !drop {
+				kept = append(kept, l)
+			}
+		}
+		if err := os.WriteFile(file, []byte(strings.Join(kept, "")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func hasLine(data, user string) bool {
 	for _, l := range strings.Split(data, "\n") {
 		if strings.HasPrefix(l, user+":") {
