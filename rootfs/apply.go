@@ -69,31 +69,14 @@ func (e *LayerError) Unwrap() error { return e.Err }
 // that would reach root itself or anything outside it is refused.
 func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) error {
 	a := &applier{root: root, opts: opts, created: map[string]bool{}, dirTimes: map[string]time.Time{}}
-	tr := tar.NewReader(r)
-	prev := ""
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if prev == "" {
-				return &LayerError{Layer: opts.Layer, Err: fmt.Errorf("reading the tar: %w", err)}
-			}
-			return &LayerError{Layer: opts.Layer, Err: fmt.Errorf("reading the tar after entry %q: %w", prev, err)}
-		}
+	err := eachEntry(ctx, r, opts.Layer, func(_ int, hdr *tar.Header, tr *tar.Reader) error {
 		if err := a.entry(hdr, tr); err != nil {
 			return &LayerError{opts.Layer, hdr.Name, a.relative(err)}
 		}
-		prev = hdr.Name
-	}
-	// Read to the end: a reader that checks a digest can only tell at EOF
-	// whether what was extracted is what the manifest promised.
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return &LayerError{Layer: opts.Layer, Err: fmt.Errorf("reading past the tar's end: %w", err)}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return a.setDirTimes()
 }
@@ -426,4 +409,36 @@ func tarMode(hdr *tar.Header) os.FileMode {
 func setTimes(p string, mtime time.Time) error {
 	ts := unix.Timespec{Sec: mtime.Unix(), Nsec: int64(mtime.Nanosecond())}
 	return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// eachEntry calls fn for each entry of the layer tar in r (n counts them
+// from 0), then reads r to its end: a reader that checks a digest can only
+// tell at EOF whether what was read is what the manifest promised. A
+// broken tar is a *LayerError naming the layer and the last entry read.
+func eachEntry(ctx context.Context, r io.Reader, layer string, fn func(n int, hdr *tar.Header, tr *tar.Reader) error) error {
+	tr := tar.NewReader(r)
+	prev := ""
+	for n := 0; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if prev == "" {
+				return &LayerError{Layer: layer, Err: fmt.Errorf("reading the tar: %w", err)}
+			}
+			return &LayerError{Layer: layer, Err: fmt.Errorf("reading the tar after entry %q: %w", prev, err)}
+		}
+		if err := fn(n, hdr, tr); err != nil {
+			return err
+		}
+		prev = hdr.Name
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return &LayerError{Layer: layer, Err: fmt.Errorf("reading past the tar's end: %w", err)}
+	}
+	return nil
 }

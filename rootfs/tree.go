@@ -166,34 +166,15 @@ func (t *Tree) append(ctx context.Context, name string, l Layer, seen func(*tar.
 	defer rc.Close()
 	li := len(t.layers)
 	t.layers = append(t.layers, treeLayer{name: name, l: l})
-	tr := tar.NewReader(rc)
-	prev := ""
-	for n := 0; ; n++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if prev == "" {
-				return &LayerError{Layer: name, Err: fmt.Errorf("reading the tar: %w", err)}
-			}
-			return &LayerError{Layer: name, Err: fmt.Errorf("reading the tar after entry %q: %w", prev, err)}
-		}
+	return eachEntry(ctx, rc, name, func(n int, hdr *tar.Header, _ *tar.Reader) error {
 		if err := t.entry(li, n, hdr); err != nil {
 			return &LayerError{name, hdr.Name, err}
 		}
 		if seen != nil {
 			seen(hdr)
 		}
-		prev = hdr.Name
-	}
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return &LayerError{Layer: name, Err: fmt.Errorf("reading past the tar's end: %w", err)}
-	}
-	return nil
+		return nil
+	})
 }
 
 // entry applies one header, in the order and with the checks of
