@@ -36,13 +36,7 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to switch to an ordinary user; CI runs as root")
 	}
-	work, err := os.MkdirTemp("", "layerimg-rootless-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(work) })
-	bin := filepath.Join(work, "layerimg")
-	copyFile(t, os.Args[0], bin, 0o755)
+	work, bin := rootlessWork(t)
 	recipe := filepath.Join(work, "recipe.yaml")
 	for p, body := range map[string]string{recipe: goodRecipe + "disk: {boot: none, size: 1GiB}\n", filepath.Join(work, "hello.txt"): "hello\n"} {
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
@@ -50,9 +44,6 @@ func TestDiskAsOrdinaryUser(t *testing.T) {
 		}
 	}
 	writeRootTar(t, filepath.Join(work, "rootfs-in.tar"))
-	for _, who := range []string{"root", "user"} {
-		os.MkdirAll(filepath.Join(work, who), 0o755)
-	}
 	if err := filepath.Walk(work, func(p string, _ os.FileInfo, err error) error {
 		if err != nil || strings.HasPrefix(p, filepath.Join(work, "root")) {
 			return err
