@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -23,7 +24,15 @@ import (
 
 func TestMain(m *testing.M) {
 	rootfs.SandboxMain()
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "layerimg-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shared.dir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func TestCacheHitsAndMisses(t *testing.T) {

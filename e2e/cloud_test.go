@@ -27,29 +27,19 @@ import (
 // image, boots the grub layout with Secure Boot on, and rebuilds it cold to
 // check the disk is byte for byte the same. Several minutes under TCG.
 func TestDebianCloud(t *testing.T) {
-	needRoot(t)
-	if testing.Short() {
-		t.Skip("-short: skipping the bootable Debian build")
-	}
 	ctx := context.Background()
+	fx := debianCloud(t)
+	res, o := fx.Res, fx.Opts
 	r, err := recipes.Load("../recipes/examples/debian-cloud.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := t.TempDir()
-	var console bytes.Buffer
-	o := layerimg.Options{CacheDir: t.TempDir(), DiskDir: out, OCILayout: filepath.Join(out, "image"), Manifest: filepath.Join(out, "build.json"), Output: &console, DiskDigests: true}
-	began := time.Now()
-	res, err := layerimg.Build(ctx, r, o)
-	if err != nil {
-		t.Fatalf("%v\nconsole:\n%s", err, tail(console.String()))
-	}
 	// For the rootless build's figures beside it.
-	t.Logf("root build: %s", time.Since(began).Round(time.Second))
+	t.Logf("root build: %s", fx.Took.Round(time.Second))
 	if res.Disk == nil || res.Disk.Boot != "systemd-boot" || len(res.Disk.Files) != 4 {
 		t.Fatalf("disk result %+v", res.Disk)
 	}
-	if n := strings.Count(console.String(), "login: "); n < 2 {
+	if n := strings.Count(fx.Console, "login: "); n < 2 {
 		t.Errorf("the boot test reached %d login prompts, want 2 (virtio, nvme)", n)
 	}
 	raw := res.Disk.Files["raw"].Path
