@@ -2,7 +2,8 @@
 GO        ?= go
 export GOPROXY ?= https://proxy.golang.org
 export PATH := $(PATH):/usr/local/go/bin
-DEB_PKGS  := mmdebstrap uidmap busybox-static docker-registry e2fsprogs dosfstools mtools gdisk qemu-utils qemu-system-x86 ovmf ca-certificates tar gzip ansible-core
+DEB_PKGS  := mmdebstrap uidmap busybox-static docker-registry e2fsprogs dosfstools mtools gdisk qemu-utils qemu-system-x86 ovmf ca-certificates tar gzip ansible-core \
+             qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64
 
 .PHONY: deps test-deps build example test bench lint clean
 
@@ -15,12 +16,19 @@ deps:
 # Azurite, the Azure Storage emulator the Azure tests upload to (npm, into
 # .tools/; Node.js from Debian if the machine has none).
 AZURITE   := azurite@3.35.0
+# cosign, the outside oracle for signatures and attestations (Go module proxy,
+# into .tools/bin; a few minutes on 2 cores, once). arm64 run steps need a
+# binfmt_misc handler for qemu-aarch64 (qemu-user-static above).
+COSIGN    := github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 test-deps: deps
 	@if ! command -v npm >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
 	fi
 	@test -x .tools/node_modules/.bin/azurite-blob || \
 		npm install --no-audit --no-fund --prefix .tools $(AZURITE)
+	@test -x .tools/bin/cosign || GOBIN=$(CURDIR)/.tools/bin $(GO) install $(COSIGN)
+	@mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+	@update-binfmts --enable qemu-aarch64 2>/dev/null || true
 
 build:
 	$(GO) build -o bin/layerimg ./cmd/layerimg
