@@ -79,17 +79,21 @@ func ResolveBase(ctx context.Context, c *Cache, b recipes.Base, o BaseOptions) (
 	case strings.HasPrefix(ref, "oci-layout:"):
 		return ociLayout(strings.TrimPrefix(ref, "oci-layout:"), o)
 	case strings.HasPrefix(ref, "docker-archive:"):
-		return dockerArchive(ref, inDir(o.Dir, strings.TrimPrefix(ref, "docker-archive:")))
+		return dockerArchive(ref, inDir(o.Dir, strings.TrimPrefix(ref, "docker-archive:")), o.Platform)
 	}
 	return remoteBase(ctx, ref, o)
 }
 
 // imageBase is img as a base whose layers verify what they read (see
-// verifyBase). viaBlob is as for verifyBase.
-func imageBase(ref string, img v1.Image, viaBlob bool) (*Base, error) {
+// verifyBase), refused when its config names another platform than the
+// build's. viaBlob is as for verifyBase.
+func imageBase(ref string, img v1.Image, viaBlob bool, want string) (*Base, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	if err := checkPlatform(ref, img, want); err != nil {
+		return nil, err
 	}
 	vi, err := verifyBase(ref, img, viaBlob)
 	if err != nil {
@@ -103,7 +107,7 @@ func imageBase(ref string, img v1.Image, viaBlob bool) (*Base, error) {
 // the files' names are content digests in current archives
 // (blobs/sha256/HEX, and HEX.json for the config), so those are checked here,
 // and every layer is checked against the config's diff_id when read.
-func dockerArchive(ref, file string) (*Base, error) {
+func dockerArchive(ref, file, platform string) (*Base, error) {
 	img, err := tarball.ImageFromPath(file, nil)
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
@@ -137,7 +141,7 @@ func dockerArchive(ref, file string) (*Base, error) {
 			return nil, fmt.Errorf("base %s: layer %d %s: %w", ref, i+1, want, &DigestMismatch{"content", m.Layers[i].Digest, want, "manifest.json says"})
 		}
 	}
-	return imageBase(ref, img, false)
+	return imageBase(ref, img, false, platform)
 }
 
 // namedDigest is the digest in a content-addressed archive file name:
@@ -175,7 +179,7 @@ func remoteBase(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pulling base %s: %w", ref, err)
 	}
-	return imageBase(ref, img, true)
+	return imageBase(ref, img, true, o.Platform)
 }
 
 func ociLayout(spec string, o BaseOptions) (*Base, error) {
@@ -229,17 +233,17 @@ func ociLayout(spec string, o BaseOptions) (*Base, error) {
 		}
 		for _, cd := range cm.Manifests {
 			if cd.Platform != nil && cd.Platform.Satisfies(*pl) {
-				return layoutImageBase(ref, child, cd.Digest)
+				return layoutImageBase(ref, child, cd.Digest, o.Platform)
 			}
 		}
 		return nil, fmt.Errorf("from %s: no image for platform %s", ref, o.Platform)
 	}
-	return layoutImageBase(ref, idx, d.Digest)
+	return layoutImageBase(ref, idx, d.Digest, o.Platform)
 }
 
 // layoutImageBase is the base made of the image d names in idx, a layout's
 // index or one of its children, refused if its manifest is not d.
-func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash) (*Base, error) {
+func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash, platform string) (*Base, error) {
 	img, err := idx.Image(d)
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
@@ -247,7 +251,7 @@ func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash) (*Base, error) {
 	if err := checkDigest(ref, "manifest", img, d); err != nil {
 		return nil, err
 	}
-	return imageBase(ref, img, true)
+	return imageBase(ref, img, true, platform)
 }
 
 // checkDigest refuses a layout's manifest or index whose bytes are not those
@@ -259,6 +263,32 @@ func checkDigest(ref, what string, x interface{ Digest() (v1.Hash, error) }, wan
 	}
 	if got != want {
 		return fmt.Errorf("base %s: %s %s: %w", ref, what, want, &DigestMismatch{"content", got, want, "index.json says"})
+	}
+	return nil
+}
+
+// checkPlatform refuses a single-platform base made for another OS or
+// architecture than the build's: its binaries would not run in the steps,
+// and the image would claim a platform it is not. A config that names no
+// architecture (hand-made images) is taken as it is.
+func checkPlatform(ref string, img v1.Image, want string) error {
+	if want == "" {
+		return nil
+	}
+	pl, err := platform(want)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("from %s: reading its config: %w", ref, err)
+	}
+	if cf.Architecture == "" && cf.OS == "" {
+		return nil
+	}
+	if cf.Architecture != pl.Architecture || (cf.OS != "" && cf.OS != pl.OS) {
+		return fmt.Errorf("from %s: the image is for %s/%s, but the build's platform is %s (set platform: or --platform to match, or use a base for %s)",
+			ref, cf.OS, cf.Architecture, want, pl.Architecture)
 	}
 	return nil
 }
