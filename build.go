@@ -313,6 +313,9 @@ func (b *buildRun) runTests(ctx context.Context) error {
 		if t.Boot != nil {
 			continue
 		}
+		if err := b.checkEmulation(); err != nil {
+			return fmt.Errorf("test %d (%s): %w", i+1, t.Name, err)
+		}
 		lw, err := b.unpack(ctx)
 		if err != nil {
 			return err
@@ -418,6 +421,9 @@ func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descri
 		d, err := layers.CopyStep(ctx, b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
 		return d, nil, err
 	case "run", "ansible":
+		if err := b.checkEmulation(); err != nil {
+			return layers.Descriptor{}, nil, err
+		}
 		lw, err := b.unpack(ctx)
 		if err != nil {
 			return layers.Descriptor{}, nil, err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -361,6 +362,10 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	pl, err := platform(o.Platform)
 	if err != nil {
 		return Descriptor{}, err
+	}
+	// A foreign architecture's maintainer scripts run under emulation.
+	if err := rootfs.CheckEmulation("/", runtime.GOARCH, o.Platform); err != nil {
+		return Descriptor{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}[pl.Architecture]
 	dir, err := os.MkdirTemp(c.TempDir(), "bootstrap-")
