@@ -55,6 +55,10 @@ type Options struct {
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
 	Manifest  string // write the build manifest (JSON) here
+
+	// pushImage, when set, pushes the finished image in place of Push:
+	// BuildPlatforms pushes each platform's by digest for its index.
+	pushImage func(context.Context, layers.Registry, v1.Image) error
 }
 
 func (o *Options) defaults() error {
@@ -166,6 +170,11 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	}
 	if err := p.publish(ctx, img, b.res, b.exported, b.exportedLayers); err != nil {
 		return nil, err
+	}
+	if o.pushImage != nil {
+		if err := o.pushImage(ctx, p.reg, img); err != nil {
+			return nil, err
+		}
 	}
 	end()
 	b.res.Pulled = p.remote.Pulled()

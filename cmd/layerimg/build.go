@@ -20,6 +20,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 	var uniqueIDs, digests, rootless bool
 	var cacheTo, push, pushDisk, diskArtifact string
 	var publish []string
+	var platform string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -45,6 +46,10 @@ time other than 1970-01-01 on what is made.`,
 			}
 			if _, _, err := g.checkUsage(); err != nil {
 				return err
+			}
+			platforms, err := layerimg.ParsePlatforms(platform)
+			if err != nil {
+				return usageError{err}
 			}
 			r, err := loadRecipe(g, args[0])
 			if err != nil {
@@ -74,6 +79,9 @@ time other than 1970-01-01 on what is made.`,
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
 			start := time.Now()
+			if len(platforms) > 0 {
+				return buildPlatforms(cmd, g, d, o, args[0], platforms, start)
+			}
 			res, err := layerimg.Build(cmd.Context(), r, o)
 			reportResult(d, start, cmd.Context().Err() != nil, o, res, err)
 			if err != nil {
@@ -94,6 +102,7 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
 	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
+	f.StringVar(&platform, "platform", "", "build for these `PLATFORMS` (linux/amd64,linux/arm64) in place of the recipe's platform; several are built in turn, each into DIR/linux-ARCH, and --push writes an image index")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&rootless, "rootless", false, "run steps, tests and the bootstrap in a user namespace even as root (as an ordinary user they always do)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
