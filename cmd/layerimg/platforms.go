@@ -50,7 +50,7 @@ images: each one a single-platform image (its config names its platform) or an
 index. Images in another repository are copied into REF's. Two images for the
 same platform are refused. Prints the index's digest.`,
 		Example: `  layerimg index ghcr.io/org/golden:1.4 --from ghcr.io/org/golden:1.4-amd64 --from ghcr.io/org/golden:1.4-arm64`,
-		Args:    cobra.ExactArgs(1),
+		Args:    exactlyOne("image reference to push the index to"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(from) == 0 {
 				return usageError{fmt.Errorf("index %s: name the images to merge with --from REF (repeatable)", args[0])}
