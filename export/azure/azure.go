@@ -49,11 +49,11 @@ type Config struct {
 	HyperVGeneration                        string // V2 (default) or V1
 	// Architecture is x64 or Arm64; default: the disk's (its root
 	// partition's GPT type), else x64. Arm64 needs V2 and a gallery.
-	Architecture string
-	SecurityType                            string // Standard (default) or TrustedLaunch
-	OSType                                  string // Linux
-	Tags                                    map[string]string
-	KeepDisk, Force                         bool
+	Architecture    string
+	SecurityType    string // Standard (default) or TrustedLaunch
+	OSType          string // Linux
+	Tags            map[string]string
+	KeepDisk, Force bool
 
 	Parallel int // page writers; default 16
 	// MergeGap: zero gaps of up to this many bytes between non-zero
