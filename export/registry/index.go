@@ -62,8 +62,10 @@ func PushIndex(ctx context.Context, ref string, sources []string, reg layers.Reg
 				mt = desc.MediaType
 			}
 			for _, d := range im.Manifests {
-				if d.Platform == nil || !d.MediaType.IsImage() {
-					continue // attestations and the like name no platform
+				// Attestations (buildx lists them as unknown/unknown) and
+				// the like are not images for a platform.
+				if d.Platform == nil || !d.MediaType.IsImage() || d.Platform.OS == "unknown" || d.Annotations["vnd.docker.reference.type"] != "" {
+					continue
 				}
 				img, err := idx.Image(d.Digest)
 				if err != nil {

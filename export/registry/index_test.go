@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -109,6 +110,25 @@ func TestPushIndex(t *testing.T) {
 	r2, _ := name.ParseReference(host+"/golden:2", name.Insecure)
 	if _, err := remote.Head(r2); err == nil {
 		t.Error("a refused index was written")
+	}
+	// A buildx-style index with an attestation (unknown/unknown) for each
+	// platform: the attestations are left out, so two such indexes merge.
+	att, _ := random.Image(50, 1)
+	withAtt := func(img v1.Image, arch string) v1.ImageIndex {
+		d, _ := img.Digest()
+		return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+			mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}},
+			mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"},
+				Annotations: map[string]string{"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": d.String()}}})
+	}
+	for arch, img := range map[string]v1.Image{"amd64": amd, "arm64": arm} {
+		r, _ := name.ParseReference(host+"/buildx:"+arch, name.Insecure)
+		if err := remote.WriteIndex(r, withAtt(img, arch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := PushIndex(ctx, host+"/buildx:all", []string{host + "/buildx:amd64", host + "/buildx:arm64"}, reg); err != nil || d != got {
+		t.Errorf("merging buildx indexes: %s, %v; want the same index %s", d, err, got)
 	}
 	// Re-merging the index with nothing new gives the same index.
 	again, err := PushIndex(ctx, host+"/golden:3", []string{host + "/golden:1"}, reg)
