@@ -20,6 +20,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 	var uniqueIDs, digests, rootless bool
 	var cacheTo, push, pushDisk, diskArtifact string
 	var publish []string
+	var provenance, signKey string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -73,6 +74,12 @@ time other than 1970-01-01 on what is made.`,
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
+			if o.Provenance = provenance; signKey != "" {
+				if o.Signer, err = loadSignKey(signKey); err != nil {
+					return err
+				}
+			}
+			o.DiskDigests = o.DiskDigests || provenance != "" || signKey != ""
 			start := time.Now()
 			res, err := layerimg.Build(cmd.Context(), r, o)
 			reportResult(d, start, cmd.Context().Err() != nil, o, res, err)
@@ -94,6 +101,8 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
 	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
+	f.StringVar(&provenance, "provenance", "", "write the SLSA v1 provenance (an in-toto statement) to `FILE`")
+	f.StringVar(&signKey, "sign-key", "", "sign what is pushed and written with this cosign private key `FILE` (password in $COSIGN_PASSWORD)")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&rootless, "rootless", false, "run steps, tests and the bootstrap in a user namespace even as root (as an ordinary user they always do)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
