@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/layerimg/layerimg/export/sign"
 	"github.com/layerimg/layerimg/internal/cosigntest"
 )
