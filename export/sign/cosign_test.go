@@ -1,6 +1,7 @@
 package sign_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -96,6 +97,20 @@ func TestCosignImage(t *testing.T) {
 		if out, err := c.Run(append([]string{"verify-attestation", "--key", c.Pub(), "--type", typ}, append(offline, d.String())...)...); err != nil {
 			t.Errorf("cosign verify-attestation --type %s: %v\n%s", typ, err, out)
 		}
+	}
+	// One byte changed in the stored attestation's statement, and in the
+	// signed payload: cosign refuses both.
+	tamper(t, sigTag(d, "att"), func(env []byte) []byte {
+		return bytes.Replace(env, []byte("eyJfdHlwZSI6"), []byte("eyJfdHlwZSI7"), 1) // base64 of `{"_type":` with one bit off
+	})
+	if out, err := c.Run(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "slsaprovenance1"}, append(offline, d.String())...)...); err == nil {
+		t.Errorf("cosign verified a tampered attestation:\n%s", out)
+	}
+	tamper(t, sigTag(d, "sig"), func(p []byte) []byte {
+		return bytes.Replace(p, []byte("cosign container"), []byte("cosign Container"), 1)
+	})
+	if out, err := c.Run(append([]string{"verify", "--key", c.Pub()}, append(offline, d.String())...)...); err == nil {
+		t.Errorf("cosign verified a tampered signature payload:\n%s", out)
 	}
 	// The image pushed again under another digest has no signature.
 	other := pushRandom(t, reg+"/ours")

@@ -1,11 +1,14 @@
 package sign_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -18,8 +21,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -181,5 +188,71 @@ func TestImage(t *testing.T) {
 	d2 := pushRandom(t, d.Context().Name()+"2")
 	if err := sign.Attest(ctx, s, d, statementFor(d2, "x"), r); err == nil {
 		t.Fatal("attested a statement whose subject is another image")
+	}
+}
+
+// tamper rewrites the signature image at tag with each layer's payload
+// passed through edit, keeping the annotations (the signatures).
+func tamper(t *testing.T, tag string, edit func([]byte) []byte) {
+	t.Helper()
+	ref, _ := name.ParseReference(tag)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := img.Manifest()
+	out := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	for _, d := range m.Layers {
+		l, _ := img.LayerByDigest(d.Digest)
+		rc, _ := l.Compressed()
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		edited := edit(data)
+		if bytes.Equal(edited, data) {
+			t.Fatalf("the edit changed nothing in %s", tag)
+		}
+		out, err = mutate.Append(out, mutate.Addendum{Layer: static.NewLayer(edited, d.MediaType), Annotations: d.Annotations})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := remote.Write(ref, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sigTag is cosign's tag for what belongs to d.
+func sigTag(d name.Digest, suffix string) string {
+	return d.Context().Name() + ":" + strings.Replace(d.DigestStr(), ":", "-", 1) + "." + suffix
+}
+
+func TestImageTampered(t *testing.T) {
+	ctx := context.Background()
+	s, v := loadPair(t)
+	d := pushRandom(t, startRegistry(t)+"/golden")
+	if err := sign.SignImage(ctx, s, d, sign.Remote{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sign.Attest(ctx, s, d, statementFor(d, "https://slsa.dev/provenance/v1"), sign.Remote{}); err != nil {
+		t.Fatal(err)
+	}
+	// The attestation's statement edited inside its envelope.
+	tamper(t, sigTag(d, "att"), func(env []byte) []byte {
+		var e map[string]any
+		json.Unmarshal(env, &e)
+		st, _ := base64.StdEncoding.DecodeString(e["payload"].(string))
+		e["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(st, []byte(`"x":1`), []byte(`"x":2`), 1))
+		out, _ := json.Marshal(e)
+		return out
+	})
+	if _, err := sign.VerifyImage(ctx, v, d, sign.Remote{}); err == nil || !strings.Contains(err.Error(), "attestations verifies") {
+		t.Errorf("tampered attestation: %v", err)
+	}
+	// The signed payload edited: one byte of its type.
+	tamper(t, sigTag(d, "sig"), func(p []byte) []byte {
+		return bytes.Replace(p, []byte("cosign container"), []byte("cosign Container"), 1)
+	})
+	if _, err := sign.VerifyImage(ctx, v, d, sign.Remote{}); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Errorf("tampered signature payload: %v", err)
 	}
 }
