@@ -60,9 +60,17 @@ func TestSignedBuild(t *testing.T) {
 	prov, manifest := filepath.Join(out, "provenance.json"), filepath.Join(out, "build.json")
 	image, cdisk, art := reg+"/golden:1.0", reg+"/golden-disk:1.0", reg+"/golden-files:1.0"
 	env := []string{"COSIGN_PASSWORD=" + c.Password}
-	_, stderr, code := runLayerimg(t, bin, env, "build", filepath.Join(dir, "recipe.yaml"), "--cache-dir", t.TempDir(),
+	args := []string{"build", filepath.Join(dir, "recipe.yaml"), "--cache-dir", t.TempDir(),
 		"--insecure-registry", reg, "-o", out, "--push", image, "--push-disk", cdisk, "--disk-artifact", art,
-		"--provenance", prov, "--sign-key", c.Key(), "--manifest", manifest, "--progress", "json")
+		"--provenance", prov, "--sign-key", c.Key(), "--manifest", manifest, "--progress", "json"}
+	// With the SBOM stage (--sbom), its file and attestations are checked
+	// as the provenance's are.
+	sbom := ""
+	if help, _, _ := runLayerimg(t, bin, nil, "build", "--help"); strings.Contains(help, "--sbom") {
+		sbom = filepath.Join(out, "sbom.spdx.json")
+		args = append(args, "--sbom", sbom)
+	}
+	_, stderr, code := runLayerimg(t, bin, env, args...)
 	if code != 0 {
 		t.Fatalf("build exit %d:\n%s", code, stderr)
 	}
@@ -126,6 +134,12 @@ func TestSignedBuild(t *testing.T) {
 		byDigest := strings.Split(ref, ":1.0")[0] + "@" + d
 		cosignOK(append(append([]string{"verify", "--key", c.Pub()}, flags...), byDigest)...)
 		cosignOK(append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "slsaprovenance1"}, flags...), byDigest)...)
+		if sbom != "" {
+			cosignOK(append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "spdxjson"}, flags...), byDigest)...)
+			if o, _ := verify(ref, c.Pub()); !strings.Contains(o, "attestation verified: https://spdx.dev/Document") {
+				t.Errorf("layerimg verify %s lists no SBOM attestation:\n%s", ref, o)
+			}
+		}
 		cosignFails(append(append([]string{"verify", "--key", wrong.Pub()}, flags...), byDigest)...)
 		o, code := verify(ref, c.Pub())
 		if code != 0 || !strings.Contains(o, "attestation verified: https://slsa.dev/provenance/v1") {
@@ -138,6 +152,9 @@ func TestSignedBuild(t *testing.T) {
 
 	// Every local file has a bundle that cosign verify-blob accepts.
 	files := []string{prov}
+	if sbom != "" {
+		files = append(files, sbom)
+	}
 	for _, f := range res.Disk.Files {
 		files = append(files, f.Path)
 	}
@@ -164,7 +181,13 @@ func TestSignedBuild(t *testing.T) {
 	fi, _ := os.Stat(raw)
 	flip(raw, fi.Size()/2)
 	flip(prov, int64(len(pdata)/2))
-	for _, f := range []string{raw, prov} {
+	tampered := []string{raw, prov}
+	if sbom != "" {
+		fi, _ := os.Stat(sbom)
+		flip(sbom, fi.Size()/2)
+		tampered = append(tampered, sbom)
+	}
+	for _, f := range tampered {
 		cosignFails("verify-blob", "--key", c.Pub(), "--bundle", f+".bundle", "--insecure-ignore-tlog=true", f)
 		if o, code := verify(f, c.Pub()); code != 1 || !strings.Contains(o, "changed since it was signed") {
 			t.Errorf("layerimg verify tampered %s: exit %d\n%s", f, code, o)
