@@ -7,9 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/layerimg/layerimg/disk/sparse"
 )
 
 // BundleExt is the suffix of the bundle written beside a signed file.
@@ -51,7 +52,8 @@ func SignFile(ctx context.Context, s Signer, path, sha256 string) (string, error
 		return "", err
 	}
 	out := path + BundleExt
-	if err := writeFileAtomic(out, data); err != nil {
+	// Through a temporary file: a bundle is never seen half written.
+	if err := sparse.WriteAtomic(out, func(f *os.File) error { _, err := f.Write(data); return err }); err != nil {
 		return "", fmt.Errorf("writing the bundle of %s: %w", path, err)
 	}
 	return out, nil
@@ -87,26 +89,4 @@ func VerifyFile(ctx context.Context, v signature.Verifier, path, bundle string) 
 		return fmt.Errorf("%s: %w (bundle %s): the file changed since it was signed, or another key signed it", path, err, bundle)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file beside it,
-// so that a bundle is never seen half written.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".bundle-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
