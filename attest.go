@@ -208,12 +208,12 @@ func repoName(ref string) string {
 // provenance is the build's SLSA provenance about subjects.
 func (b *buildRun) provenance(subjects []provenance.Subject, started time.Time) provenance.Statement {
 	r, o := b.r, b.o
-	recipe := provenance.ResourceDescriptor{URI: filepath.ToSlash(r.File)}
+	src := provenance.DetectSource(r.Dir, os.Getenv)
+	recipe := provenance.ResourceDescriptor{URI: src.Rel(r.File)}
 	if data, err := os.ReadFile(r.File); err == nil {
 		sum := sha256.Sum256(data)
 		recipe.Digest = map[string]string{"sha256": hex.EncodeToString(sum[:])}
 	}
-	src := provenance.DetectSource(r.Dir, os.Getenv)
 	ext := provenance.ExternalParameters{Recipe: recipe, Args: r.Args, Platform: r.Platform, Source: src.Descriptor()}
 	internal := map[string]any{"compression": string(o.Compression), "sourceDateEpoch": o.Epoch}
 	if b.res.Disk != nil {

@@ -15,6 +15,23 @@ type Source struct {
 	InvocationID string
 	// CI names the CI system: "github-actions", "gitlab-ci" or "".
 	CI string
+	// Root is the checkout's directory, when known: paths in the
+	// statement are relative to it, so that they read the same on every
+	// machine.
+	Root string
+}
+
+// Rel is path relative to the checkout's root when it is inside it, else
+// path as it is; with forward slashes.
+func (s *Source) Rel(path string) string {
+	if s != nil && s.Root != "" {
+		if abs, err := filepath.Abs(path); err == nil {
+			if r, err := filepath.Rel(s.Root, abs); err == nil && r != ".." && !strings.HasPrefix(r, "../") {
+				return filepath.ToSlash(r)
+			}
+		}
+	}
+	return filepath.ToSlash(path)
 }
 
 // DetectSource reads the CI environment (GitHub Actions, GitLab CI) and,
@@ -24,7 +41,7 @@ func DetectSource(dir string, getenv func(string) string) *Source {
 	if getenv("GITHUB_ACTIONS") == "true" && getenv("GITHUB_REPOSITORY") != "" {
 		server := strings.TrimSuffix(or(getenv("GITHUB_SERVER_URL"), "https://github.com"), "/")
 		s := &Source{CI: "github-actions", Repo: "git+" + server + "/" + getenv("GITHUB_REPOSITORY"),
-			Commit: getenv("GITHUB_SHA"), Ref: getenv("GITHUB_REF")}
+			Commit: getenv("GITHUB_SHA"), Ref: getenv("GITHUB_REF"), Root: getenv("GITHUB_WORKSPACE")}
 		if id := getenv("GITHUB_RUN_ID"); id != "" {
 			s.InvocationID = server + "/" + getenv("GITHUB_REPOSITORY") + "/actions/runs/" + id
 			if a := getenv("GITHUB_RUN_ATTEMPT"); a != "" {
@@ -34,7 +51,7 @@ func DetectSource(dir string, getenv func(string) string) *Source {
 		return s
 	}
 	if getenv("GITLAB_CI") == "true" && getenv("CI_PROJECT_URL") != "" {
-		s := &Source{CI: "gitlab-ci", Repo: "git+" + getenv("CI_PROJECT_URL"), Commit: getenv("CI_COMMIT_SHA")}
+		s := &Source{CI: "gitlab-ci", Repo: "git+" + getenv("CI_PROJECT_URL"), Commit: getenv("CI_COMMIT_SHA"), Root: getenv("CI_PROJECT_DIR")}
 		if r := getenv("CI_COMMIT_REF_NAME"); r != "" {
 			s.Ref = "refs/heads/" + r
 			if getenv("CI_COMMIT_TAG") != "" {
@@ -75,7 +92,11 @@ func gitCheckout(dir string) *Source {
 				}
 				gitDir = p
 			}
-			return readGit(gitDir)
+			s := readGit(gitDir)
+			if s != nil {
+				s.Root = d
+			}
+			return s
 		}
 		if filepath.Dir(d) == d {
 			return nil

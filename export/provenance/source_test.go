@@ -70,6 +70,15 @@ func TestDetectSourceGit(t *testing.T) {
 			sub := filepath.Join(root, "recipes", "x")
 			os.MkdirAll(sub, 0o755)
 			got := DetectSource(sub, env(nil))
+			if got != nil {
+				if got.Root != root {
+					t.Errorf("root %q, want %q", got.Root, root)
+				}
+				if rel := got.Rel(filepath.Join(sub, "r.yaml")); rel != "recipes/x/r.yaml" {
+					t.Errorf("Rel: %q", rel)
+				}
+				got.Root = ""
+			}
 			if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
