@@ -352,6 +352,7 @@ func TestSignedDebianCloud(t *testing.T) {
 	out := t.TempDir()
 	sink := &stageSink{stages: map[string]time.Duration{}}
 	// The fixture's cache, everything else here: its files stay as they are.
+	// (With the SBOM stage merged, add SBOM: filepath.Join(out, "sbom.spdx.json").)
 	o := layerimg.Options{CacheDir: fx.Opts.CacheDir, DiskDir: out, Manifest: filepath.Join(out, "build.json"), DiskDigests: true,
 		Output: io.Discard, Progress: sink, Provenance: filepath.Join(out, "provenance.json"), Signer: s,
 		Push: reg + "/debian-cloud:1", InsecureRegistries: []string{reg}}
