@@ -24,12 +24,7 @@ the bundle beside it (FILE.bundle) verifies over the file's bytes.
 Exit status 0 when everything checks, 1 otherwise.`,
 		Example: `  layerimg verify registry.example.com/golden:1.4 --key cosign.pub
   layerimg verify out/disk.raw --key cosign.pub`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{errors.New("verify takes one REF or FILE")}
-			}
-			return nil
-		},
+		Args: exactlyOne("image reference or file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if key == "" {
 				return usageError{errors.New("verify needs --key PUB (a cosign public key)")}

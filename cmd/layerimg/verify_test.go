@@ -17,7 +17,7 @@ func TestVerifyUsage(t *testing.T) {
 	if _, e, code := cli(t, "verify", f); code != 2 || !strings.Contains(e, "--key") {
 		t.Errorf("verify without --key: exit %d: %s", code, e)
 	}
-	if _, e, code := cli(t, "verify", "--key", f); code != 2 {
+	if _, e, code := cli(t, "verify", "--key", f); code != 2 || !strings.Contains(e, "expected one image reference or file, got 0 arguments") {
 		t.Errorf("verify without a target: exit %d: %s", code, e)
 	}
 	if _, e, code := cli(t, "verify", f, "--key", filepath.Join(t.TempDir(), "none.pub")); code != 1 || !strings.Contains(e, "public key") {
