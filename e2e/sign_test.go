@@ -345,6 +345,7 @@ func TestSignedDebianCloud(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.Tests = nil // the fixture ran them; tests are in no key, so all still HITs
 	s, err := sign.LoadKey(c.Key(), []byte(c.Password))
 	if err != nil {
 		t.Fatal(err)
