@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/export/azure"
+	"github.com/layerimg/layerimg/export/sign"
 	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
@@ -51,6 +52,11 @@ type Options struct {
 	// (credential, ARM endpoint, HTTP client) for programs that embed
 	// layerimg and for tests; the CLI leaves it to azidentity.
 	AzureConnect func(*azure.Config)
+
+	// Provenance: write the SLSA provenance statement here. Signer: sign
+	// what the build pushes and writes (see attest.go).
+	Provenance string
+	Signer     sign.Signer
 
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
@@ -111,6 +117,10 @@ type Result struct {
 	Pulled   int64       `json:"bytes_pulled,omitempty"`
 	// Published holds each cloud target's resource ids.
 	Published map[string]any `json:"published,omitempty"`
+	// DiskArtifactDigest is the manifest --disk-artifact pushed.
+	DiskArtifactDigest string `json:"disk_artifact_digest,omitempty"`
+	// Attested is the provenance written and the signatures made.
+	Attested *Attested `json:"attested,omitempty"`
 }
 
 // BaseInfo records the base a build used.
@@ -132,6 +142,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		return nil, err
 	}
 	ctx = progress.WithSink(ctx, o.Progress)
+	began := time.Now()
 	end := stage(ctx, "base")
 	p, err := start(ctx, r, &o, false)
 	if err != nil {
@@ -177,6 +188,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		}
 	}
 	end()
+	if err := b.attest(ctx, began); err != nil {
+		return nil, err
+	}
 	b.res.Pulled = p.remote.Pulled()
 	if err := writeManifest(o.Manifest, b.res); err != nil {
 		return nil, err

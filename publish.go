@@ -78,6 +78,7 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 			return fmt.Errorf("--disk-artifact: %w", err)
 		}
 		o.Log.Info("pushed disk artifact", "ref", o.DiskArtifact, "digest", d)
+		res.DiskArtifactDigest = d
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ func newBuildCmd(g *globalFlags) *cobra.Command {
 	var cacheTo, push, pushDisk, diskArtifact string
 	var publish []string
 	var platform string
+	var provenance, signKey string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -78,6 +79,12 @@ time other than 1970-01-01 on what is made.`,
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
+			if o.Provenance = provenance; signKey != "" {
+				if o.Signer, err = loadSignKey(signKey); err != nil {
+					return err
+				}
+			}
+			o.DiskDigests = o.DiskDigests || provenance != "" || signKey != ""
 			start := time.Now()
 			if len(platforms) > 0 {
 				return buildPlatforms(cmd, g, d, o, args[0], platforms, start)
@@ -103,6 +110,8 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
 	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
 	f.StringVar(&platform, "platform", "", "build for these `PLATFORMS` (linux/amd64,linux/arm64) in place of the recipe's platform; several are built in turn, each into DIR/linux-ARCH, and --push writes an image index")
+	f.StringVar(&provenance, "provenance", "", "write the SLSA v1 provenance (an in-toto statement) to `FILE`")
+	f.StringVar(&signKey, "sign-key", "", "sign what is pushed and written with this cosign private key `FILE` (password in $COSIGN_PASSWORD)")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&rootless, "rootless", false, "run steps, tests and the bootstrap in a user namespace even as root (as an ordinary user they always do)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")
