@@ -204,7 +204,10 @@ func newBuild(ctx context.Context, p *planner) (*buildRun, error) {
 			b.res.Executed++
 		}
 		progress.Emit(ctx, progress.Event{Type: progress.StepFinished, Step: "bootstrap", Kind: "bootstrap", Status: status, Key: short(p.base.ID)})
-		b.record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
+		b.record["bootstrap"] = p.base.Input
+	}
+	if p.base.Digest != "" {
+		b.record[baseRecord] = layers.KeyInput{Kind: "base", Spec: p.base.Ref, Parent: p.base.Digest}
 	}
 	baseLayers, err := p.base.Image.Layers()
 	if err != nil {

@@ -40,6 +40,9 @@ type Base struct {
 	// Entry and Layer are the cache entry and layer of a bootstrap base.
 	Entry *Entry
 	Layer v1.Layer
+	// Input is a bootstrap base's key input, mirror state included: plan
+	// and build record it rather than fetch the mirrors again.
+	Input KeyInput
 }
 
 // BaseOptions controls how bases are fetched.
@@ -56,6 +59,8 @@ type BaseOptions struct {
 	// Dir is the folder relative oci-layout: and docker-archive: paths are
 	// read from: the recipe's. Empty means the current directory.
 	Dir string
+	// MirrorTimeout bounds each InRelease fetch of a bootstrap; 0 means 30s.
+	MirrorTimeout time.Duration
 }
 
 // inDir resolves a relative path against dir, as a copy source resolves
@@ -267,26 +272,29 @@ func checkDigest(ref, what string, x interface{ Digest() (v1.Hash, error) }, wan
 // that is not cached yet.
 var ErrNotBuilt = errors.New("not built yet")
 
-// BootstrapKey is the cache key of a bootstrap base.
-func BootstrapKey(bs recipes.Bootstrap, o BaseOptions) KeyInput {
-	bs = withBootstrapDefaults(bs)
-	return KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
-}
-
-func withBootstrapDefaults(bs recipes.Bootstrap) recipes.Bootstrap {
-	if bs.Mirror == "" {
-		bs.Mirror = "https://deb.debian.org/debian"
+// BootstrapKey is the cache key input of a bootstrap base: its spec with
+// defaults, and the state of every suite it reads (MirrorStates), fetched
+// once here so that the key and the bootstrap's check agree.
+func BootstrapKey(ctx context.Context, bs recipes.Bootstrap, o BaseOptions) (KeyInput, []recipes.AptSource, error) {
+	bs = bs.WithDefaults()
+	srcs, err := bs.Sources()
+	if err != nil {
+		return KeyInput{}, nil, err
 	}
-	if bs.Variant == "" {
-		bs.Variant = "minbase"
+	in := KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
+	if in.Mirrors, err = MirrorStates(ctx, srcs, o.MirrorTimeout); err != nil {
+		return KeyInput{}, nil, err
 	}
-	return bs
+	return in, srcs, nil
 }
 
 func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (*Base, error) {
-	in := BootstrapKey(bs, o)
+	in, srcs, err := BootstrapKey(ctx, bs, o)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
 	key := in.Key()
-	bs = withBootstrapDefaults(bs)
+	bs = bs.WithDefaults()
 	ref := bootstrapRef(bs)
 	e, err := c.Lookup(key)
 	if err != nil {
@@ -300,9 +308,9 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		e, layer = re, rl
 	} else {
 		if o.Offline {
-			return &Base{ID: key, Ref: ref}, ErrNotBuilt
+			return &Base{ID: key, Ref: ref, Input: in}, ErrNotBuilt
 		}
-		desc, err := runMmdebstrap(ctx, c, bs, o)
+		desc, err := runMmdebstrap(ctx, c, bs, srcs, in.Mirrors, o)
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +324,7 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 	if err != nil {
 		return nil, err
 	}
-	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer}, nil
+	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer, Input: in}, nil
 }
 
 // bootstrapRef names a bootstrap base for people.
@@ -324,7 +332,7 @@ func bootstrapRef(bs recipes.Bootstrap) string {
 	return fmt.Sprintf("bootstrap:%s/%s", bs.Distro, bs.Suite)
 }
 
-func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (Descriptor, error) {
+func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, srcs []recipes.AptSource, state []MirrorState, o BaseOptions) (Descriptor, error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return Descriptor{}, errors.New("from.bootstrap needs mmdebstrap: apt-get install mmdebstrap")
 	}
@@ -351,7 +359,16 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	if len(bs.Packages) > 0 {
 		args = append(args, "--include="+strings.Join(bs.Packages, ","))
 	}
-	args = append(args, bs.Suite, out, bs.Mirror)
+	// The mirrors could move between the key's InRelease fetch and apt's:
+	// a hook hashes the InRelease files apt read, before mmdebstrap's
+	// cleanup removes them, and checkMirrorState refuses a layer built
+	// from other ones than its key names.
+	seen := filepath.Join(dir, "inrelease.sha256")
+	args = append(args, "--customize-hook=sha256sum \"$1\"/var/lib/apt/lists/*_InRelease > "+shellQuote(seen)+" || true")
+	args = append(args, bs.Suite, out)
+	for _, s := range srcs {
+		args = append(args, s.Line())
+	}
 	// mmdebstrap runs apt and dpkg: they must die with it.
 	cmd := proc.Command(ctx, "mmdebstrap", args...)
 	proc.KillTree(cmd)
@@ -366,6 +383,9 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 			return Descriptor{}, ctx.Err()
 		}
 		return Descriptor{}, fmt.Errorf("bootstrap: mmdebstrap %s: %w", strings.Join(args, " "), err)
+	}
+	if err := checkMirrorState(seen, state); err != nil {
+		return Descriptor{}, fmt.Errorf("bootstrap %s: %w", bootstrapRef(bs), err)
 	}
 	f, err := os.Open(out)
 	if err != nil {
