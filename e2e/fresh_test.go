@@ -1,0 +1,105 @@
+package e2e_test
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+)
+
+// The debian-cloud example, with no line about security, is built from
+// bookworm, bookworm-updates and bookworm-security: apt-get, run inside the
+// built image against the same mirrors, has no security update to make,
+// and libssl3 is bookworm-security's current version.
+func TestFreshBaseNothingPendingFromSecurity(t *testing.T) {
+	fx := debianCloud(t)
+	if fx.Res.Base.Key == "" {
+		t.Fatalf("debian-cloud's base has no key: %+v", fx.Res.Base)
+	}
+	root := unpackImage(t, fx.Opts.OCILayout)
+
+	sources, err := os.ReadFile(filepath.Join(root, "etc/apt/sources.list"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"deb http://deb.debian.org/debian bookworm main",
+		"deb http://deb.debian.org/debian bookworm-updates main",
+		"deb http://deb.debian.org/debian-security bookworm-security main",
+	} {
+		if !strings.Contains(string(sources), want+"\n") {
+			t.Errorf("sources.list lacks %q:\n%s", want, sources)
+		}
+	}
+
+	// The independent oracle: apt itself, in the image, against the mirrors.
+	hostResolv, err := os.ReadFile("/etc/resolv.conf")
+	if err == nil {
+		os.Remove(filepath.Join(root, "etc/resolv.conf"))
+		os.WriteFile(filepath.Join(root, "etc/resolv.conf"), hostResolv, 0o644)
+	}
+	apt := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("chroot", append([]string{root}, args...)...)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("chroot %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// _apt cannot be switched to without the image's /proc; root fetches.
+	apt("apt-get", "-o", "APT::Sandbox::User=root", "-q", "update")
+	sim := apt("apt-get", "-o", "APT::Sandbox::User=root", "-o", "Debug::NoLocking=1", "-s", "upgrade")
+	var pending, security []string
+	for _, line := range strings.Split(sim, "\n") {
+		if !strings.HasPrefix(line, "Inst ") {
+			continue
+		}
+		pending = append(pending, line)
+		if strings.Contains(line, "-security") || strings.Contains(line, "Debian-Security") {
+			security = append(security, line)
+		}
+	}
+	if len(security) > 0 {
+		t.Errorf("apt-get -s upgrade in the built image lists security updates:\n%s", strings.Join(security, "\n"))
+	}
+	t.Logf("apt-get -s upgrade: %d pending (%d from security)", len(pending), len(security))
+	for _, l := range pending {
+		t.Log(l)
+	}
+
+	// libssl3: the image's version is the one bookworm-security has now.
+	have := strings.TrimSpace(apt("dpkg-query", "-W", "-f", "${Version}", "libssl3"))
+	madison := apt("apt-cache", "madison", "libssl3")
+	m := regexp.MustCompile(`(?m)^\s*libssl3 \| (\S+) \| \S+ bookworm-security/main`).FindStringSubmatch(madison)
+	if m == nil {
+		t.Fatalf("bookworm-security has no libssl3 by apt-cache madison:\n%s", madison)
+	}
+	if have != m[1] {
+		t.Errorf("libssl3 in the image is %s, bookworm-security has %s", have, m[1])
+	}
+	t.Logf("libssl3 %s (bookworm-security %s)", have, m[1])
+}
+
+// unpackImage extracts the image in the OCI layout at dir, whiteouts
+// applied, into a temporary folder with owners, modes and device nodes
+// kept (tar as root).
+func unpackImage(t *testing.T, dir string) string {
+	t.Helper()
+	root := t.TempDir()
+	rc := mutate.Extract(layoutImage(t, dir))
+	defer rc.Close()
+	cmd := exec.Command("tar", "-x", "-p", "--numeric-owner", "-f", "-", "-C", root)
+	cmd.Stdin = rc
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("unpacking the image: %v\n%s", err, out)
+	}
+	io.Copy(io.Discard, rc)
+	return root
+}
