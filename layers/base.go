@@ -340,7 +340,7 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, srcs []r
 	if err != nil {
 		return Descriptor{}, err
 	}
-	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}[pl.Architecture]
+	arch := debArch[pl.Architecture]
 	dir, err := os.MkdirTemp(c.TempDir(), "bootstrap-")
 	if err != nil {
 		return Descriptor{}, err
@@ -399,6 +399,17 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, srcs []r
 		return Descriptor{}, fmt.Errorf("bootstrap: layer %s: %w", bootstrapRef(bs), err)
 	}
 	return desc, nil
+}
+
+var debArch = map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}
+
+// DebianArch is Debian's name of platform's architecture, "" when none.
+func DebianArch(platform string) string {
+	pl, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return ""
+	}
+	return debArch[pl.Architecture]
 }
 
 // normalizeTar copies a tar with numeric owners only and mtimes clamped to
