@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -147,5 +152,73 @@ func storeFakeBase(t *testing.T, cacheDir, name string, in layers.KeyInput) {
 	data, _ := json.Marshal(map[string]layers.KeyInput{"bootstrap": in})
 	if err := writeFile(recordPath(c, name), data); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A registry base by tag is resolved again at every plan: when the tag
+// moved since the last build, plan says so, with both digests.
+func TestPlanSaysBaseMoved(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	tag, err := name.NewTag(host + "/base:stable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := func() string {
+		img, _ := random.Image(256, 1)
+		if err := remote.Write(tag, img); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := img.Digest()
+		return d.String()
+	}
+	first := push()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hi\n"), 0o644)
+	path := filepath.Join(dir, "recipe.yaml")
+	os.WriteFile(path, []byte("name: moving\nfrom: "+tag.String()+"\nsteps:\n  - name: hello\n    copy: {src: hello.txt, dst: /hello.txt}\n"), 0o644)
+	r, err := recipes.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{CacheDir: t.TempDir(), InsecureRegistries: []string{host}}
+	ctx := context.Background()
+	res, err := Build(ctx, r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base.Digest != first {
+		t.Fatalf("built from %s, pushed %s", res.Base.Digest, first)
+	}
+	sp, err := Plan(ctx, r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp[0].Status != Hit {
+		t.Fatalf("unchanged tag: %+v", sp[0])
+	}
+
+	second := push()
+	sp, err = Plan(ctx, r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "base " + tag.String() + " moved: " + first + " -> " + second
+	if sp[0].Status != Miss || sp[0].Why != want {
+		t.Errorf("moved tag: %s %q, want MISS %q", sp[0].Status, sp[0].Why, want)
+	}
+
+	// Pinned by digest, the same base is never re-resolved by tag: no move.
+	os.WriteFile(path, []byte("name: pinned\nfrom: "+host+"/base@"+first+"\nsteps:\n  - name: hello\n    copy: {src: hello.txt, dst: /hello.txt}\n"), 0o644)
+	if r, err = recipes.Load(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(ctx, r, o); err != nil {
+		t.Fatal(err)
+	}
+	push()
+	if sp, err = Plan(ctx, r, o); err != nil || sp[0].Status != Hit {
+		t.Errorf("pinned base after a push: %+v %v", sp, err)
 	}
 }
