@@ -347,28 +347,8 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, srcs []r
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "rootfs.tar")
-	// --verbose: apt's own lines, which aptProgress turns into a download bar.
-	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
-	if c.rootless || os.Geteuid() != 0 {
-		// An ordinary user's mmdebstrap maps the subordinate ranges
-		// itself; inside a rootless build's namespace it is root there and
-		// only unshares the rest. Its tar is the same in every mode (it
-		// writes /dev's entries itself, and tar sorts the rest by name).
-		args = append(args, "--mode=unshare")
-	}
-	if len(bs.Packages) > 0 {
-		args = append(args, "--include="+strings.Join(bs.Packages, ","))
-	}
-	// The mirrors could move between the key's InRelease fetch and apt's:
-	// a hook hashes the InRelease files apt read, before mmdebstrap's
-	// cleanup removes them, and checkMirrorState refuses a layer built
-	// from other ones than its key names.
 	seen := filepath.Join(dir, "inrelease.sha256")
-	args = append(args, "--customize-hook=sha256sum \"$1\"/var/lib/apt/lists/*_InRelease > "+shellQuote(seen)+" || true")
-	args = append(args, bs.Suite, out)
-	for _, s := range srcs {
-		args = append(args, s.Line())
-	}
+	args := mmdebstrapArgs(bs, srcs, arch, c.rootless || os.Geteuid() != 0, seen, out)
 	// mmdebstrap runs apt and dpkg: they must die with it.
 	cmd := proc.Command(ctx, "mmdebstrap", args...)
 	proc.KillTree(cmd)
@@ -410,6 +390,34 @@ func DebianArch(platform string) string {
 		return ""
 	}
 	return debArch[pl.Architecture]
+}
+
+// mmdebstrapArgs is mmdebstrap's command line: one "deb ..." line a suite,
+// so that it reads exactly the sources the key names (given a MIRROR, it
+// adds no -updates or -security of its own).
+func mmdebstrapArgs(bs recipes.Bootstrap, srcs []recipes.AptSource, arch string, unshare bool, seen, out string) []string {
+	// --verbose: apt's own lines, which aptProgress turns into a download bar.
+	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	if unshare {
+		// An ordinary user's mmdebstrap maps the subordinate ranges
+		// itself; inside a rootless build's namespace it is root there and
+		// only unshares the rest. Its tar is the same in every mode (it
+		// writes /dev's entries itself, and tar sorts the rest by name).
+		args = append(args, "--mode=unshare")
+	}
+	if len(bs.Packages) > 0 {
+		args = append(args, "--include="+strings.Join(bs.Packages, ","))
+	}
+	// The mirrors could move between the key's InRelease fetch and apt's:
+	// a hook hashes the InRelease files apt read, before mmdebstrap's
+	// cleanup removes them, and checkMirrorState refuses a layer built
+	// from other ones than its key names.
+	args = append(args, "--customize-hook=sha256sum \"$1\"/var/lib/apt/lists/*_InRelease > "+shellQuote(seen)+" || true")
+	args = append(args, bs.Suite, out)
+	for _, s := range srcs {
+		args = append(args, s.Line())
+	}
+	return args
 }
 
 // normalizeTar copies a tar with numeric owners only and mtimes clamped to
