@@ -27,6 +27,10 @@ type OutdatedOptions struct {
 	Keyrings []string
 	// Timeout bounds each download; 0 means 5 minutes.
 	Timeout time.Duration
+	// Image, when set, is the image to read instead of the cache's last
+	// build: a registry reference or oci-layout:DIR, as from: takes, for
+	// a runner that has the pushed image but not the build's cache.
+	Image string
 }
 
 // DefaultKeyring is Debian's archive keyring as debian-archive-keyring
@@ -86,47 +90,20 @@ func Outdated(ctx context.Context, r *recipes.Recipe, o Options, oo OutdatedOpti
 		return nil, err
 	}
 	defer c.Close()
-	rec := readRecord(c, r.Name)
-	bin, ok := rec["bootstrap"]
-	if !ok {
-		return nil, fmt.Errorf("no build of %s is recorded in the cache %s: build it first (outdated reads the built image's packages)", r.Name, c.Dir())
+	var (
+		rep   *OutdatedReport
+		stack []v1.Layer
+		bs    recipes.Bootstrap
+		bin   layers.KeyInput
+	)
+	if oo.Image != "" {
+		rep, stack, err = outdatedImage(ctx, c, r, o, oo.Image)
+		bs, bin.Platform = *r.From.Bootstrap, r.Platform
+	} else {
+		rep, stack, bs, bin, err = outdatedBuild(c, r)
 	}
-	// The spec as built, defaults and all, says which suites the image has.
-	var bs recipes.Bootstrap
-	if data, err := json.Marshal(bin.Spec); err != nil || json.Unmarshal(data, &bs) != nil {
-		return nil, fmt.Errorf("the recorded bootstrap of %s does not read back; build again", r.Name)
-	}
-	e, err := c.Lookup(bin.Key())
 	if err != nil {
 		return nil, err
-	}
-	if e == nil {
-		return nil, fmt.Errorf("the last built base of %s (%s) is no longer in the cache: build again", r.Name, short(bin.Key()))
-	}
-	rep := &OutdatedReport{Recipe: r.Name, Image: "base", Key: e.Key}
-	stack := []v1.Layer{c.Layer(e.Layer)}
-	for i := range r.Steps {
-		st := &r.Steps[i]
-		if st.Kind() == "env" {
-			continue
-		}
-		in, ok := rec[st.Name]
-		if !ok {
-			stack = nil
-			break
-		}
-		se, err := c.Lookup(in.Key())
-		if err != nil || se == nil {
-			stack = nil
-			break
-		}
-		stack = append(stack, c.Layer(se.Layer))
-		rep.Key = se.Key
-	}
-	if stack == nil {
-		stack, rep.Key = []v1.Layer{c.Layer(e.Layer)}, e.Key
-	} else {
-		rep.Image = "image"
 	}
 	status, err := dpkgStatus(stack)
 	if err != nil {
@@ -188,6 +165,64 @@ func Outdated(ctx context.Context, r *recipes.Recipe, o Options, oo OutdatedOpti
 		rep.Updates = []debian.Update{}
 	}
 	return rep, nil
+}
+
+// outdatedImage reads the image ref names.
+func outdatedImage(ctx context.Context, c *layers.Cache, r *recipes.Recipe, o Options, ref string) (*OutdatedReport, []v1.Layer, error) {
+	b, err := layers.ResolveBase(ctx, c, recipes.Base{Ref: ref}, layers.BaseOptions{Platform: r.Platform, InsecureRegistries: o.InsecureRegistries, Logger: o.Log, Dir: r.Dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	ls, err := b.Image.Layers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	return &OutdatedReport{Recipe: r.Name, Image: ref, Key: b.ID}, ls, nil
+}
+
+// outdatedBuild finds the last build of r in the cache: its final image if
+// every step's layer is still there, else its bootstrap base.
+func outdatedBuild(c *layers.Cache, r *recipes.Recipe) (*OutdatedReport, []v1.Layer, recipes.Bootstrap, layers.KeyInput, error) {
+	var bs recipes.Bootstrap
+	rec := readRecord(c, r.Name)
+	bin, ok := rec["bootstrap"]
+	if !ok {
+		return nil, nil, bs, bin, fmt.Errorf("no build of %s is recorded in the cache %s: build it first, or name the built image with --image (outdated reads the built image's packages)", r.Name, c.Dir())
+	}
+	// The spec as built, defaults and all, says which suites the image has.
+	if data, err := json.Marshal(bin.Spec); err != nil || json.Unmarshal(data, &bs) != nil {
+		return nil, nil, bs, bin, fmt.Errorf("the recorded bootstrap of %s does not read back; build again", r.Name)
+	}
+	e, err := c.Lookup(bin.Key())
+	if err != nil {
+		return nil, nil, bs, bin, err
+	}
+	if e == nil {
+		return nil, nil, bs, bin, fmt.Errorf("the last built base of %s (%s) is no longer in the cache: build again", r.Name, short(bin.Key()))
+	}
+	rep := &OutdatedReport{Recipe: r.Name, Image: "image", Key: e.Key}
+	stack := []v1.Layer{c.Layer(e.Layer)}
+	for i := range r.Steps {
+		st := &r.Steps[i]
+		if st.Kind() == "env" {
+			continue
+		}
+		se, err := func() (*layers.Entry, error) {
+			in, ok := rec[st.Name]
+			if !ok {
+				return nil, nil
+			}
+			return c.Lookup(in.Key())
+		}()
+		if err != nil || se == nil {
+			// A step of the last build is gone: read its base alone.
+			rep.Image, rep.Key = "base", e.Key
+			return rep, stack[:1], bs, bin, nil
+		}
+		stack = append(stack, c.Layer(se.Layer))
+		rep.Key = se.Key
+	}
+	return rep, stack, bs, bin, nil
 }
 
 // dpkgStatus is /var/lib/dpkg/status as the topmost layer that has it

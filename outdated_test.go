@@ -1,11 +1,20 @@
 package layerimg_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/internal/debian/debtest"
@@ -92,6 +101,35 @@ func TestOutdated(t *testing.T) {
 	}
 	if rep.Image != "image" || len(rep.Updates) != 0 {
 		t.Errorf("upgraded image: %+v", rep)
+	}
+
+	// --image: a pushed image, read without the build's cache.
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		st := debtest.Status(oldStatus)
+		tw.WriteHeader(&tar.Header{Name: "var/lib/dpkg/status", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(st))})
+		tw.Write(st)
+		tw.Close()
+		return io.NopCloser(&b), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers"}})
+	img, _ = mutate.AppendLayers(img, layer)
+	lp, err := layout.Write(filepath.Join(t.TempDir(), "image"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp.AppendImage(img)
+	oo.Image = "oci-layout:" + string(lp)
+	rep, err = layerimg.Outdated(ctx, r, layerimg.Options{CacheDir: t.TempDir()}, oo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Image != oo.Image || len(rep.Updates) != 2 || !rep.Updates[0].Security {
+		t.Errorf("--image: %+v", rep)
 	}
 }
 

@@ -16,11 +16,12 @@ const exitOutdated = 3
 func newOutdatedCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	var keyrings []string
+	var image string
 	c := &cobra.Command{
 		Use:   "outdated RECIPE",
 		Short: "List the pending updates of a built Debian image, security first",
 		Long: `Read the packages of the recipe's last build from the cache (its final image,
-or its bootstrap base when the steps are no longer cached) and compare them
+or its bootstrap base when the steps are no longer cached; or --image) and compare them
 with what the base's suites publish now, without building anything.
 
 Exit status: 0 when nothing is pending, 3 when updates are pending, 1 on
@@ -29,6 +30,7 @@ host's ` + layerimg.DefaultKeyring + `), and each Packages index with
 the InRelease's SHA256.`,
 		Example: `  layerimg outdated recipe.yaml
   layerimg outdated recipe.yaml --json
+  layerimg outdated recipe.yaml --image ghcr.io/org/golden:latest
   layerimg outdated recipe.yaml || [ $? -eq 3 ] && layerimg build recipe.yaml`,
 		Args: exactlyOneRecipe,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -41,7 +43,7 @@ the InRelease's SHA256.`,
 			if err != nil {
 				return err
 			}
-			rep, err := layerimg.Outdated(cmd.Context(), r, o, layerimg.OutdatedOptions{Keyrings: keyrings})
+			rep, err := layerimg.Outdated(cmd.Context(), r, o, layerimg.OutdatedOptions{Keyrings: keyrings, Image: image})
 			if err != nil {
 				return fmt.Errorf("checking %s for updates: %w", args[0], err)
 			}
@@ -83,6 +85,7 @@ the InRelease's SHA256.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().StringVar(&image, "image", "", "read this image (registry reference or oci-layout:DIR) instead of the cache's last build")
 	c.Flags().StringArrayVar(&keyrings, "keyring", nil, "an OpenPGP keyring (.gpg or .asc) to check InRelease signatures with (repeatable)")
 	return c
 }
