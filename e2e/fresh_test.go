@@ -1,15 +1,20 @@
 package e2e_test
 
 import (
+	"context"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 // The debian-cloud example, with no line about security, is built from
@@ -72,6 +77,42 @@ func TestFreshBaseNothingPendingFromSecurity(t *testing.T) {
 	t.Logf("apt-get -s upgrade: %d pending (%d from security)", len(pending), len(security))
 	for _, l := range pending {
 		t.Log(l)
+	}
+
+	// layerimg outdated, from the build's cache, agrees with apt.
+	r, err := recipes.Load("../recipes/examples/debian-cloud.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := layerimg.Outdated(context.Background(), r, fx.Opts, layerimg.OutdatedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Image != "image" || rep.Installed < 100 || !strings.Contains(rep.Verified, "InRelease signatures by") {
+		t.Errorf("outdated read %s (%d packages), verified %q", rep.Image, rep.Installed, rep.Verified)
+	}
+	var ours, apts []string
+	for _, u := range rep.Updates {
+		ours = append(ours, u.Name)
+	}
+	// apt-get upgrade keeps back what needs a new package; apt list
+	// --upgradable lists every installed package with a newer candidate,
+	// which is what outdated lists.
+	for _, l := range strings.Split(apt("apt", "-o", "APT::Sandbox::User=root", "list", "--upgradable"), "\n") {
+		if name, rest, ok := strings.Cut(l, "/"); ok && strings.Contains(rest, "[upgradable from:") {
+			apts = append(apts, name)
+			if strings.Contains(strings.Fields(rest)[0], "-security") {
+				t.Errorf("apt list --upgradable: a security update is pending: %s", l)
+			}
+		}
+	}
+	sort.Strings(apts)
+	sort.Strings(ours)
+	if strings.Join(ours, " ") != strings.Join(apts, " ") || rep.Security() != 0 {
+		t.Errorf("layerimg outdated lists %v (%d security), apt-get -s upgrade %v", ours, rep.Security(), apts)
+	}
+	for _, s := range rep.Sources {
+		t.Logf("%s %s: InRelease %s (built from %s), signed by %s", s.Archive, s.Suite, s.InRelease, s.Built, s.Signer)
 	}
 
 	// libssl3: the image's version is the one bookworm-security has now.
