@@ -80,7 +80,7 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	}
 	if r.From.Bootstrap != nil && !offline {
 		progress.Emit(ctx, progress.Event{Type: progress.StepStarted, Step: "bootstrap", Kind: "bootstrap",
-			Why: "bootstrapping " + r.From.Bootstrap.Suite + " (cached after the first build)"})
+			Why: "bootstrapping " + r.From.Bootstrap.Suite + " (cached until its suites publish updates)"})
 		out := o.stepOutput("bootstrap")
 		defer out.Close()
 		bo.Log = out
