@@ -26,6 +26,17 @@ func TestFreshBaseNothingPendingFromSecurity(t *testing.T) {
 	if fx.Res.Base.Key == "" {
 		t.Fatalf("debian-cloud's base has no key: %+v", fx.Res.Base)
 	}
+	// The manifest records the mirror state the base was built from.
+	var suites []string
+	for _, m := range fx.Res.Base.Mirrors {
+		suites = append(suites, m.Name())
+		if !strings.HasPrefix(m.InRelease, "sha256:") || !strings.HasSuffix(m.URL, "/dists/"+m.Suite+"/InRelease") {
+			t.Errorf("mirror state %+v", m)
+		}
+	}
+	if strings.Join(suites, ", ") != "debian bookworm, debian bookworm-updates, debian-security bookworm-security" {
+		t.Errorf("the base's mirror state names %v", suites)
+	}
 	root := unpackImage(t, fx.Opts.OCILayout)
 
 	sources, err := os.ReadFile(filepath.Join(root, "etc/apt/sources.list"))
