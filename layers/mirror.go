@@ -3,9 +3,11 @@ package layers
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strings"
 	"time"
@@ -63,6 +65,10 @@ func FetchMirrorFile(ctx context.Context, url string, timeout time.Duration, lim
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
 			return nil, fmt.Errorf("GET %s: no answer within %s", url, timeout)
+		}
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it would name the URL a second time
 		}
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
