@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -10,10 +11,13 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/internal/debian"
+	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -154,4 +158,83 @@ func unpackImage(t *testing.T, dir string) string {
 	}
 	io.Copy(io.Discard, rc)
 	return root
+}
+
+// outdated's arithmetic against apt's on a real, stale package set: the
+// host's own dpkg status, against bookworm, bookworm-updates and
+// bookworm-security as they are now. apt reads the same suites into a
+// lists dir of its own (the host's apt state is left alone); both must
+// name the same packages and candidate versions.
+func TestOutdatedAgreesWithApt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: downloads bookworm's Packages indexes")
+	}
+	for _, tool := range []string{"apt-get", "apt"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (Debian's apt)", tool)
+		}
+	}
+	status := "/var/lib/dpkg/status"
+	data, err := os.ReadFile(status)
+	if err != nil {
+		t.Fatalf("this test reads a Debian host's dpkg status: %v", err)
+	}
+	installed, err := debian.ReadStatus(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	srcs, err := recipes.Bootstrap{Suite: "bookworm", Mirror: "http://deb.debian.org/debian"}.Sources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := debian.ReadKeyring(layerimg.DefaultKeyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx []*debian.Index
+	var lines []string
+	for _, s := range srcs {
+		ix, err := debian.LoadIndex(ctx, func(ctx context.Context, url string, limit int64) ([]byte, error) {
+			return layers.FetchMirrorFile(ctx, url, 5*time.Minute, limit)
+		}, s, "amd64", kr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx = append(idx, ix)
+		lines = append(lines, s.Line())
+	}
+	var ours []string
+	for _, u := range debian.Pending(installed, idx) {
+		ours = append(ours, u.Name+"="+u.Candidate)
+	}
+
+	dir := t.TempDir()
+	for _, d := range []string{"lists/partial", "cache/archives/partial"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(dir, "sources.list"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	opts := []string{"-o", "Dir::State::Lists=" + dir + "/lists", "-o", "Dir::Cache=" + dir + "/cache",
+		"-o", "Dir::Etc::SourceList=" + dir + "/sources.list", "-o", "Dir::Etc::SourceParts=/dev/null",
+		"-o", "Dir::State::Status=" + status, "-o", "APT::Architecture=amd64", "-o", "APT::Sandbox::User=root",
+		"-o", "Debug::NoLocking=1", "-o", "Dir::Etc::Preferences=/dev/null", "-o", "Dir::Etc::PreferencesParts=/dev/null"}
+	if out, err := exec.Command("apt-get", append(opts, "-q", "update")...).CombinedOutput(); err != nil {
+		t.Fatalf("apt-get update: %v\n%s", err, out)
+	}
+	out, err := exec.Command("apt", append(opts, "list", "--upgradable")...).Output()
+	if err != nil {
+		t.Fatalf("apt list --upgradable: %v", err)
+	}
+	var apts []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if name, rest, ok := strings.Cut(l, "/"); ok && strings.Contains(rest, "[upgradable from:") {
+			apts = append(apts, name+"="+strings.Fields(rest)[1])
+		}
+	}
+	sort.Strings(ours)
+	sort.Strings(apts)
+	if strings.Join(ours, "\n") != strings.Join(apts, "\n") {
+		t.Errorf("outdated:\n%s\napt list --upgradable:\n%s", strings.Join(ours, "\n"), strings.Join(apts, "\n"))
+	}
+	t.Logf("host: %d installed, %d pending by both", len(installed), len(ours))
 }
