@@ -113,6 +113,7 @@ func TestBootstrapKeyFollowsMirror(t *testing.T) {
 	if moved.Status != Miss || moved.Key == first.Key {
 		t.Fatalf("new security InRelease: %+v, want MISS", moved)
 	}
+	t.Logf("plan: bootstrap %s: %s", moved.Status, moved.Why)
 	if !strings.Contains(moved.Why, "debian-security bookworm-security InRelease changed") || strings.Contains(moved.Why, "bookworm-updates") {
 		t.Errorf("why = %q", moved.Why)
 	}
