@@ -130,6 +130,9 @@ type BaseInfo struct {
 	Key    string `json:"key,omitempty"`
 	// Mode is how a bootstrap base was made: "root" or "rootless".
 	Mode string `json:"mode,omitempty"`
+	// Mirrors is a bootstrap base's mirror state: each suite's InRelease
+	// digest, as its key covers it (none for a snapshot).
+	Mirrors []layers.MirrorState `json:"mirrors,omitempty"`
 }
 
 // Build runs the recipe: cached steps are reused, the rest run in the
@@ -220,14 +223,17 @@ func newBuild(ctx context.Context, p *planner) (*buildRun, error) {
 	b := &buildRun{planner: p, epoch: time.Unix(o.Epoch, 0).UTC(), record: map[string]layers.KeyInput{},
 		res: &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}}
 	if r.From.Bootstrap != nil {
-		b.res.Base.Key = p.base.ID
+		b.res.Base.Key, b.res.Base.Mirrors = p.base.ID, p.base.Input.Mirrors
 		status := Hit
 		if p.base.Bootstrapped {
 			status = Miss
 			b.res.Executed++
 		}
 		progress.Emit(ctx, progress.Event{Type: progress.StepFinished, Step: "bootstrap", Kind: "bootstrap", Status: status, Key: short(p.base.ID)})
-		b.record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
+		b.record["bootstrap"] = p.base.Input
+	}
+	if p.base.Digest != "" {
+		b.record[baseRecord] = layers.KeyInput{Kind: "base", Spec: p.base.Ref, Parent: p.base.Digest}
 	}
 	baseLayers, err := p.base.Image.Layers()
 	if err != nil {

@@ -41,6 +41,9 @@ type Base struct {
 	// Entry and Layer are the cache entry and layer of a bootstrap base.
 	Entry *Entry
 	Layer v1.Layer
+	// Input is a bootstrap base's key input, mirror state included: plan
+	// and build record it rather than fetch the mirrors again.
+	Input KeyInput
 }
 
 // BaseOptions controls how bases are fetched.
@@ -57,6 +60,8 @@ type BaseOptions struct {
 	// Dir is the folder relative oci-layout: and docker-archive: paths are
 	// read from: the recipe's. Empty means the current directory.
 	Dir string
+	// MirrorTimeout bounds each InRelease fetch of a bootstrap; 0 means 30s.
+	MirrorTimeout time.Duration
 }
 
 // inDir resolves a relative path against dir, as a copy source resolves
@@ -298,26 +303,29 @@ func checkPlatform(ref string, img v1.Image, want string) error {
 // that is not cached yet.
 var ErrNotBuilt = errors.New("not built yet")
 
-// BootstrapKey is the cache key of a bootstrap base.
-func BootstrapKey(bs recipes.Bootstrap, o BaseOptions) KeyInput {
-	bs = withBootstrapDefaults(bs)
-	return KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
-}
-
-func withBootstrapDefaults(bs recipes.Bootstrap) recipes.Bootstrap {
-	if bs.Mirror == "" {
-		bs.Mirror = "https://deb.debian.org/debian"
+// BootstrapKey is the cache key input of a bootstrap base: its spec with
+// defaults, and the state of every suite it reads (MirrorStates), fetched
+// once here so that the key and the bootstrap's check agree.
+func BootstrapKey(ctx context.Context, bs recipes.Bootstrap, o BaseOptions) (KeyInput, []recipes.AptSource, error) {
+	bs = bs.WithDefaults()
+	srcs, err := bs.Sources()
+	if err != nil {
+		return KeyInput{}, nil, err
 	}
-	if bs.Variant == "" {
-		bs.Variant = "minbase"
+	in := KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
+	if in.Mirrors, err = MirrorStates(ctx, srcs, o.MirrorTimeout); err != nil {
+		return KeyInput{}, nil, err
 	}
-	return bs
+	return in, srcs, nil
 }
 
 func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (*Base, error) {
-	in := BootstrapKey(bs, o)
+	in, srcs, err := BootstrapKey(ctx, bs, o)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
 	key := in.Key()
-	bs = withBootstrapDefaults(bs)
+	bs = bs.WithDefaults()
 	ref := bootstrapRef(bs)
 	e, err := c.Lookup(key)
 	if err != nil {
@@ -331,9 +339,9 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		e, layer = re, rl
 	} else {
 		if o.Offline {
-			return &Base{ID: key, Ref: ref}, ErrNotBuilt
+			return &Base{ID: key, Ref: ref, Input: in}, ErrNotBuilt
 		}
-		desc, err := runMmdebstrap(ctx, c, bs, o)
+		desc, err := runMmdebstrap(ctx, c, bs, srcs, in.Mirrors, o)
 		if err != nil {
 			return nil, err
 		}
@@ -347,7 +355,7 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 	if err != nil {
 		return nil, err
 	}
-	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer}, nil
+	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer, Input: in}, nil
 }
 
 // bootstrapRef names a bootstrap base for people.
@@ -355,7 +363,7 @@ func bootstrapRef(bs recipes.Bootstrap) string {
 	return fmt.Sprintf("bootstrap:%s/%s", bs.Distro, bs.Suite)
 }
 
-func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (Descriptor, error) {
+func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, srcs []recipes.AptSource, state []MirrorState, o BaseOptions) (Descriptor, error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return Descriptor{}, errors.New("from.bootstrap needs mmdebstrap: apt-get install mmdebstrap")
 	}
@@ -367,26 +375,15 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	if err := rootfs.CheckEmulation("/", runtime.GOARCH, o.Platform); err != nil {
 		return Descriptor{}, fmt.Errorf("bootstrap: %w", err)
 	}
-	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}[pl.Architecture]
+	arch := debArch[pl.Architecture]
 	dir, err := os.MkdirTemp(c.TempDir(), "bootstrap-")
 	if err != nil {
 		return Descriptor{}, err
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "rootfs.tar")
-	// --verbose: apt's own lines, which aptProgress turns into a download bar.
-	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
-	if c.rootless || os.Geteuid() != 0 {
-		// An ordinary user's mmdebstrap maps the subordinate ranges
-		// itself; inside a rootless build's namespace it is root there and
-		// only unshares the rest. Its tar is the same in every mode (it
-		// writes /dev's entries itself, and tar sorts the rest by name).
-		args = append(args, "--mode=unshare")
-	}
-	if len(bs.Packages) > 0 {
-		args = append(args, "--include="+strings.Join(bs.Packages, ","))
-	}
-	args = append(args, bs.Suite, out, bs.Mirror)
+	seen := filepath.Join(dir, "inrelease.sha256")
+	args := mmdebstrapArgs(bs, srcs, arch, c.rootless || os.Geteuid() != 0, seen, out)
 	// mmdebstrap runs apt and dpkg: they must die with it.
 	cmd := proc.Command(ctx, "mmdebstrap", args...)
 	proc.KillTree(cmd)
@@ -402,6 +399,9 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		}
 		return Descriptor{}, fmt.Errorf("bootstrap: mmdebstrap %s: %w", strings.Join(args, " "), err)
 	}
+	if err := checkMirrorState(seen, state); err != nil {
+		return Descriptor{}, fmt.Errorf("bootstrap %s: %w", bootstrapRef(bs), err)
+	}
 	f, err := os.Open(out)
 	if err != nil {
 		return Descriptor{}, err
@@ -414,6 +414,45 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		return Descriptor{}, fmt.Errorf("bootstrap: layer %s: %w", bootstrapRef(bs), err)
 	}
 	return desc, nil
+}
+
+var debArch = map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}
+
+// DebianArch is Debian's name of platform's architecture, "" when none.
+func DebianArch(platform string) string {
+	pl, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return ""
+	}
+	return debArch[pl.Architecture]
+}
+
+// mmdebstrapArgs is mmdebstrap's command line: one "deb ..." line a suite,
+// so that it reads exactly the sources the key names (given a MIRROR, it
+// adds no -updates or -security of its own).
+func mmdebstrapArgs(bs recipes.Bootstrap, srcs []recipes.AptSource, arch string, unshare bool, seen, out string) []string {
+	// --verbose: apt's own lines, which aptProgress turns into a download bar.
+	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	if unshare {
+		// An ordinary user's mmdebstrap maps the subordinate ranges
+		// itself; inside a rootless build's namespace it is root there and
+		// only unshares the rest. Its tar is the same in every mode (it
+		// writes /dev's entries itself, and tar sorts the rest by name).
+		args = append(args, "--mode=unshare")
+	}
+	if len(bs.Packages) > 0 {
+		args = append(args, "--include="+strings.Join(bs.Packages, ","))
+	}
+	// The mirrors could move between the key's InRelease fetch and apt's:
+	// a hook hashes the InRelease files apt read, before mmdebstrap's
+	// cleanup removes them, and checkMirrorState refuses a layer built
+	// from other ones than its key names.
+	args = append(args, "--customize-hook=sha256sum \"$1\"/var/lib/apt/lists/*_InRelease > "+shellQuote(seen)+" || true")
+	args = append(args, bs.Suite, out)
+	for _, s := range srcs {
+		args = append(args, s.Line())
+	}
+	return args
 }
 
 // normalizeTar copies a tar with numeric owners only and mtimes clamped to

@@ -58,6 +58,11 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 	if bs := r.From.Bootstrap; bs != nil {
 		ex(r.From.Pos, "from", &bs.Suite)
 		ex(r.From.Pos, "from", &bs.Mirror)
+		ex(r.From.Pos, "from", &bs.SecurityMirror)
+		ex(r.From.Pos, "from", &bs.Snapshot)
+		for i := range bs.Suites {
+			ex(r.From.Pos, "from", &bs.Suites[i])
+		}
 		for i := range bs.Packages {
 			ex(r.From.Pos, "from", &bs.Packages[i])
 		}

@@ -223,7 +223,7 @@ var (
 		"secure_boot", "disk_controller", "annotation", "replace_existing", "content_library"}
 	diskKeys      = []string{"size", "filesystem", "label", "boot", "kernel_cmdline", "esp_size"}
 	bootTestKeys  = []string{"expect", "timeout", "controllers", "secure_boot"}
-	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
+	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages", "security_mirror", "suites", "snapshot"}
 	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy", "ansible", "check_idempotent"}
 	ansibleKeys   = []string{"playbook", "roles", "collections", "requirements", "extra_vars", "tags", "skip_tags", "become"}
 	secretKeys    = []string{"id", "src", "target"}
@@ -548,6 +548,7 @@ func (p *parser) base(n *yaml.Node, b *Base) {
 		set := map[string]setter{
 			"distro": p.toStr(&bs.Distro), "suite": p.toStr(&bs.Suite), "mirror": p.toStr(&bs.Mirror),
 			"variant": p.toStr(&bs.Variant), "packages": p.toList(&bs.Packages),
+			"security_mirror": p.toStr(&bs.SecurityMirror), "suites": p.toList(&bs.Suites), "snapshot": p.toStr(&bs.Snapshot),
 		}
 		// Its errors name the keys bootstrap.KEY, without from.
 		p.fields(v, "from.bootstrap", bootstrapKeys, func(k string, v *yaml.Node) {
