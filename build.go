@@ -55,6 +55,7 @@ type Options struct {
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
 	Manifest  string // write the build manifest (JSON) here
+	SBOM      string // write the image's SPDX 2.3 JSON SBOM here
 }
 
 func (o *Options) defaults() error {
@@ -107,6 +108,8 @@ type Result struct {
 	Pulled   int64       `json:"bytes_pulled,omitempty"`
 	// Published holds each cloud target's resource ids.
 	Published map[string]any `json:"published,omitempty"`
+	// SBOM is the SPDX SBOM written with --sbom.
+	SBOM *SBOMInfo `json:"sbom,omitempty"`
 }
 
 // BaseInfo records the base a build used.
@@ -156,6 +159,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	}
 	end = stage(ctx, "outputs")
 	if err := b.writeOutputs(ctx, img); err != nil {
+		return nil, err
+	}
+	if err := b.writeSBOM(ctx, img); err != nil {
 		return nil, err
 	}
 	end()

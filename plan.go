@@ -62,6 +62,8 @@ type planner struct {
 	// ansible is the host's Ansible version, part of Ansible steps' keys;
 	// read once, when the recipe has one.
 	ansible string
+	// sbom is the build's SBOM digest, for the publishers' tags.
+	sbom string
 }
 
 func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {

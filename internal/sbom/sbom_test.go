@@ -24,7 +24,7 @@ func (m memLayer) Uncompressed() (io.ReadCloser, error) {
 
 type entry struct {
 	name, body, link string
-	dir               bool
+	dir              bool
 }
 
 func tarOf(t *testing.T, es ...entry) memLayer {
