@@ -85,8 +85,9 @@ func licenses(data []byte, refs map[string]string) string {
 // expression converts one DEP-5 License line ("GPL-2+ or Artistic",
 // "LGPL-2.1+ with OpenSSL exception", "BSD-3-clause and Expat").
 func expression(line string, texts, refs map[string]string) string {
-	// DEP-5's "or" binds looser than "and"; "," is a lower-precedence
-	// "or"/"and" separator too rare to model: it becomes a LicenseRef.
+	// DEP-5's "or" binds looser than "and".
+	// Commas only punctuate ("GPL-1+ or Artistic, and BSD"): dropped.
+	line = strings.ReplaceAll(line, ",", " ")
 	var ors []string
 	for _, alt := range splitWord(line, "or") {
 		var ands []string
@@ -189,7 +190,7 @@ func ref(name string, texts, refs map[string]string) string {
 			b.WriteByte('-')
 		}
 	}
-	id := b.String()
+	id := strings.TrimRight(b.String(), "-")
 	text := texts[strings.ToLower(name)]
 	if strings.TrimSpace(text) == "" {
 		text = "License: " + name

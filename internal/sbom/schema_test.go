@@ -2,10 +2,14 @@ package sbom
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
 	"path/filepath"
 	"runtime"
 	"testing"
 
+	"github.com/github/go-spdx/v2/spdxexp"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
@@ -31,5 +35,65 @@ func Validate(t testing.TB, doc []byte) {
 	}
 	if err := Schema(t).Validate(v); err != nil {
 		t.Errorf("the SBOM does not validate against the SPDX 2.3 schema: %v", err)
+	}
+	checkLicenses(t, doc)
+}
+
+// checkLicenses checks what the schema leaves as strings: every license
+// expression parses as SPDX (GitHub's go-spdx parser, with the SPDX
+// license list), and every LicenseRef used is declared with its text.
+func checkLicenses(t testing.TB, doc []byte) {
+	t.Helper()
+	var d struct {
+		Packages []struct {
+			Name     string `json:"name"`
+			Declared string `json:"licenseDeclared"`
+		} `json:"packages"`
+		Extracted []struct {
+			ID string `json:"licenseId"`
+		} `json:"hasExtractedLicensingInfos"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, e := range d.Extracted {
+		declared[e.ID] = true
+	}
+	for _, p := range d.Packages {
+		if p.Declared == "" || p.Declared == "NOASSERTION" || p.Declared == "NONE" {
+			continue
+		}
+		if ok, bad := spdxexp.ValidateLicenses([]string{p.Declared}); !ok {
+			t.Errorf("%s: license %q is not a valid SPDX expression: %v", p.Name, p.Declared, bad)
+		}
+		for _, f := range strings.FieldsFunc(p.Declared, func(r rune) bool { return r == ' ' || r == '(' || r == ')' }) {
+			if strings.HasPrefix(f, "LicenseRef-") && !declared[f] {
+				t.Errorf("%s: %s is used but not in hasExtractedLicensingInfos", p.Name, f)
+			}
+		}
+	}
+}
+
+// TestValidateFile validates the SBOM file LAYERIMG_SBOM_FILE names: a
+// check for a document a build wrote.
+func TestValidateFile(t *testing.T) {
+	p := os.Getenv("LAYERIMG_SBOM_FILE")
+	if p == "" {
+		t.Skip("set LAYERIMG_SBOM_FILE to an SBOM to validate")
+	}
+	doc, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Validate(t, doc)
+}
+
+// TestLicenseCheckRejects keeps checkLicenses from being vacuous.
+func TestLicenseCheckRejects(t *testing.T) {
+	for _, e := range []string{"GPL-2+", "MIT AND", "Expat", "(MIT OR GPL-2.0-only"} {
+		if ok, _ := spdxexp.ValidateLicenses([]string{e}); ok {
+			t.Errorf("go-spdx accepts %q", e)
+		}
 	}
 }
