@@ -300,6 +300,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 		layer = b.c.Layer(e.Layer)
 	}
 	sp.Mode = e.Mode
+	b.withStats(ctx, &sp, layer)
 	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
 	sp.Duration = time.Since(began)
 	progress.Emit(ctx, b.stepEvent(progress.StepFinished, sp))

@@ -30,6 +30,9 @@ type StepPlan struct {
 	Layer    string        `json:"layer,omitempty"`
 	DiffID   string        `json:"diffID,omitempty"`
 	Size     int64         `json:"size,omitempty"`
+	// Uncompressed and Files sum up the layer (see LayerStats).
+	Uncompressed int64 `json:"uncompressed_size,omitempty"`
+	Files        int   `json:"files,omitempty"`
 	Duration time.Duration `json:"duration_ns,omitempty"`
 	// CheckIdempotent: the step runs twice and fails if the second run
 	// changes anything.
@@ -343,14 +346,20 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 		}
 		out = append(out, sp)
 	}
+	if len(out) == 1 && p.base.Image != nil {
+		if ls, err := p.base.Image.Layers(); err == nil {
+			p.withStats(ctx, &out[0], ls...)
+		}
+	}
 	parent := p.base.ID
 	for i := range r.Steps {
-		sp, _, _, _, err := p.step(i, parent)
+		sp, _, _, l, err := p.step(i, parent)
 		if err != nil {
 			return nil, err
 		}
 		if sp.Key != "" {
 			parent = sp.Key
+			p.withStats(ctx, &sp, l)
 		}
 		out = append(out, sp)
 	}

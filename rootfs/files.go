@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // ReadFiles hands fn the content of each regular file named (symlinks
@@ -59,4 +61,43 @@ func (t *Tree) ReadFiles(ctx context.Context, names []string, fn func(name strin
 		}
 	}
 	return nil
+}
+
+// LayerHeaders is every tar header of l, in order: from hc when it has
+// them, else read from the layer (to its end, where its digest is checked)
+// and kept in hc (which may be nil) for the next reader, a Tree included.
+func LayerHeaders(ctx context.Context, l v1.Layer, hc HeaderCache) ([]*tar.Header, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return nil, err
+	}
+	name := d.String()
+	id, err := l.DiffID()
+	if err != nil {
+		return nil, &LayerError{Layer: name, Err: err}
+	}
+	if hc != nil {
+		if hdrs, ok := hc.Headers(id); ok {
+			return hdrs, nil
+		}
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return nil, &LayerError{Layer: name, Err: err}
+	}
+	defer rc.Close()
+	var hdrs []*tar.Header
+	err = eachEntry(ctx, rc, name, func(_ int, hdr *tar.Header, _ *tar.Reader) error {
+		hdrs = append(hdrs, hdr)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if hc != nil {
+		if err := hc.PutHeaders(id, hdrs); err != nil {
+			return nil, err
+		}
+	}
+	return hdrs, nil
 }
