@@ -21,19 +21,16 @@ import (
 
 // StepPlan is what a build will do, or did, for one step.
 type StepPlan struct {
-	Index  int    `json:"index"`
-	Name   string `json:"name"`
-	Kind   string `json:"kind"`
-	Key    string `json:"key,omitempty"`
-	Status string `json:"status"` // HIT, MISS, or - for env steps
-	Why    string `json:"why,omitempty"`
-	Layer  string `json:"layer,omitempty"`
-	DiffID string `json:"diffID,omitempty"`
-	Size   int64  `json:"size,omitempty"`
-	// Uncompressed and Files sum up the layer (see LayerStats).
-	Uncompressed int64         `json:"uncompressed_size,omitempty"`
-	Files        int           `json:"files,omitempty"`
-	Duration     time.Duration `json:"duration_ns,omitempty"`
+	Index    int           `json:"index"`
+	Name     string        `json:"name"`
+	Kind     string        `json:"kind"`
+	Key      string        `json:"key,omitempty"`
+	Status   string        `json:"status"` // HIT, MISS, or - for env steps
+	Why      string        `json:"why,omitempty"`
+	Layer    string        `json:"layer,omitempty"`
+	DiffID   string        `json:"diffID,omitempty"`
+	Size     int64         `json:"size,omitempty"`
+	Duration time.Duration `json:"duration_ns,omitempty"`
 	// CheckIdempotent: the step runs twice and fails if the second run
 	// changes anything.
 	CheckIdempotent bool `json:"check_idempotent,omitempty"`
@@ -43,6 +40,10 @@ type StepPlan struct {
 	// user namespace). A hit reports the mode of the build that made it;
 	// empty for entries made before modes were recorded.
 	Mode string `json:"mode,omitempty"`
+
+	// Uncompressed and Files sum up the layer (see LayerStats).
+	Uncompressed int64 `json:"uncompressed_size,omitempty"`
+	Files        int   `json:"files,omitempty"`
 }
 
 const (
