@@ -69,7 +69,11 @@ func makeSBOM(ctx context.Context, log *slog.Logger, img v1.Image, hc rootfs.Hea
 		}
 		info.Layers = append(info.Layers, sbom.Layer{Name: name, Digest: dg.String(), DiffID: id.String(), Size: size, Base: i < nBase})
 	}
-	res, err := sbom.Generate(ctx, tree, info, sbom.Options{Created: time.Unix(epoch, 0)})
+	var fsys sbom.FS = tree
+	if cc, ok := hc.(rootfs.ContentCache); ok {
+		fsys = cachedTree{tree, cc}
+	}
+	res, err := sbom.Generate(ctx, fsys, info, sbom.Options{Created: time.Unix(epoch, 0)})
 	if err != nil {
 		return nil, err
 	}
@@ -114,4 +118,14 @@ func diskSBOM(ctx context.Context, o Options, hc rootfs.HeaderCache, img v1.Imag
 		return err
 	}
 	return s.write(o.SBOM)
+}
+
+// cachedTree reads the SBOM's files through the cache's kept contents.
+type cachedTree struct {
+	*rootfs.Tree
+	cc rootfs.ContentCache
+}
+
+func (t cachedTree) ReadFiles(ctx context.Context, names []string, fn func(name string, data []byte) error) error {
+	return t.ReadFilesCached(ctx, names, t.cc, fn)
 }

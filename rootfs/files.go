@@ -19,6 +19,22 @@ import (
 // twice, or two names of one hard link group, are each handed out. The
 // caller bounds the sizes it asks for: every file is read into memory.
 func (t *Tree) ReadFiles(ctx context.Context, names []string, fn func(name string, data []byte) error) error {
+	return t.ReadFilesCached(ctx, names, nil, fn)
+}
+
+// ContentCache keeps the content of some entries of a layer, by diff_id
+// and entry index, so that reading them again needs no decompression.
+// *layers.Cache is one.
+type ContentCache interface {
+	Contents(diffID v1.Hash) (map[int][]byte, bool)
+	PutContents(diffID v1.Hash, m map[int][]byte) error
+}
+
+// ReadFilesCached is ReadFiles, taking from cc (which may be nil) the
+// files of a layer it has all of, and putting there those it reads. What
+// cc gives is checked against the tree's header only by size: a cache is
+// trusted as the cache's keys are.
+func (t *Tree) ReadFilesCached(ctx context.Context, names []string, cc ContentCache, fn func(name string, data []byte) error) error {
 	want := map[*inode][]string{}
 	for _, name := range names {
 		n, err := t.find("open", name, true)
@@ -43,21 +59,40 @@ func (t *Tree) ReadFiles(ctx context.Context, names []string, fn func(name strin
 			continue
 		}
 		slices.SortFunc(g, func(a, b item) int { return cmp.Compare(a.ino.entry, b.ino.entry) })
-		err := t.walkLayer(ctx, li, g, func(hdr *tar.Header, r io.Reader) error {
-			ino := byPath[hdr.Name]
-			data, err := io.ReadAll(r)
-			if err != nil {
-				return &LayerError{Layer: t.layers[li].name, Entry: ino.hdr.Name, Err: err}
-			}
+		give := func(ino *inode, data []byte) error {
 			for _, name := range want[ino] {
 				if err := fn(name, data); err != nil {
 					return err
 				}
 			}
 			return nil
+		}
+		id, cached := t.cachedContents(cc, li, g)
+		if cached != nil {
+			for _, it := range g {
+				if err := give(it.ino, cached[it.ino.entry]); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		read := map[int][]byte{}
+		err := t.walkLayer(ctx, li, g, func(hdr *tar.Header, r io.Reader) error {
+			ino := byPath[hdr.Name]
+			data, err := io.ReadAll(r)
+			if err != nil {
+				return &LayerError{Layer: t.layers[li].name, Entry: ino.hdr.Name, Err: err}
+			}
+			read[ino.entry] = data
+			return give(ino, data)
 		})
 		if err != nil {
 			return err
+		}
+		if id != nil {
+			if err := cc.PutContents(*id, read); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -100,4 +135,30 @@ func LayerHeaders(ctx context.Context, l v1.Layer, hc HeaderCache) ([]*tar.Heade
 		}
 	}
 	return hdrs, nil
+}
+
+// cachedContents is what cc keeps of layer li when it has every entry of
+// g (nil otherwise), and the layer's diff_id when cc can keep its files.
+func (t *Tree) cachedContents(cc ContentCache, li int, g []item) (*v1.Hash, map[int][]byte) {
+	if cc == nil {
+		return nil, nil
+	}
+	l, ok := t.layers[li].l.(interface{ DiffID() (v1.Hash, error) })
+	if !ok {
+		return nil, nil
+	}
+	id, err := l.DiffID()
+	if err != nil {
+		return nil, nil
+	}
+	m, ok := cc.Contents(id)
+	if !ok {
+		return &id, nil
+	}
+	for _, it := range g {
+		if data, ok := m[it.ino.entry]; !ok || int64(len(data)) != it.ino.hdr.Size {
+			return &id, nil
+		}
+	}
+	return &id, m
 }

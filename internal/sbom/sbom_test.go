@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/layerimg/layerimg/rootfs"
@@ -349,5 +350,70 @@ func TestSchemaRejects(t *testing.T) {
 		if sch.Validate(v) == nil {
 			t.Errorf("the schema accepts %s", s)
 		}
+	}
+}
+
+// countedLayer counts its reads and has a diff_id, as a cache's layer has.
+type countedLayer struct {
+	memLayer
+	id    v1.Hash
+	reads *int
+}
+
+func (c countedLayer) Uncompressed() (io.ReadCloser, error) {
+	*c.reads++
+	return c.memLayer.Uncompressed()
+}
+func (c countedLayer) DiffID() (v1.Hash, error) { return c.id, nil }
+
+type contentMap map[v1.Hash]map[int][]byte
+
+func (m contentMap) Contents(id v1.Hash) (map[int][]byte, bool) { c, ok := m[id]; return c, ok }
+func (m contentMap) PutContents(id v1.Hash, c map[int][]byte) error {
+	if m[id] == nil {
+		m[id] = map[int][]byte{}
+	}
+	for k, v := range c {
+		m[id][k] = v
+	}
+	return nil
+}
+
+type cachedFS struct {
+	*rootfs.Tree
+	cc rootfs.ContentCache
+}
+
+func (c cachedFS) ReadFiles(ctx context.Context, names []string, fn func(string, []byte) error) error {
+	return c.ReadFilesCached(ctx, names, c.cc, fn)
+}
+
+// A second SBOM of the same layers takes the files from the content cache
+// and reads no layer; the document is the same.
+func TestGenerateCachedContents(t *testing.T) {
+	ctx := context.Background()
+	cc := contentMap{}
+	var docs [][]byte
+	for run := range 2 {
+		reads := 0
+		tree := rootfs.NewTree()
+		l := countedLayer{tarOf(t,
+			entry{name: "var/lib/dpkg/status", body: status},
+			entry{name: "usr/share/doc/libssl3/copyright", body: dep5}), v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ee", 32)}, &reads}
+		if err := tree.Append(ctx, "base", l); err != nil {
+			t.Fatal(err)
+		}
+		reads = 0
+		res, err := Generate(ctx, cachedFS{tree, cc}, testImage, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 1 - run; reads != want {
+			t.Errorf("run %d read the layer %d times, want %d", run+1, reads, want)
+		}
+		docs = append(docs, res.JSON)
+	}
+	if !bytes.Equal(docs[0], docs[1]) {
+		t.Error("the SBOM from cached contents differs")
 	}
 }
