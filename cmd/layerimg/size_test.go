@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -42,5 +43,28 @@ func TestSizeCommand(t *testing.T) {
 	}
 	if _, stderr, code := cli(t, "size", "--cache-dir", cache, "--top", "0", recipe); code != 2 || !strings.Contains(stderr, "--top 0") {
 		t.Errorf("--top 0: exit %d, %s", code, stderr)
+	}
+}
+
+// `layerimg disk --sbom` writes the SBOM of the image the disk is made of.
+func TestDiskSBOM(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, as TestDiskAndBootCommands")
+	}
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "var/lib/dpkg"), 0o755)
+	os.WriteFile(filepath.Join(tree, "var/lib/dpkg/status"), []byte("Package: hello\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.10-3\n"), 0o644)
+	tarball := filepath.Join(dir, "rootfs.tar")
+	if b, err := exec.Command("tar", "-cf", tarball, "-C", tree, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, b)
+	}
+	sbom := filepath.Join(dir, "sbom.json")
+	if _, errOut, code := cli(t, "disk", "--cache-dir", filepath.Join(dir, "cache"), "-o", filepath.Join(dir, "out"), "--sbom", sbom, tarball); code != 0 {
+		t.Fatalf("disk --sbom: exit %d %s", code, errOut)
+	}
+	doc, err := os.ReadFile(sbom)
+	if err != nil || !strings.Contains(string(doc), `"referenceLocator": "pkg:deb/debian/hello@2.10-3?arch=amd64"`) {
+		t.Errorf("disk --sbom wrote %s, %v", doc, err)
 	}
 }
