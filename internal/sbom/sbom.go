@@ -154,7 +154,7 @@ func Generate(ctx context.Context, fsys FS, img Image, o Options) (*Result, erro
 			}
 		}
 		p := &spdx.Package{PackageName: d.Name, PackageSPDXIdentifier: id, PackageVersion: d.Version,
-			PackageDownloadLocation: "NOASSERTION", PrimaryPackagePurpose: "LIBRARY",
+			PackageDownloadLocation: "NOASSERTION",
 			PackageLicenseConcluded: "NOASSERTION", PackageLicenseDeclared: lic, PackageCopyrightText: "NOASSERTION",
 			PackageExternalReferences: []*spdx.PackageExternalReference{{Category: common.CategoryPackageManager, RefType: "purl", Locator: purl(d, distro)}}}
 		if d.Maintainer != "" {
