@@ -11,6 +11,8 @@ import (
 
 	"github.com/github/go-spdx/v2/spdxexp"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	spdxjson "github.com/spdx/tools-golang/json"
+	"github.com/spdx/tools-golang/spdxlib"
 )
 
 // Schema is the SPDX 2.3 JSON schema kept in testdata (see its .md for
@@ -37,6 +39,23 @@ func Validate(t testing.TB, doc []byte) {
 		t.Errorf("the SBOM does not validate against the SPDX 2.3 schema: %v", err)
 	}
 	checkLicenses(t, doc)
+	// The SPDX library reads it back, every relationship names an element
+	// of the document, and no SPDX id is given twice.
+	d, err := spdxjson.Read(bytes.NewReader(doc))
+	if err != nil {
+		t.Fatalf("tools-golang cannot read the SBOM back: %v", err)
+	}
+	if err := spdxlib.ValidateDocument(d); err != nil {
+		t.Error(err)
+	}
+	seen := map[string]bool{}
+	for _, p := range d.Packages {
+		if id := string(p.PackageSPDXIdentifier); seen[id] {
+			t.Errorf("SPDX id %s given twice", id)
+		} else {
+			seen[id] = true
+		}
+	}
 }
 
 // checkLicenses checks what the schema leaves as strings: every license
