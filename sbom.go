@@ -29,7 +29,7 @@ type SBOMInfo struct {
 // know it.
 const SBOMMediaType = "application/spdx+json"
 
-// makeSBOM writes the SBOM of img's final tree: the dpkg packages it
+// makeSBOM makes the SBOM of img's final tree: the dpkg packages it
 // holds and its layers, named as the build names them (names[i] for the
 // layer i; the base's first nBase). The tree is indexed from the cache's
 // headers and the files it needs read in one pass per layer.
