@@ -61,6 +61,7 @@ type Options struct {
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
 	Manifest  string // write the build manifest (JSON) here
+	SBOM      string // write the image's SPDX 2.3 JSON SBOM here
 
 	// pushImage, when set, pushes the finished image in place of Push:
 	// BuildPlatforms pushes each platform's by digest for its index.
@@ -121,6 +122,8 @@ type Result struct {
 	DiskArtifactDigest string `json:"disk_artifact_digest,omitempty"`
 	// Attested is the provenance written and the signatures made.
 	Attested *Attested `json:"attested,omitempty"`
+	// SBOM is the SPDX SBOM written with --sbom.
+	SBOM *SBOMInfo `json:"sbom,omitempty"`
 }
 
 // BaseInfo records the base a build used.
@@ -174,6 +177,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	}
 	end = stage(ctx, "outputs")
 	if err := b.writeOutputs(ctx, img); err != nil {
+		return nil, err
+	}
+	if err := b.writeSBOM(ctx, img); err != nil {
 		return nil, err
 	}
 	end()
@@ -323,6 +329,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 		layer = b.c.Layer(e.Layer)
 	}
 	sp.Mode = e.Mode
+	b.withStats(ctx, &sp, layer)
 	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
 	sp.Duration = time.Since(began)
 	progress.Emit(ctx, b.stepEvent(progress.StepFinished, sp))

@@ -444,8 +444,11 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	if len(formats) == 0 {
 		formats = []string{"raw"}
 	}
-	_, res, err := makeDisks(ctx, c, nil, img, diskOptions{Spec: d, Formats: formats, OutDir: outDir, Unique: unique,
+	img, res, err := makeDisks(ctx, c, nil, img, diskOptions{Spec: d, Formats: formats, OutDir: outDir, Unique: unique,
 		Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log})
+	if err == nil && o.SBOM != "" {
+		err = diskSBOM(ctx, o, c, img, source)
+	}
 	return res, err
 }
 

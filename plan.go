@@ -40,6 +40,10 @@ type StepPlan struct {
 	// user namespace). A hit reports the mode of the build that made it;
 	// empty for entries made before modes were recorded.
 	Mode string `json:"mode,omitempty"`
+
+	// Uncompressed and Files sum up the layer (see LayerStats).
+	Uncompressed int64 `json:"uncompressed_size,omitempty"`
+	Files        int   `json:"files,omitempty"`
 }
 
 const (
@@ -65,6 +69,8 @@ type planner struct {
 	// ansible is the host's Ansible version, part of Ansible steps' keys;
 	// read once, when the recipe has one.
 	ansible string
+	// sbom is the build's SBOM digest, for the publishers' tags.
+	sbom string
 }
 
 func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {
@@ -356,14 +362,20 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 		}
 		out = append(out, sp)
 	}
+	if len(out) == 1 && p.base.Image != nil {
+		if ls, err := p.base.Image.Layers(); err == nil {
+			p.withStats(ctx, &out[0], ls...)
+		}
+	}
 	parent := p.base.ID
 	for i := range r.Steps {
-		sp, _, _, _, err := p.step(i, parent)
+		sp, _, _, l, err := p.step(i, parent)
 		if err != nil {
 			return nil, err
 		}
 		if sp.Key != "" {
 			parent = sp.Key
+			p.withStats(ctx, &sp, l)
 		}
 		out = append(out, sp)
 	}

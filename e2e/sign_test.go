@@ -69,13 +69,9 @@ func TestSignedBuild(t *testing.T) {
 	args := []string{"build", filepath.Join(dir, "recipe.yaml"), "--cache-dir", t.TempDir(),
 		"--insecure-registry", reg, "-o", out, "--push", image, "--push-disk", cdisk, "--disk-artifact", art,
 		"--provenance", prov, "--sign-key", c.Key(), "--manifest", manifest, "--progress", "json"}
-	// With the SBOM stage (--sbom), its file and attestations are checked
-	// as the provenance's are.
-	sbom := ""
-	if help, _, _ := runLayerimg(t, bin, nil, "build", "--help"); strings.Contains(help, "--sbom") {
-		sbom = filepath.Join(out, "sbom.spdx.json")
-		args = append(args, "--sbom", sbom)
-	}
+	// The SBOM's file and attestations are checked as the provenance's are.
+	sbom := filepath.Join(out, "sbom.spdx.json")
+	args = append(args, "--sbom", sbom)
 	_, stderr, code := runLayerimg(t, bin, env, args...)
 	if code != 0 {
 		t.Fatalf("build exit %d:\n%s", code, stderr)
@@ -140,11 +136,9 @@ func TestSignedBuild(t *testing.T) {
 		byDigest := strings.Split(ref, ":1.0")[0] + "@" + d
 		cosignOK(append(append([]string{"verify", "--key", c.Pub()}, flags...), byDigest)...)
 		cosignOK(append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "slsaprovenance1"}, flags...), byDigest)...)
-		if sbom != "" {
-			cosignOK(append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "spdxjson"}, flags...), byDigest)...)
-			if o, _ := verify(ref, c.Pub()); !strings.Contains(o, "attestation verified: https://spdx.dev/Document") {
-				t.Errorf("layerimg verify %s lists no SBOM attestation:\n%s", ref, o)
-			}
+		cosignOK(append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "spdxjson"}, flags...), byDigest)...)
+		if o, _ := verify(ref, c.Pub()); !strings.Contains(o, "attestation verified: https://spdx.dev/Document") {
+			t.Errorf("layerimg verify %s lists no SBOM attestation:\n%s", ref, o)
 		}
 		cosignFails(append(append([]string{"verify", "--key", wrong.Pub()}, flags...), byDigest)...)
 		o, code := verify(ref, c.Pub())
@@ -157,10 +151,7 @@ func TestSignedBuild(t *testing.T) {
 	}
 
 	// Every local file has a bundle that cosign verify-blob accepts.
-	files := []string{prov}
-	if sbom != "" {
-		files = append(files, sbom)
-	}
+	files := []string{prov, sbom}
 	for _, f := range res.Disk.Files {
 		files = append(files, f.Path)
 	}
@@ -187,12 +178,9 @@ func TestSignedBuild(t *testing.T) {
 	fi, _ := os.Stat(raw)
 	flip(raw, fi.Size()/2)
 	flip(prov, int64(len(pdata)/2))
-	tampered := []string{raw, prov}
-	if sbom != "" {
-		fi, _ := os.Stat(sbom)
-		flip(sbom, fi.Size()/2)
-		tampered = append(tampered, sbom)
-	}
+	fi, _ = os.Stat(sbom)
+	flip(sbom, fi.Size()/2)
+	tampered := []string{raw, prov, sbom}
 	for _, f := range tampered {
 		cosignFails("verify-blob", "--key", c.Pub(), "--bundle", f+".bundle", "--insecure-ignore-tlog=true", f)
 		if o, code := verify(f, c.Pub()); code != 1 || !strings.Contains(o, "changed since it was signed") {
@@ -353,8 +341,7 @@ func TestSignedDebianCloud(t *testing.T) {
 	out := t.TempDir()
 	sink := &stageSink{stages: map[string]time.Duration{}}
 	// The fixture's cache, everything else here: its files stay as they are.
-	// (With the SBOM stage merged, add SBOM: filepath.Join(out, "sbom.spdx.json").)
-	o := layerimg.Options{CacheDir: fx.Opts.CacheDir, DiskDir: out, Manifest: filepath.Join(out, "build.json"), DiskDigests: true,
+	o := layerimg.Options{CacheDir: fx.Opts.CacheDir, DiskDir: out, Manifest: filepath.Join(out, "build.json"), DiskDigests: true, SBOM: filepath.Join(out, "sbom.spdx.json"),
 		Output: io.Discard, Progress: sink, Provenance: filepath.Join(out, "provenance.json"), Signer: s,
 		Push: reg + "/debian-cloud:1", InsecureRegistries: []string{reg}}
 	began := time.Now()
@@ -375,11 +362,9 @@ func TestSignedDebianCloud(t *testing.T) {
 			t.Errorf("cosign %s: %v\n%s", args[0], err, o)
 		}
 	}
-	if m, _ := os.ReadFile(o.Manifest); bytes.Contains(m, []byte(`"sbom"`)) {
-		args := append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "spdxjson"}, flags...), ref)
-		if o, err := c.Run(args...); err != nil {
-			t.Errorf("cosign verify-attestation --type spdxjson: %v\n%s", err, o)
-		}
+	args := append(append([]string{"verify-attestation", "--key", c.Pub(), "--type", "spdxjson"}, flags...), ref)
+	if o, err := c.Run(args...); err != nil {
+		t.Errorf("cosign verify-attestation --type spdxjson: %v\n%s", err, o)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
 	var ociLayout, rootfsTar, manifest, diskDir string
+	var sbomFile string
 	var formats []string
 	var uniqueIDs, digests, rootless bool
 	var cacheTo, push, pushDisk, diskArtifact string
@@ -76,6 +77,7 @@ time other than 1970-01-01 on what is made.`,
 				return err
 			}
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
+			o.SBOM = sbomFile
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
@@ -102,6 +104,7 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&ociLayout, "oci-layout", "", "write the image as an OCI layout to `DIR`")
 	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` as one tar")
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
+	f.StringVar(&sbomFile, "sbom", "", "write the image's SBOM (SPDX 2.3 JSON: dpkg packages, base and layers) to `FILE`")
 	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
 	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
 	f.StringVar(&cacheTo, "cache-to", "", "write every step's layer (and the finished disks) to this registry cache `REF`")

@@ -69,7 +69,7 @@ so a rebuild runs only the steps whose inputs changed.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	g.register(root)
-	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd(), newPublishCmd(g), newIndexCmd(g), newVerifyCmd(g), newOutdatedCmd(g))
+	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newSizeCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd(), newPublishCmd(g), newIndexCmd(g), newVerifyCmd(g), newOutdatedCmd(g))
 	// Cobra adds its completion command when it executes; made now, its
 	// misuse (layerimg completion, completion bash extra) exits 2 as well.
 	root.InitDefaultCompletionCmd()

@@ -214,6 +214,9 @@ func (p *publisher) tags(extra map[string]string) map[string]string {
 	if t[RecipeTag] == "" {
 		delete(t, RecipeTag)
 	}
+	if p.cfg.SBOM != "" && extra[DigestTag] != "" { // on the image, with its digest
+		t[SBOMTag] = p.cfg.SBOM
+	}
 	return t
 }
 

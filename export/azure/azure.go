@@ -31,6 +31,8 @@ const DefaultMergeGap = 4096 - sector
 const (
 	DigestTag = "layerimg-digest"
 	RecipeTag = "layerimg-recipe"
+	// SBOMTag carries the sha256 of the build's SPDX SBOM (--sbom).
+	SBOMTag = "layerimg-sbom"
 )
 
 // Gallery names the gallery image version to make.
@@ -53,6 +55,7 @@ type Config struct {
 	SecurityType    string // Standard (default) or TrustedLaunch
 	OSType          string // Linux
 	Tags            map[string]string
+	SBOM            string // the build's SBOM digest, tagged as SBOMTag
 	KeepDisk, Force bool
 
 	Parallel int // page writers; default 16
@@ -388,6 +391,9 @@ func (p *publisher) tags() map[string]*string {
 	t := map[string]*string{DigestTag: &p.cfg.Digest}
 	if p.cfg.Recipe != "" {
 		t[RecipeTag] = &p.cfg.Recipe
+	}
+	if p.cfg.SBOM != "" {
+		t[SBOMTag] = &p.cfg.SBOM
 	}
 	for k, v := range p.cfg.Tags {
 		t[k] = &v

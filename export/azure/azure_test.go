@@ -117,6 +117,7 @@ func TestPublishImageAndGalleryVersion(t *testing.T) {
 	raw := rawDisk(t)
 	var log bytes.Buffer
 	cfg := testConfig(s, &log)
+	cfg.SBOM = "sha256:" + strings.Repeat("5b", 32)
 	cfg.Gallery = &Gallery{Name: "gal", ImageDefinition: "web", Version: "1.4.0", ReplicaRegions: []string{"northeurope", "eastus"}}
 	cfg.Tags = map[string]string{"team": "platform"}
 	cfg.MergeGap = -1 // only non-zero sectors
@@ -186,7 +187,7 @@ func TestPublishImageAndGalleryVersion(t *testing.T) {
 
 	// What was made.
 	im := s.Images()[0]
-	if im.Tags[DigestTag] != cfg.Digest || im.Tags["team"] != "platform" || im.HyperVGeneration != "V2" || im.SourceDisk != disks[0].ID {
+	if im.Tags[DigestTag] != cfg.Digest || im.Tags["team"] != "platform" || im.HyperVGeneration != "V2" || im.SourceDisk != disks[0].ID || im.Tags[SBOMTag] != cfg.SBOM {
 		t.Fatalf("image %+v", im)
 	}
 	v := s.Versions()[0]
