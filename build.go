@@ -197,6 +197,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		}
 	}
 	end()
+	if err := b.attachSBOM(ctx); err != nil {
+		return nil, err
+	}
 	if err := b.attest(ctx, began); err != nil {
 		return nil, err
 	}

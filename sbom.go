@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/layerimg/layerimg/export/sign"
 	"github.com/layerimg/layerimg/internal/sbom"
 	"github.com/layerimg/layerimg/rootfs"
 )
@@ -20,6 +22,9 @@ type SBOMInfo struct {
 	Digest string `json:"digest"`   // sha256:... of the document's bytes
 	Format string `json:"format"`   // "spdx-json" (SPDX 2.3)
 	Count  int    `json:"packages"` // dpkg packages listed
+	// Attached lists the pushed manifests the SBOM was attached to
+	// (cosign's sha256-HEX.sbom tags).
+	Attached []string `json:"attached,omitempty"`
 	// Document is the SBOM itself, for what follows the build in the
 	// same process (attaching and signing it next to the pushed image).
 	Document []byte `json:"-"`
@@ -92,10 +97,19 @@ func (s *SBOMInfo) write(path string) error {
 	return nil
 }
 
-// writeSBOM makes the SBOM of the build's final image and writes it to
-// --sbom; publishers tag what they make with its digest.
+// writeSBOM makes the SBOM of the build's final image whenever the build
+// makes anything beyond its cache, and writes it to --sbom, else beside
+// the disks (-o DIR/sbom.spdx.json); publishers tag what they make with
+// its digest, and pushes carry it. A build that only fills its cache
+// (no outputs) makes none.
 func (b *buildRun) writeSBOM(ctx context.Context, img v1.Image) error {
-	if b.o.SBOM == "" {
+	o := b.o
+	path := o.SBOM
+	if path == "" && o.DiskDir != "" {
+		path = filepath.Join(o.DiskDir, SBOMFile)
+	}
+	if path == "" && o.OCILayout == "" && o.RootfsTar == "" && o.Manifest == "" && o.Push == "" && o.PushDisk == "" &&
+		o.DiskArtifact == "" && len(o.Publish) == 0 && o.Signer == nil && o.Provenance == "" {
 		return nil
 	}
 	info := sbom.Image{Name: b.r.Name, BaseRef: b.base.Ref, BaseDigest: b.base.Digest}
@@ -103,10 +117,37 @@ func (b *buildRun) writeSBOM(ctx context.Context, img v1.Image) error {
 	if err != nil {
 		return err
 	}
-	if err := s.write(b.o.SBOM); err != nil {
-		return err
+	if path != "" {
+		if err := s.write(path); err != nil {
+			return err
+		}
 	}
 	b.res.SBOM, b.sbom = s, s.Digest
+	return nil
+}
+
+// SBOMFile is the SBOM's name beside the disks when --sbom names no file.
+const SBOMFile = "sbom.spdx.json"
+
+// attachSBOM attaches the SBOM to every manifest the build pushed, with
+// cosign's tag scheme (Debian's docker-registry, like many, has no
+// referrers API).
+func (b *buildRun) attachSBOM(ctx context.Context) error {
+	if b.res.SBOM == nil {
+		return nil
+	}
+	r := sign.Remote{Options: b.reg.Options(ctx)}
+	for _, p := range b.pushedManifests() {
+		ref, err := b.reg.ParseRef(p.ref)
+		if err != nil {
+			return fmt.Errorf("attaching the SBOM to %s: %w", p.ref, err)
+		}
+		d := ref.Context().Digest(p.digest)
+		if err := sign.AttachSBOM(ctx, d, b.res.SBOM.Document, sign.SPDXJSONAttachment, r); err != nil {
+			return fmt.Errorf("attaching the SBOM to %s: %w", p.ref, err)
+		}
+		b.res.SBOM.Attached = append(b.res.SBOM.Attached, d.String())
+	}
 	return nil
 }
 

@@ -140,6 +140,12 @@ func TestSignedBuild(t *testing.T) {
 		if o, _ := verify(ref, c.Pub()); !strings.Contains(o, "attestation verified: https://spdx.dev/Document") {
 			t.Errorf("layerimg verify %s lists no SBOM attestation:\n%s", ref, o)
 		}
+		// The SBOM is also attached, unsigned, where cosign looks for it.
+		if o, err := c.Run("download", "sbom", "--allow-http-registry", "--allow-insecure-registry", byDigest); err != nil {
+			t.Errorf("cosign download sbom %s: %v\n%s", byDigest, err, o)
+		} else if doc, _ := os.ReadFile(sbom); len(doc) == 0 || !strings.Contains(o, string(bytes.TrimSpace(doc))) {
+			t.Errorf("cosign download sbom %s does not give the SBOM written:\n%.300s", byDigest, o)
+		}
 		cosignFails(append(append([]string{"verify", "--key", wrong.Pub()}, flags...), byDigest)...)
 		o, code := verify(ref, c.Pub())
 		if code != 0 || !strings.Contains(o, "attestation verified: https://slsa.dev/provenance/v1") {

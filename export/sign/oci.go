@@ -303,3 +303,15 @@ func isNotFound(err error) bool {
 	}
 	return false
 }
+
+// SPDXJSONAttachment is the media type cosign gives an SPDX JSON SBOM it
+// attaches (`cosign attach sbom --type spdx --input-format json`).
+const SPDXJSONAttachment = "text/spdx+json"
+
+// AttachSBOM stores doc as the SBOM of the image at d under
+// sha256-HEX.sbom, cosign's tag scheme for SBOM attachments, which
+// `cosign download sbom` reads. The attachment is not signed: with a key,
+// the SBOM attestation beside the signature is what a verifier trusts.
+func AttachSBOM(ctx context.Context, d name.Digest, doc []byte, mediaType string, r Remote) error {
+	return writeSigImage(ctx, tagFor(d, "sbom"), []sigLayer{{mediaType: mediaType, payload: doc}}, r)
+}
