@@ -46,6 +46,16 @@ func (es Errors) Error() string {
 // Load reads, parses and validates the recipe at path, then expands its
 // ${ARG}s with the recipe's defaults overridden by overrides.
 func Load(path string, overrides map[string]string) (*Recipe, error) {
+	return LoadFor(path, overrides, "")
+}
+
+// LoadFor is Load for another platform than the recipe's (when platform is
+// not ""), set before the args are expanded so that the built-in
+// TARGETARCH follows it.
+func LoadFor(path string, overrides map[string]string, platform string) (*Recipe, error) {
+	if platform != "" && !platformRE.MatchString(platform) {
+		return nil, fmt.Errorf("--platform %q is not a linux platform such as linux/amd64 or linux/arm64", platform)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading recipe: %w", err)
@@ -53,6 +63,9 @@ func Load(path string, overrides map[string]string) (*Recipe, error) {
 	r, err := Parse(path, data)
 	if err != nil {
 		return nil, err
+	}
+	if platform != "" {
+		r.Platform = platform
 	}
 	if err := r.Expand(overrides); err != nil {
 		return nil, err

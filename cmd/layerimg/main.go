@@ -84,13 +84,14 @@ so a rebuild runs only the steps whose inputs changed.`,
 	return root
 }
 
-// loadRecipe reads the recipe at path with the --arg overrides. Commands
-// return its errors as they are: a usage error names --arg, and a recipe's
-// problems are file:line:column: message lines, as validate promises.
+// loadRecipe reads the recipe at path with the --arg overrides, for the
+// --platform when one is given. Commands return its errors as they are: a
+// usage error names --arg, and a recipe's problems are file:line:column:
+// message lines, as validate promises.
 func loadRecipe(g *globalFlags, path string) (*recipes.Recipe, error) {
 	args, err := g.argMap()
 	if err != nil {
 		return nil, err
 	}
-	return recipes.Load(path, args)
+	return recipes.LoadFor(path, args, g.platform)
 }
