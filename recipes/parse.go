@@ -53,8 +53,8 @@ func Load(path string, overrides map[string]string) (*Recipe, error) {
 // not ""), set before the args are expanded so that the built-in
 // TARGETARCH follows it.
 func LoadFor(path string, overrides map[string]string, platform string) (*Recipe, error) {
-	if platform != "" && !platformRE.MatchString(platform) {
-		return nil, fmt.Errorf("--platform %q is not a linux platform such as linux/amd64 or linux/arm64", platform)
+	if err := CheckPlatform(platform); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -71,6 +71,14 @@ func LoadFor(path string, overrides map[string]string, platform string) (*Recipe
 		return nil, err
 	}
 	return r, nil
+}
+
+// CheckPlatform refuses a --platform value that no recipe could name.
+func CheckPlatform(platform string) error {
+	if platform != "" && !platformRE.MatchString(platform) {
+		return fmt.Errorf("--platform %q is not a linux platform such as linux/amd64 or linux/arm64", platform)
+	}
+	return nil
 }
 
 // Parse parses and validates recipe YAML. file names it in errors and its

@@ -37,6 +37,9 @@ or the timeout, printing the end of the console.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--expect: %w", err)}
 			}
+			if arch != "" && !slices.Contains(disk.Arches(), arch) {
+				return usageError{fmt.Errorf("--arch %q: expected one of %s", arch, strings.Join(disk.Arches(), ", "))}
+			}
 			if _, err := os.Stat(args[0]); err != nil {
 				return fmt.Errorf("booting %s: %w", args[0], err)
 			}
@@ -46,8 +49,6 @@ or the timeout, printing the end of the console.`,
 					fmt.Fprintf(cmd.ErrOrStderr(), "layerimg: %v; booting it as amd64 (--arch arm64 to change that)\n", err)
 					arch = disk.AMD64
 				}
-			} else if !slices.Contains(disk.Arches(), arch) {
-				return usageError{fmt.Errorf("--arch %q: expected one of %s", arch, strings.Join(disk.Arches(), ", "))}
 			}
 			start := time.Now()
 			err = qemu.Boot(cmd.Context(), qemu.Options{Disk: args[0], NVMe: nvme, SecureBoot: secure, Expect: re, Timeout: timeout, Console: cmd.OutOrStdout(), Arch: arch})

@@ -27,6 +27,9 @@ streamed into the disk's filesystems, never unpacked: no root is needed.`,
 			if err != nil {
 				return err
 			}
+			if g.platform != "" {
+				return usageError{fmt.Errorf("--platform: layerimg disk makes the disk for the architecture the image's config names (a rootfs tar's is told from its boot loaders); to take one entry of a multi-platform index, name it by digest")}
+			}
 			d := recipes.Disk{Size: size, Boot: boot, KernelCmdline: cmdline, ESPSize: espSize}
 			if err := checkDiskFlags(d); err != nil {
 				return err

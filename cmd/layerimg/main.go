@@ -93,5 +93,8 @@ func loadRecipe(g *globalFlags, path string) (*recipes.Recipe, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := recipes.CheckPlatform(g.platform); err != nil {
+		return nil, usageError{err}
+	}
 	return recipes.LoadFor(path, args, g.platform)
 }
