@@ -64,11 +64,11 @@ func (e *MissingError) Error() string {
 		parts = append(parts, "/"+f.path)
 		pkgs = append(pkgs, f.pkg)
 	}
-	for_ := ""
+	on := ""
 	if e.Arch != "" {
-		for_ = " on " + e.Arch
+		on = " on " + e.Arch
 	}
-	return fmt.Sprintf("boot: %s%s needs %s in the rootfs; install the Debian packages %s", e.Mode, for_, strings.Join(parts, ", "), strings.Join(pkgs, " "))
+	return fmt.Sprintf("boot: %s%s needs %s in the rootfs; install the Debian packages %s", e.Mode, on, strings.Join(parts, ", "), strings.Join(pkgs, " "))
 }
 
 // Kernel is the kernel and initrd the disk boots.
@@ -201,7 +201,8 @@ func checkLoader(img Image, mode string, a arch) error {
 // LayoutOf reads the boot layout of a finished disk (raw or fixed VHD)
 // from its ESP, the first partition, as Prepare lays it out: "grub" when
 // shim's grubx64.efi (grubaa64.efi on arm64) is there, "systemd-boot" when
-// loader/loader.conf is, else "none". It reads the FAT with mtools, as Assemble writes it.
+// loader/loader.conf is, else "none". It reads the FAT with mtools, as
+// Assemble writes it.
 func LayoutOf(path string) (string, error) {
 	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
