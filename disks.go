@@ -106,6 +106,11 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 		return nil, nil, err
 	}
 	b := diskBuild{c: c, ds: ds, in: diskset.Key(digest.String(), o.Spec, o.Epoch, o.Compression), o: o}
+	if o.Arch != "" && o.Arch != disk.AMD64 {
+		// Disks made for another architecture before layerimg knew one
+		// (x86-64 root type) are never reused; amd64's keys stay as they were.
+		b.in.Platform = "linux/" + o.Arch
+	}
 	key := b.in.Key()
 	entry, genLayer, err := lookupEntry(c, rc, key)
 	if err != nil {
