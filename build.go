@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/export/azure"
+	"github.com/layerimg/layerimg/export/sign"
 	"github.com/layerimg/layerimg/internal/progress"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
@@ -52,9 +53,19 @@ type Options struct {
 	// layerimg and for tests; the CLI leaves it to azidentity.
 	AzureConnect func(*azure.Config)
 
+	// Provenance: write the SLSA provenance statement here. Signer: sign
+	// what the build pushes and writes (see attest.go).
+	Provenance string
+	Signer     sign.Signer
+
 	OCILayout string // write the image here as an OCI layout
 	RootfsTar string // write the flattened rootfs here
 	Manifest  string // write the build manifest (JSON) here
+	SBOM      string // write the image's SPDX 2.3 JSON SBOM here
+
+	// pushImage, when set, pushes the finished image in place of Push:
+	// BuildPlatforms pushes each platform's by digest for its index.
+	pushImage func(context.Context, layers.Registry, v1.Image) error
 }
 
 func (o *Options) defaults() error {
@@ -107,6 +118,12 @@ type Result struct {
 	Pulled   int64       `json:"bytes_pulled,omitempty"`
 	// Published holds each cloud target's resource ids.
 	Published map[string]any `json:"published,omitempty"`
+	// DiskArtifactDigest is the manifest --disk-artifact pushed.
+	DiskArtifactDigest string `json:"disk_artifact_digest,omitempty"`
+	// Attested is the provenance written and the signatures made.
+	Attested *Attested `json:"attested,omitempty"`
+	// SBOM is the SPDX SBOM written with --sbom.
+	SBOM *SBOMInfo `json:"sbom,omitempty"`
 }
 
 // BaseInfo records the base a build used.
@@ -116,6 +133,9 @@ type BaseInfo struct {
 	Key    string `json:"key,omitempty"`
 	// Mode is how a bootstrap base was made: "root" or "rootless".
 	Mode string `json:"mode,omitempty"`
+	// Mirrors is a bootstrap base's mirror state: each suite's InRelease
+	// digest, as its key covers it (none for a snapshot).
+	Mirrors []layers.MirrorState `json:"mirrors,omitempty"`
 }
 
 // Build runs the recipe: cached steps are reused, the rest run in the
@@ -128,6 +148,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		return nil, err
 	}
 	ctx = progress.WithSink(ctx, o.Progress)
+	began := time.Now()
 	end := stage(ctx, "base")
 	p, err := start(ctx, r, &o, false)
 	if err != nil {
@@ -158,6 +179,9 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	if err := b.writeOutputs(ctx, img); err != nil {
 		return nil, err
 	}
+	if err := b.writeSBOM(ctx, img); err != nil {
+		return nil, err
+	}
 	end()
 	if o.CacheTo != "" || o.Push != "" || o.PushDisk != "" || o.DiskArtifact != "" || len(o.Publish) > 0 {
 		end = stage(ctx, "publish")
@@ -167,7 +191,18 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 	if err := p.publish(ctx, img, b.res, b.exported, b.exportedLayers); err != nil {
 		return nil, err
 	}
+	if o.pushImage != nil {
+		if err := o.pushImage(ctx, p.reg, img); err != nil {
+			return nil, err
+		}
+	}
 	end()
+	if err := b.attachSBOM(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.attest(ctx, began); err != nil {
+		return nil, err
+	}
 	b.res.Pulled = p.remote.Pulled()
 	if err := writeManifest(o.Manifest, b.res); err != nil {
 		return nil, err
@@ -197,14 +232,17 @@ func newBuild(ctx context.Context, p *planner) (*buildRun, error) {
 	b := &buildRun{planner: p, epoch: time.Unix(o.Epoch, 0).UTC(), record: map[string]layers.KeyInput{},
 		res: &Result{Recipe: r.Name, Platform: r.Platform, Base: BaseInfo{Ref: p.base.Ref, Digest: p.base.Digest}}}
 	if r.From.Bootstrap != nil {
-		b.res.Base.Key = p.base.ID
+		b.res.Base.Key, b.res.Base.Mirrors = p.base.ID, p.base.Input.Mirrors
 		status := Hit
 		if p.base.Bootstrapped {
 			status = Miss
 			b.res.Executed++
 		}
 		progress.Emit(ctx, progress.Event{Type: progress.StepFinished, Step: "bootstrap", Kind: "bootstrap", Status: status, Key: short(p.base.ID)})
-		b.record["bootstrap"] = layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch})
+		b.record["bootstrap"] = p.base.Input
+	}
+	if p.base.Digest != "" {
+		b.record[baseRecord] = layers.KeyInput{Kind: "base", Spec: p.base.Ref, Parent: p.base.Digest}
 	}
 	baseLayers, err := p.base.Image.Layers()
 	if err != nil {
@@ -294,6 +332,7 @@ func (b *buildRun) runStep(ctx context.Context, i int, parent string) (StepPlan,
 		layer = b.c.Layer(e.Layer)
 	}
 	sp.Mode = e.Mode
+	b.withStats(ctx, &sp, layer)
 	b.exported, b.exportedLayers = append(b.exported, *e), append(b.exportedLayers, layer)
 	sp.Duration = time.Since(began)
 	progress.Emit(ctx, b.stepEvent(progress.StepFinished, sp))
@@ -312,6 +351,9 @@ func (b *buildRun) runTests(ctx context.Context) error {
 	for i, t := range b.r.Tests {
 		if t.Boot != nil {
 			continue
+		}
+		if err := b.checkEmulation(); err != nil {
+			return fmt.Errorf("test %d (%s): %w", i+1, t.Name, err)
 		}
 		lw, err := b.unpack(ctx)
 		if err != nil {
@@ -418,6 +460,9 @@ func (b *buildRun) execute(ctx context.Context, st *recipes.Step) (layers.Descri
 		d, err := layers.CopyStep(ctx, b.c, b.r.Dir, st.Copy, b.o.Compression, b.epoch)
 		return d, nil, err
 	case "run", "ansible":
+		if err := b.checkEmulation(); err != nil {
+			return layers.Descriptor{}, nil, err
+		}
 		lw, err := b.unpack(ctx)
 		if err != nil {
 			return layers.Descriptor{}, nil, err

@@ -449,7 +449,7 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 			return nil, err
 		}
 	} else {
-		b, err := layers.ResolveBase(ctx, c, recipes.Base{Ref: source}, layers.BaseOptions{Platform: "linux/amd64", InsecureRegistries: o.InsecureRegistries})
+		b, err := resolveAnyArch(ctx, c, source, o)
 		if err != nil {
 			return nil, err
 		}
@@ -464,9 +464,30 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	if len(formats) == 0 {
 		formats = []string{"raw"}
 	}
-	_, res, err := makeDisks(ctx, c, nil, img, diskOptions{Spec: d, Formats: formats, OutDir: outDir, Unique: unique,
+	img, res, err := makeDisks(ctx, c, nil, img, diskOptions{Spec: d, Formats: formats, OutDir: outDir, Unique: unique,
 		Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log, Arch: arch})
+	if err == nil && o.SBOM != "" {
+		err = diskSBOM(ctx, o, c, img, source)
+	}
 	return res, err
+}
+
+// resolveAnyArch resolves an image for layerimg disk: an index's amd64
+// entry, else (a single image, refused for another architecture than the
+// one asked) the image for the first architecture a disk can be made for
+// that it is. The first error is returned when none fits.
+func resolveAnyArch(ctx context.Context, c *layers.Cache, source string, o Options) (*layers.Base, error) {
+	var first error
+	for _, a := range disk.Arches() {
+		b, err := layers.ResolveBase(ctx, c, recipes.Base{Ref: source}, layers.BaseOptions{Platform: "linux/" + a, InsecureRegistries: o.InsecureRegistries})
+		if err == nil {
+			return b, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
 }
 
 // Convert writes the raw disk src in format to dst. With inPlace, a VHD is

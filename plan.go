@@ -40,6 +40,10 @@ type StepPlan struct {
 	// user namespace). A hit reports the mode of the build that made it;
 	// empty for entries made before modes were recorded.
 	Mode string `json:"mode,omitempty"`
+
+	// Uncompressed and Files sum up the layer (see LayerStats).
+	Uncompressed int64 `json:"uncompressed_size,omitempty"`
+	Files        int   `json:"files,omitempty"`
 }
 
 const (
@@ -59,9 +63,14 @@ type planner struct {
 	envIdx map[string]int // env's index by name, once an env step ran
 	remote *layers.RemoteCache
 	reg    layers.Registry
+	// moved says how a registry base by tag changed since the last build
+	// recorded ("base debian:bookworm moved: sha256:a -> sha256:b").
+	moved string
 	// ansible is the host's Ansible version, part of Ansible steps' keys;
 	// read once, when the recipe has one.
 	ansible string
+	// sbom is the build's SBOM digest, for the publishers' tags.
+	sbom string
 }
 
 func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Cache, offline bool) (*planner, error) {
@@ -77,7 +86,7 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	}
 	if r.From.Bootstrap != nil && !offline {
 		progress.Emit(ctx, progress.Event{Type: progress.StepStarted, Step: "bootstrap", Kind: "bootstrap",
-			Why: "bootstrapping " + r.From.Bootstrap.Suite + " (cached after the first build)"})
+			Why: "bootstrapping " + r.From.Bootstrap.Suite + " (cached until its suites publish updates)"})
 		out := o.stepOutput("bootstrap")
 		defer out.Close()
 		bo.Log = out
@@ -87,6 +96,10 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 		return nil, err
 	}
 	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name), remote: rc, reg: reg}
+	if old, ok := p.record[baseRecord]; ok && base.Digest != "" && old.Spec == base.Ref && old.Parent != base.Digest {
+		p.moved = fmt.Sprintf("base %s moved: %s -> %s", base.Ref, old.Parent, base.Digest)
+		o.Log.Info(p.moved)
+	}
 	for _, st := range r.Steps {
 		if st.Ansible != nil {
 			if p.ansible, err = layers.AnsibleVersion(ctx); err != nil {
@@ -257,8 +270,16 @@ func (p *planner) why(name string, in layers.KeyInput) string {
 	if old.Key() == in.Key() {
 		return "same inputs as the last build, but its layer is no longer cached (pruned or corrupt)"
 	}
-	return in.Why(old)
+	why := in.Why(old)
+	if p.moved != "" && in.Parent == p.base.ID {
+		why = strings.Replace(why, "an earlier step or the base changed", p.moved, 1)
+	}
+	return why
 }
+
+// baseRecord is the record's entry for a registry base: Spec its reference,
+// Parent the digest it resolved to. A step name cannot start with "@".
+const baseRecord = "@base"
 
 func stepErr(i int, st *recipes.Step, err error) error {
 	return fmt.Errorf("step %d (%s): %w", i+1, st.Name, err)
@@ -337,18 +358,24 @@ func Plan(ctx context.Context, r *recipes.Recipe, o Options) ([]StepPlan, error)
 	if r.From.Bootstrap != nil {
 		sp := StepPlan{Index: 0, Name: "bootstrap", Kind: "bootstrap", Key: p.base.ID, Status: Hit}
 		if p.base.Image == nil {
-			sp.Status, sp.Why = Miss, p.why("bootstrap", layers.BootstrapKey(*r.From.Bootstrap, layers.BaseOptions{Platform: r.Platform, Compression: o.Compression, Epoch: o.Epoch}))
+			sp.Status, sp.Why = Miss, p.why("bootstrap", p.base.Input)
 		}
 		out = append(out, sp)
 	}
+	if len(out) == 1 && p.base.Image != nil {
+		if ls, err := p.base.Image.Layers(); err == nil {
+			p.withStats(ctx, &out[0], ls...)
+		}
+	}
 	parent := p.base.ID
 	for i := range r.Steps {
-		sp, _, _, _, err := p.step(i, parent)
+		sp, _, _, l, err := p.step(i, parent)
 		if err != nil {
 			return nil, err
 		}
 		if sp.Key != "" {
 			parent = sp.Key
+			p.withStats(ctx, &sp, l)
 		}
 		out = append(out, sp)
 	}

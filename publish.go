@@ -78,6 +78,7 @@ func (p *planner) publish(ctx context.Context, img v1.Image, res *Result, entrie
 			return fmt.Errorf("--disk-artifact: %w", err)
 		}
 		o.Log.Info("pushed disk artifact", "ref", o.DiskArtifact, "digest", d)
+		res.DiskArtifactDigest = d
 	}
 	return nil
 }
@@ -89,11 +90,13 @@ func (p *planner) publisher(target string) (export.Publisher, error) {
 	case aws.Target:
 		cfg := AWSConfig(p.r.Publish, p.r.Platform)
 		cfg.Recipe, cfg.Args, cfg.Log = p.r.Name, p.r.Args, p.o.Log
+		cfg.SBOM = p.sbom
 		cfg.StateDir = filepath.Join(p.c.Dir(), "publish") // block hashes for the next upload
 		return aws.New(cfg), nil
 	case azure.Target:
 		cfg := AzureConfig(p.r.Publish)
 		cfg.Recipe, cfg.Log = p.r.Name, p.o.Log
+		cfg.SBOM = p.sbom
 		if p.o.AzureConnect != nil {
 			p.o.AzureConnect(&cfg)
 		}
@@ -101,6 +104,7 @@ func (p *planner) publisher(target string) (export.Publisher, error) {
 	case vsphere.Target:
 		cfg := VSphereConfig(p.r.Publish)
 		cfg.Log = p.o.Log
+		cfg.SBOM = p.sbom
 		if cfg.TemplateName == "" {
 			cfg.TemplateName = p.r.Name
 		}

@@ -58,7 +58,7 @@ func debianCloudArm64(t *testing.T, logs *lockedBuffer) *sharedBuild {
 		t.Skip("-short: skipping the emulated arm64 Debian build")
 	}
 	return shared.build(t, "debian-cloud-arm64", func() (*recipes.Recipe, error) {
-		r, err := recipes.LoadFor("../recipes/examples/debian-cloud.yaml", nil, "linux/arm64")
+		r, err := layerimg.LoadRecipe("../recipes/examples/debian-cloud.yaml", nil, "linux/arm64")
 		if err != nil {
 			return nil, err
 		}

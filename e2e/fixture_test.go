@@ -86,6 +86,7 @@ func debianCloud(t *testing.T) *sharedBuild {
 		return recipes.Load("../recipes/examples/debian-cloud.yaml", nil)
 	}, func(dir string) layerimg.Options {
 		return layerimg.Options{CacheDir: filepath.Join(dir, "cache"), DiskDir: filepath.Join(dir, "out"),
-			OCILayout: filepath.Join(dir, "out", "image"), Manifest: filepath.Join(dir, "out", "build.json"), DiskDigests: true}
+			OCILayout: filepath.Join(dir, "out", "image"), Manifest: filepath.Join(dir, "out", "build.json"), DiskDigests: true,
+			SBOM: filepath.Join(dir, "out", "sbom.spdx.json")}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -40,6 +41,9 @@ type Base struct {
 	// Entry and Layer are the cache entry and layer of a bootstrap base.
 	Entry *Entry
 	Layer v1.Layer
+	// Input is a bootstrap base's key input, mirror state included: plan
+	// and build record it rather than fetch the mirrors again.
+	Input KeyInput
 }
 
 // BaseOptions controls how bases are fetched.
@@ -56,6 +60,8 @@ type BaseOptions struct {
 	// Dir is the folder relative oci-layout: and docker-archive: paths are
 	// read from: the recipe's. Empty means the current directory.
 	Dir string
+	// MirrorTimeout bounds each InRelease fetch of a bootstrap; 0 means 30s.
+	MirrorTimeout time.Duration
 }
 
 // inDir resolves a relative path against dir, as a copy source resolves
@@ -79,17 +85,21 @@ func ResolveBase(ctx context.Context, c *Cache, b recipes.Base, o BaseOptions) (
 	case strings.HasPrefix(ref, "oci-layout:"):
 		return ociLayout(strings.TrimPrefix(ref, "oci-layout:"), o)
 	case strings.HasPrefix(ref, "docker-archive:"):
-		return dockerArchive(ref, inDir(o.Dir, strings.TrimPrefix(ref, "docker-archive:")))
+		return dockerArchive(ref, inDir(o.Dir, strings.TrimPrefix(ref, "docker-archive:")), o.Platform)
 	}
 	return remoteBase(ctx, ref, o)
 }
 
 // imageBase is img as a base whose layers verify what they read (see
-// verifyBase). viaBlob is as for verifyBase.
-func imageBase(ref string, img v1.Image, viaBlob bool) (*Base, error) {
+// verifyBase), refused when its config names another platform than the
+// build's. viaBlob is as for verifyBase.
+func imageBase(ref string, img v1.Image, viaBlob bool, want string) (*Base, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
+	}
+	if err := checkPlatform(ref, img, want); err != nil {
+		return nil, err
 	}
 	vi, err := verifyBase(ref, img, viaBlob)
 	if err != nil {
@@ -103,7 +113,7 @@ func imageBase(ref string, img v1.Image, viaBlob bool) (*Base, error) {
 // the files' names are content digests in current archives
 // (blobs/sha256/HEX, and HEX.json for the config), so those are checked here,
 // and every layer is checked against the config's diff_id when read.
-func dockerArchive(ref, file string) (*Base, error) {
+func dockerArchive(ref, file, platform string) (*Base, error) {
 	img, err := tarball.ImageFromPath(file, nil)
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
@@ -137,7 +147,7 @@ func dockerArchive(ref, file string) (*Base, error) {
 			return nil, fmt.Errorf("base %s: layer %d %s: %w", ref, i+1, want, &DigestMismatch{"content", m.Layers[i].Digest, want, "manifest.json says"})
 		}
 	}
-	return imageBase(ref, img, false)
+	return imageBase(ref, img, false, platform)
 }
 
 // namedDigest is the digest in a content-addressed archive file name:
@@ -175,7 +185,7 @@ func remoteBase(ctx context.Context, ref string, o BaseOptions) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pulling base %s: %w", ref, err)
 	}
-	return imageBase(ref, img, true)
+	return imageBase(ref, img, true, o.Platform)
 }
 
 func ociLayout(spec string, o BaseOptions) (*Base, error) {
@@ -229,17 +239,17 @@ func ociLayout(spec string, o BaseOptions) (*Base, error) {
 		}
 		for _, cd := range cm.Manifests {
 			if cd.Platform != nil && cd.Platform.Satisfies(*pl) {
-				return layoutImageBase(ref, child, cd.Digest)
+				return layoutImageBase(ref, child, cd.Digest, o.Platform)
 			}
 		}
 		return nil, fmt.Errorf("from %s: no image for platform %s", ref, o.Platform)
 	}
-	return layoutImageBase(ref, idx, d.Digest)
+	return layoutImageBase(ref, idx, d.Digest, o.Platform)
 }
 
 // layoutImageBase is the base made of the image d names in idx, a layout's
 // index or one of its children, refused if its manifest is not d.
-func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash) (*Base, error) {
+func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash, platform string) (*Base, error) {
 	img, err := idx.Image(d)
 	if err != nil {
 		return nil, fmt.Errorf("from %s: %w", ref, err)
@@ -247,7 +257,7 @@ func layoutImageBase(ref string, idx v1.ImageIndex, d v1.Hash) (*Base, error) {
 	if err := checkDigest(ref, "manifest", img, d); err != nil {
 		return nil, err
 	}
-	return imageBase(ref, img, true)
+	return imageBase(ref, img, true, platform)
 }
 
 // checkDigest refuses a layout's manifest or index whose bytes are not those
@@ -263,30 +273,59 @@ func checkDigest(ref, what string, x interface{ Digest() (v1.Hash, error) }, wan
 	return nil
 }
 
+// checkPlatform refuses a single-platform base made for another OS or
+// architecture than the build's: its binaries would not run in the steps,
+// and the image would claim a platform it is not. A config that names no
+// architecture (hand-made images) is taken as it is.
+func checkPlatform(ref string, img v1.Image, want string) error {
+	if want == "" {
+		return nil
+	}
+	pl, err := platform(want)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("from %s: reading its config: %w", ref, err)
+	}
+	if cf.Architecture == "" && cf.OS == "" {
+		return nil
+	}
+	if cf.Architecture != pl.Architecture || (cf.OS != "" && cf.OS != pl.OS) {
+		return fmt.Errorf("from %s: the image is for %s/%s, but the build's platform is %s (set platform: or --platform to match, or use a base for %s)",
+			ref, cf.OS, cf.Architecture, want, pl.Architecture)
+	}
+	return nil
+}
+
 // ErrNotBuilt is returned by ResolveBase in offline mode for a bootstrap base
 // that is not cached yet.
 var ErrNotBuilt = errors.New("not built yet")
 
-// BootstrapKey is the cache key of a bootstrap base.
-func BootstrapKey(bs recipes.Bootstrap, o BaseOptions) KeyInput {
-	bs = withBootstrapDefaults(bs)
-	return KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
-}
-
-func withBootstrapDefaults(bs recipes.Bootstrap) recipes.Bootstrap {
-	if bs.Mirror == "" {
-		bs.Mirror = "https://deb.debian.org/debian"
+// BootstrapKey is the cache key input of a bootstrap base: its spec with
+// defaults, and the state of every suite it reads (MirrorStates), fetched
+// once here so that the key and the bootstrap's check agree.
+func BootstrapKey(ctx context.Context, bs recipes.Bootstrap, o BaseOptions) (KeyInput, []recipes.AptSource, error) {
+	bs = bs.WithDefaults()
+	srcs, err := bs.Sources()
+	if err != nil {
+		return KeyInput{}, nil, err
 	}
-	if bs.Variant == "" {
-		bs.Variant = "minbase"
+	in := KeyInput{Kind: "bootstrap", Spec: bs, Platform: o.Platform, Compression: o.Compression, Epoch: o.Epoch}
+	if in.Mirrors, err = MirrorStates(ctx, srcs, o.MirrorTimeout); err != nil {
+		return KeyInput{}, nil, err
 	}
-	return bs
+	return in, srcs, nil
 }
 
 func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (*Base, error) {
-	in := BootstrapKey(bs, o)
+	in, srcs, err := BootstrapKey(ctx, bs, o)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
 	key := in.Key()
-	bs = withBootstrapDefaults(bs)
+	bs = bs.WithDefaults()
 	ref := bootstrapRef(bs)
 	e, err := c.Lookup(key)
 	if err != nil {
@@ -300,9 +339,9 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 		e, layer = re, rl
 	} else {
 		if o.Offline {
-			return &Base{ID: key, Ref: ref}, ErrNotBuilt
+			return &Base{ID: key, Ref: ref, Input: in}, ErrNotBuilt
 		}
-		desc, err := runMmdebstrap(ctx, c, bs, o)
+		desc, err := runMmdebstrap(ctx, c, bs, srcs, in.Mirrors, o)
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +355,7 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 	if err != nil {
 		return nil, err
 	}
-	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer}, nil
+	return &Base{ID: key, Ref: ref, Image: img, Bootstrapped: built, Entry: e, Layer: layer, Input: in}, nil
 }
 
 // bootstrapRef names a bootstrap base for people.
@@ -324,7 +363,7 @@ func bootstrapRef(bs recipes.Bootstrap) string {
 	return fmt.Sprintf("bootstrap:%s/%s", bs.Distro, bs.Suite)
 }
 
-func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOptions) (Descriptor, error) {
+func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, srcs []recipes.AptSource, state []MirrorState, o BaseOptions) (Descriptor, error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return Descriptor{}, errors.New("from.bootstrap needs mmdebstrap: apt-get install mmdebstrap")
 	}
@@ -332,26 +371,19 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 	if err != nil {
 		return Descriptor{}, err
 	}
-	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}[pl.Architecture]
+	// A foreign architecture's maintainer scripts run under emulation.
+	if err := rootfs.CheckEmulation("/", runtime.GOARCH, o.Platform); err != nil {
+		return Descriptor{}, fmt.Errorf("bootstrap: %w", err)
+	}
+	arch := debArch[pl.Architecture]
 	dir, err := os.MkdirTemp(c.TempDir(), "bootstrap-")
 	if err != nil {
 		return Descriptor{}, err
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "rootfs.tar")
-	// --verbose: apt's own lines, which aptProgress turns into a download bar.
-	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
-	if c.rootless || os.Geteuid() != 0 {
-		// An ordinary user's mmdebstrap maps the subordinate ranges
-		// itself; inside a rootless build's namespace it is root there and
-		// only unshares the rest. Its tar is the same in every mode (it
-		// writes /dev's entries itself, and tar sorts the rest by name).
-		args = append(args, "--mode=unshare")
-	}
-	if len(bs.Packages) > 0 {
-		args = append(args, "--include="+strings.Join(bs.Packages, ","))
-	}
-	args = append(args, bs.Suite, out, bs.Mirror)
+	seen := filepath.Join(dir, "inrelease.sha256")
+	args := mmdebstrapArgs(bs, srcs, arch, c.rootless || os.Geteuid() != 0, seen, out)
 	// mmdebstrap runs apt and dpkg: they must die with it.
 	cmd := proc.Command(ctx, "mmdebstrap", args...)
 	proc.KillTree(cmd)
@@ -367,6 +399,9 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		}
 		return Descriptor{}, fmt.Errorf("bootstrap: mmdebstrap %s: %w", strings.Join(args, " "), err)
 	}
+	if err := checkMirrorState(seen, state); err != nil {
+		return Descriptor{}, fmt.Errorf("bootstrap %s: %w", bootstrapRef(bs), err)
+	}
 	f, err := os.Open(out)
 	if err != nil {
 		return Descriptor{}, err
@@ -379,6 +414,45 @@ func runMmdebstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOp
 		return Descriptor{}, fmt.Errorf("bootstrap: layer %s: %w", bootstrapRef(bs), err)
 	}
 	return desc, nil
+}
+
+var debArch = map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}
+
+// DebianArch is Debian's name of platform's architecture, "" when none.
+func DebianArch(platform string) string {
+	pl, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return ""
+	}
+	return debArch[pl.Architecture]
+}
+
+// mmdebstrapArgs is mmdebstrap's command line: one "deb ..." line a suite,
+// so that it reads exactly the sources the key names (given a MIRROR, it
+// adds no -updates or -security of its own).
+func mmdebstrapArgs(bs recipes.Bootstrap, srcs []recipes.AptSource, arch string, unshare bool, seen, out string) []string {
+	// --verbose: apt's own lines, which aptProgress turns into a download bar.
+	args := []string{"--verbose", "--variant=" + bs.Variant, "--architectures=" + arch, "--format=tar"}
+	if unshare {
+		// An ordinary user's mmdebstrap maps the subordinate ranges
+		// itself; inside a rootless build's namespace it is root there and
+		// only unshares the rest. Its tar is the same in every mode (it
+		// writes /dev's entries itself, and tar sorts the rest by name).
+		args = append(args, "--mode=unshare")
+	}
+	if len(bs.Packages) > 0 {
+		args = append(args, "--include="+strings.Join(bs.Packages, ","))
+	}
+	// The mirrors could move between the key's InRelease fetch and apt's:
+	// a hook hashes the InRelease files apt read, before mmdebstrap's
+	// cleanup removes them, and checkMirrorState refuses a layer built
+	// from other ones than its key names.
+	args = append(args, "--customize-hook=sha256sum \"$1\"/var/lib/apt/lists/*_InRelease > "+shellQuote(seen)+" || true")
+	args = append(args, bs.Suite, out)
+	for _, s := range srcs {
+		args = append(args, s.Line())
+	}
+	return args
 }
 
 // normalizeTar copies a tar with numeric owners only and mtimes clamped to

@@ -80,7 +80,7 @@ func OpenCache(dir string, exclusive bool, log *slog.Logger) (*Cache, error) {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
 	dir = abs
-	for _, d := range []string{"blobs/sha256", "keys", "unpacked", unpackedRootless, "tmp", "records", "headers"} {
+	for _, d := range []string{"blobs/sha256", "keys", "unpacked", unpackedRootless, "tmp", "records", "headers", "contents"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating cache %s: %w", dir, err)
 		}
@@ -570,7 +570,7 @@ func (c *Cache) Prune(keepDays int, keep map[string]bool) (removed int, freed in
 	if err != nil {
 		return removed, freed, err
 	}
-	for _, sub := range []string{"blobs/sha256", "unpacked", unpackedRootless, "headers"} {
+	for _, sub := range []string{"blobs/sha256", "unpacked", unpackedRootless, "headers", "contents"} {
 		ents, err := os.ReadDir(filepath.Join(c.dir, sub))
 		if err != nil {
 			return removed, freed, err

@@ -24,6 +24,9 @@ type KeyInput struct {
 	Platform    string       `json:"platform"`
 	Compression Compression  `json:"compression"`
 	Epoch       int64        `json:"epoch"`
+	// Mirrors is a bootstrap base's mirror state; omitted elsewhere, so
+	// that other keys stay what they were.
+	Mirrors []MirrorState `json:"mirrors,omitempty"`
 }
 
 // FileDigest is one build-context file a step reads. Its mtime is left out
@@ -70,10 +73,46 @@ func (in KeyInput) Why(old KeyInput) string {
 	if in.Epoch != old.Epoch {
 		why = append(why, fmt.Sprintf("SOURCE_DATE_EPOCH changed from %d to %d", old.Epoch, in.Epoch))
 	}
+	if m := diffMirrors(in.Mirrors, old.Mirrors); m != "" {
+		why = append(why, m)
+	}
 	if len(why) == 0 && in.Key() != old.Key() {
 		why = append(why, "the cache format changed")
 	}
 	return strings.Join(why, "; ")
+}
+
+// diffMirrors names the suites whose InRelease changed, was added or
+// dropped: "debian-security bookworm-security InRelease changed".
+func diffMirrors(cur, old []MirrorState) string {
+	om := map[string]MirrorState{}
+	for _, m := range old {
+		om[m.Name()] = m
+	}
+	var parts []string
+	for _, m := range cur {
+		o, ok := om[m.Name()]
+		switch {
+		case !ok:
+			parts = append(parts, m.Name()+" InRelease is new")
+		case o.InRelease != m.InRelease:
+			parts = append(parts, fmt.Sprintf("%s InRelease changed (%s -> %s)", m.Name(), short12(o.InRelease), short12(m.InRelease)))
+		}
+		delete(om, m.Name())
+	}
+	for _, m := range old {
+		if _, gone := om[m.Name()]; gone {
+			parts = append(parts, m.Name()+" is no longer read")
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func short12(d string) string {
+	if _, h, ok := strings.Cut(d, ":"); ok && len(h) > 12 {
+		return h[:12]
+	}
+	return d
 }
 
 func diffFiles(cur, old []FileDigest) string {

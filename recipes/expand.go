@@ -2,7 +2,6 @@ package recipes
 
 import (
 	"fmt"
-	"maps"
 	"sort"
 	"strings"
 )
@@ -16,30 +15,13 @@ import (
 // never script text, so it reaches the command as an environment variable
 // (Command.ArgEnv) and the shell expands ${NAME} itself, as Docker passes
 // build args. An exec-form command has no shell, so ${NAME} there is refused.
-//
-// The built-in args TARGETOS, TARGETARCH and TARGETVARIANT (Docker's names)
-// come from the recipe's platform, so one recipe can build for several
-// (packages: [linux-image-cloud-${TARGETARCH}]). They are not declared and
-// not set with --arg: --platform sets them.
 func (r *Recipe) Expand(overrides map[string]string) error {
 	args := map[string]string{}
 	for k, v := range r.Args {
 		args[k] = v
 	}
 	var errs Errors
-	builtin := PlatformArgs(r.Platform)
-	for k := range builtin {
-		if _, ok := r.Args[k]; ok {
-			errs = append(errs, &Error{File: r.File, Msg: fmt.Sprintf("args: %s is built in, taken from the platform (%s); remove it from args", k, r.Platform)})
-		}
-		if _, ok := overrides[k]; ok {
-			errs = append(errs, &Error{File: r.File, Msg: fmt.Sprintf("--arg %s: it is built in, taken from the platform; set the platform instead (--platform or platform:)", k)})
-		}
-	}
 	for k, v := range overrides {
-		if _, ok := builtin[k]; ok {
-			continue
-		}
 		if _, ok := r.Args[k]; !ok {
 			errs = append(errs, &Error{File: r.File, Msg: fmt.Sprintf("--arg %s: the recipe declares no such arg (declared: %s)", k, strings.Join(sortedKeys(r.Args), ", "))})
 			continue
@@ -47,10 +29,6 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 		args[k] = v
 	}
 	r.Args = args
-	// The built-ins are for expansion only: r.Args stays what the recipe
-	// declared (publish templates and manifests see the same as before).
-	args = maps.Clone(args)
-	maps.Copy(args, builtin)
 	ex := func(pos Pos, where string, s *string) {
 		out, err := expand(*s, args)
 		if err != nil {
@@ -80,6 +58,11 @@ func (r *Recipe) Expand(overrides map[string]string) error {
 	if bs := r.From.Bootstrap; bs != nil {
 		ex(r.From.Pos, "from", &bs.Suite)
 		ex(r.From.Pos, "from", &bs.Mirror)
+		ex(r.From.Pos, "from", &bs.SecurityMirror)
+		ex(r.From.Pos, "from", &bs.Snapshot)
+		for i := range bs.Suites {
+			ex(r.From.Pos, "from", &bs.Suites[i])
+		}
 		for i := range bs.Packages {
 			ex(r.From.Pos, "from", &bs.Packages[i])
 		}
@@ -238,12 +221,4 @@ func (p *Publish) azure() *Azure {
 		return nil
 	}
 	return p.Azure
-}
-
-// PlatformArgs are the built-in args of a platform "os/arch[/variant]":
-// TARGETOS, TARGETARCH and TARGETVARIANT ("" without a variant).
-func PlatformArgs(platform string) map[string]string {
-	goos, rest, _ := strings.Cut(platform, "/")
-	arch, variant, _ := strings.Cut(rest, "/")
-	return map[string]string{"TARGETOS": goos, "TARGETARCH": arch, "TARGETVARIANT": variant}
 }

@@ -46,16 +46,6 @@ func (es Errors) Error() string {
 // Load reads, parses and validates the recipe at path, then expands its
 // ${ARG}s with the recipe's defaults overridden by overrides.
 func Load(path string, overrides map[string]string) (*Recipe, error) {
-	return LoadFor(path, overrides, "")
-}
-
-// LoadFor is Load for another platform than the recipe's (when platform is
-// not ""), set before the args are expanded so that the built-in
-// TARGETARCH follows it.
-func LoadFor(path string, overrides map[string]string, platform string) (*Recipe, error) {
-	if err := CheckPlatform(platform); err != nil {
-		return nil, err
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading recipe: %w", err)
@@ -64,21 +54,10 @@ func LoadFor(path string, overrides map[string]string, platform string) (*Recipe
 	if err != nil {
 		return nil, err
 	}
-	if platform != "" {
-		r.Platform = platform
-	}
 	if err := r.Expand(overrides); err != nil {
 		return nil, err
 	}
 	return r, nil
-}
-
-// CheckPlatform refuses a --platform value that no recipe could name.
-func CheckPlatform(platform string) error {
-	if platform != "" && !platformRE.MatchString(platform) {
-		return fmt.Errorf("--platform %q is not a linux platform such as linux/amd64 or linux/arm64", platform)
-	}
-	return nil
 }
 
 // Parse parses and validates recipe YAML. file names it in errors and its
@@ -244,7 +223,7 @@ var (
 		"secure_boot", "disk_controller", "annotation", "replace_existing", "content_library"}
 	diskKeys      = []string{"size", "filesystem", "label", "boot", "kernel_cmdline", "esp_size"}
 	bootTestKeys  = []string{"expect", "timeout", "controllers", "secure_boot"}
-	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages"}
+	bootstrapKeys = []string{"distro", "suite", "mirror", "variant", "packages", "security_mirror", "suites", "snapshot"}
 	stepKeys      = []string{"name", "run", "env", "workdir", "network", "secrets", "copy", "ansible", "check_idempotent"}
 	ansibleKeys   = []string{"playbook", "roles", "collections", "requirements", "extra_vars", "tags", "skip_tags", "become"}
 	secretKeys    = []string{"id", "src", "target"}
@@ -569,6 +548,7 @@ func (p *parser) base(n *yaml.Node, b *Base) {
 		set := map[string]setter{
 			"distro": p.toStr(&bs.Distro), "suite": p.toStr(&bs.Suite), "mirror": p.toStr(&bs.Mirror),
 			"variant": p.toStr(&bs.Variant), "packages": p.toList(&bs.Packages),
+			"security_mirror": p.toStr(&bs.SecurityMirror), "suites": p.toList(&bs.Suites), "snapshot": p.toStr(&bs.Snapshot),
 		}
 		// Its errors name the keys bootstrap.KEY, without from.
 		p.fields(v, "from.bootstrap", bootstrapKeys, func(k string, v *yaml.Node) {

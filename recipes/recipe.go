@@ -36,6 +36,15 @@ type Bootstrap struct {
 	Mirror   string   `yaml:"mirror" json:"mirror,omitempty"`
 	Variant  string   `yaml:"variant" json:"variant,omitempty"`
 	Packages []string `yaml:"packages" json:"packages,omitempty"`
+	// SecurityMirror is the archive SUITE-security comes from; "none"
+	// leaves the security suite out. See Sources for its default.
+	SecurityMirror string `yaml:"security_mirror" json:"security_mirror,omitempty"`
+	// Suites lists the suites apt reads; default SUITE, SUITE-updates and
+	// SUITE-security (SUITE alone for unstable and experimental).
+	Suites []string `yaml:"suites" json:"suites,omitempty"`
+	// Snapshot (YYYYMMDDTHHMMSSZ) reads both archives from
+	// snapshot.debian.org as they were then, instead of the mirrors.
+	Snapshot string `yaml:"snapshot" json:"snapshot,omitempty"`
 }
 
 // Step is one build step: exactly one of Run, Copy, Ansible or Env.

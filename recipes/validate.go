@@ -15,6 +15,7 @@ var (
 	platformRE = regexp.MustCompile(`^linux/(amd64|arm64|386|arm|ppc64le|s390x|riscv64)(/v[0-9]+)?$`)
 	secretIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	snapshotRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
 )
 
 // validate checks what the per-field parsing could not: required fields and
@@ -51,6 +52,12 @@ func (p *parser) validate(r *Recipe, root *yaml.Node) {
 		}
 		if bs.Mirror != "" && !strings.HasPrefix(bs.Mirror, "http://") && !strings.HasPrefix(bs.Mirror, "https://") {
 			at(b.Pos, "from.bootstrap.mirror %q must be an http:// or https:// URL", bs.Mirror)
+		}
+		if m := bs.SecurityMirror; m != "" && m != "none" && !strings.Contains(m, "${") && !strings.HasPrefix(m, "http://") && !strings.HasPrefix(m, "https://") {
+			at(b.Pos, "from.bootstrap.security_mirror %q must be an http:// or https:// URL, or none", m)
+		}
+		if s := bs.Snapshot; s != "" && !strings.Contains(s, "${") && !snapshotRE.MatchString(s) {
+			at(b.Pos, "from.bootstrap.snapshot %q is not a snapshot.debian.org timestamp such as 20240115T000000Z", s)
 		}
 		switch bs.Variant {
 		case "", "minbase", "buildd", "required", "important", "standard", "essential", "apt":

@@ -16,10 +16,13 @@ import (
 
 func newBuildCmd(g *globalFlags) *cobra.Command {
 	var ociLayout, rootfsTar, manifest, diskDir string
+	var sbomFile string
 	var formats []string
 	var uniqueIDs, digests, rootless bool
 	var cacheTo, push, pushDisk, diskArtifact string
 	var publish []string
+	var platform string
+	var provenance, signKey string
 	c := &cobra.Command{
 		Use:   "build RECIPE",
 		Short: "Build a recipe into cached layers and write the outputs",
@@ -46,6 +49,10 @@ time other than 1970-01-01 on what is made.`,
 			if _, _, err := g.checkUsage(); err != nil {
 				return err
 			}
+			platforms, err := layerimg.ParsePlatforms(platform)
+			if err != nil {
+				return usageError{err}
+			}
 			r, err := loadRecipe(g, args[0])
 			if err != nil {
 				return err
@@ -70,10 +77,20 @@ time other than 1970-01-01 on what is made.`,
 				return err
 			}
 			o.OCILayout, o.RootfsTar, o.Manifest = ociLayout, rootfsTar, manifest
+			o.SBOM = sbomFile
 			o.DiskDir, o.UniqueIDs = diskDir, uniqueIDs
 			o.DiskDigests = manifest != "" || digests
 			o.CacheTo, o.Push, o.PushDisk, o.DiskArtifact, o.Publish = cacheTo, push, pushDisk, diskArtifact, publish
+			if o.Provenance = provenance; signKey != "" {
+				if o.Signer, err = loadSignKey(signKey); err != nil {
+					return err
+				}
+			}
+			o.DiskDigests = o.DiskDigests || provenance != "" || signKey != ""
 			start := time.Now()
+			if len(platforms) > 0 {
+				return buildPlatforms(cmd, g, d, o, args[0], platforms, start)
+			}
 			res, err := layerimg.Build(cmd.Context(), r, o)
 			reportResult(d, start, cmd.Context().Err() != nil, o, res, err)
 			if err != nil {
@@ -87,6 +104,7 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&ociLayout, "oci-layout", "", "write the image as an OCI layout to `DIR`")
 	f.StringVar(&rootfsTar, "rootfs-tar", "", "write the flattened rootfs to `FILE` as one tar")
 	f.StringVar(&manifest, "manifest", "", "write the build manifest (JSON) to `FILE`")
+	f.StringVar(&sbomFile, "sbom", "", "write the image's SBOM (SPDX 2.3 JSON: dpkg packages, base and layers) to `FILE`")
 	f.StringVarP(&diskDir, "output", "o", "", "write disks to `DIR` (disk.raw, disk.vmdk, ...)")
 	f.StringSliceVar(&formats, "format", nil, "disk formats, overriding the recipe's outputs: raw, vmdk, vhd, qcow2")
 	f.StringVar(&cacheTo, "cache-to", "", "write every step's layer (and the finished disks) to this registry cache `REF`")
@@ -94,6 +112,9 @@ time other than 1970-01-01 on what is made.`,
 	f.StringVar(&pushDisk, "push-disk", "", "push the disk to `REF` as a KubeVirt containerDisk (qcow2 at /disk/)")
 	f.StringVar(&diskArtifact, "disk-artifact", "", "push the disk files to `REF` as an OCI artifact")
 	f.StringSliceVar(&publish, "publish", nil, "publish the disk with the recipe's publish section: aws, azure, vsphere")
+	f.StringVar(&platform, "platform", "", "build for these `PLATFORMS` (linux/amd64,linux/arm64) in place of the recipe's platform; several are built in turn, each into DIR/linux-ARCH, and --push writes an image index")
+	f.StringVar(&provenance, "provenance", "", "write the SLSA v1 provenance (an in-toto statement) to `FILE`")
+	f.StringVar(&signKey, "sign-key", "", "sign what is pushed and written with this cosign private key `FILE` (password in $COSIGN_PASSWORD)")
 	f.BoolVar(&digests, "sha256", false, "compute each disk's sha256 (always with --manifest)")
 	f.BoolVar(&rootless, "rootless", false, "run steps, tests and the bootstrap in a user namespace even as root (as an ordinary user they always do)")
 	f.BoolVar(&uniqueIDs, "unique-ids", false, "random disk and filesystem ids instead of ones derived from the image (not cached)")

@@ -13,6 +13,7 @@ func newDiskCmd(g *globalFlags) *cobra.Command {
 	var out, size, boot, cmdline, espSize string
 	var formats []string
 	var unique, digests bool
+	var sbomFile string
 	c := &cobra.Command{
 		Use:   "disk SOURCE",
 		Short: "Make bootable disks from an image or a rootfs tar",
@@ -27,9 +28,6 @@ streamed into the disk's filesystems, never unpacked: no root is needed.`,
 			if err != nil {
 				return err
 			}
-			if g.platform != "" {
-				return usageError{fmt.Errorf("--platform: layerimg disk makes the disk for the architecture the image's config names (a rootfs tar's is told from its boot loaders); to take one entry of a multi-platform index, name it by digest")}
-			}
 			d := recipes.Disk{Size: size, Boot: boot, KernelCmdline: cmdline, ESPSize: espSize}
 			if err := checkDiskFlags(d); err != nil {
 				return err
@@ -39,7 +37,7 @@ streamed into the disk's filesystems, never unpacked: no root is needed.`,
 				return err
 			}
 			defer disp.Close()
-			o.DiskDigests = digests
+			o.DiskDigests, o.SBOM = digests, sbomFile
 			res, err := layerimg.DiskFromSource(cmd.Context(), args[0], d, fs, out, unique, o)
 			if err != nil {
 				return fmt.Errorf("making disks from %s: %w", args[0], err)
@@ -63,6 +61,7 @@ streamed into the disk's filesystems, never unpacked: no root is needed.`,
 	f.StringVar(&espSize, "esp-size", "", "EFI system partition size (default 256MiB)")
 	f.BoolVar(&unique, "unique-ids", false, "random ids instead of ones derived from the image")
 	f.BoolVar(&digests, "sha256", false, "print each disk's sha256")
+	f.StringVar(&sbomFile, "sbom", "", "write the image's SBOM (SPDX 2.3 JSON) to `FILE`")
 	return c
 }
 

@@ -18,7 +18,6 @@ type globalFlags struct {
 	compression string
 	progress    string
 	verbose     bool
-	platform    string
 }
 
 func (g *globalFlags) register(c *cobra.Command) {
@@ -30,7 +29,6 @@ func (g *globalFlags) register(c *cobra.Command) {
 	f.StringVar(&g.compression, "compression", "gzip", "layer compression: gzip or zstd")
 	f.StringVar(&g.progress, "progress", "auto", "progress output: auto, plain, tty or json")
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "log more detail")
-	f.StringVar(&g.platform, "platform", "", "build for this `OS/ARCH` instead of the recipe's platform (linux/amd64, linux/arm64); sets the built-in arg TARGETARCH")
 }
 
 func (g *globalFlags) argMap() (map[string]string, error) {

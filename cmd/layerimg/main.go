@@ -69,7 +69,7 @@ so a rebuild runs only the steps whose inputs changed.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	g.register(root)
-	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd(), newPublishCmd(g))
+	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newSizeCmd(g), newBuildCmd(g), newCacheCmd(g), newDiskCmd(g), newConvertCmd(), newBootCmd(), newPublishCmd(g), newIndexCmd(g), newVerifyCmd(g), newOutdatedCmd(g))
 	// Cobra adds its completion command when it executes; made now, its
 	// misuse (layerimg completion, completion bash extra) exits 2 as well.
 	root.InitDefaultCompletionCmd()
@@ -84,17 +84,13 @@ so a rebuild runs only the steps whose inputs changed.`,
 	return root
 }
 
-// loadRecipe reads the recipe at path with the --arg overrides, for the
-// --platform when one is given. Commands return its errors as they are: a
-// usage error names --arg, and a recipe's problems are file:line:column:
-// message lines, as validate promises.
+// loadRecipe reads the recipe at path with the --arg overrides. Commands
+// return its errors as they are: a usage error names --arg, and a recipe's
+// problems are file:line:column: message lines, as validate promises.
 func loadRecipe(g *globalFlags, path string) (*recipes.Recipe, error) {
 	args, err := g.argMap()
 	if err != nil {
 		return nil, err
 	}
-	if err := recipes.CheckPlatform(g.platform); err != nil {
-		return nil, usageError{err}
-	}
-	return recipes.LoadFor(path, args, g.platform)
+	return recipes.Load(path, args)
 }

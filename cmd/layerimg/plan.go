@@ -48,9 +48,9 @@ twice and fails if the second run changes anything).`,
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			if explain {
-				fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tCHECKS\tWHY")
+				fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tCHECKS\tSIZE\tUNCOMPRESSED\tFILES\tWHY")
 			} else {
-				fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tWHY")
+				fmt.Fprintln(tw, "#\tSTEP\tKIND\tKEY\tSTATUS\tSIZE\tUNCOMPRESSED\tFILES\tWHY")
 			}
 			for _, s := range plan {
 				key := "-"
@@ -62,10 +62,10 @@ twice and fails if the second run changes anything).`,
 					if s.CheckIdempotent {
 						checks = "idempotent (runs twice)"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, checks, s.Why)
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, checks, sizeCols(s), s.Why)
 					continue
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, s.Why)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Index, s.Name, s.Kind, key, s.Status, sizeCols(s), s.Why)
 			}
 			if err := tw.Flush(); err != nil {
 				return fmt.Errorf("printing the plan: %w", err)

@@ -77,7 +77,7 @@ The name is a template: {{.Name}} (--recipe-name), {{.Date}}, {{.Time}},
 	f.StringVar(&cfg.Description, "description", "", "image description")
 	f.StringToStringVar(&cfg.Tags, "tag", nil, "tag `KEY=VALUE` for the image and snapshot (repeatable)")
 	f.StringVar(&cfg.BootMode, "boot-mode", cfg.BootMode, oneOf(recipes.AWSBootModes()))
-	f.StringVar(&cfg.Architecture, "architecture", cfg.Architecture, oneOf(recipes.AWSArchitectures()))
+	f.StringVar(&cfg.Architecture, "architecture", "", oneOf(recipes.AWSArchitectures())+" (default: the disk's, from its root partition's GPT type, else x86_64)")
 	f.BoolVar(cfg.ENASupport, "ena", *cfg.ENASupport, "ENA support")
 	f.StringVar(&cfg.IMDSSupport, "imds-support", cfg.IMDSSupport, "v2.0 (instances require IMDSv2) or none")
 	f.StringVar(&cfg.TPMSupport, "tpm-support", "", "v2.0 for NitroTPM")

@@ -20,6 +20,7 @@ import (
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/vhd"
 	"github.com/layerimg/layerimg/disk/vmdk"
+	"github.com/layerimg/layerimg/export"
 	"github.com/layerimg/layerimg/export/undo"
 )
 
@@ -57,6 +58,15 @@ type publisher struct {
 // uploaded again unless cfg.Force. On failure or interrupt, what this call
 // created and did not finish is deleted.
 func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err error) {
+	// The disk's own word (its root partition's GPT type) goes first:
+	// an AMI registered for the other architecture never boots.
+	arch, err := export.DiskArch(diskPath)
+	if err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
+	}
+	if err := cfg.setArchitecture(arch, diskPath+" is an "+arch+" disk (its root partition's GPT type)"); err != nil {
+		return nil, err
+	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -203,6 +213,9 @@ func (p *publisher) tags(extra map[string]string) map[string]string {
 	}
 	if t[RecipeTag] == "" {
 		delete(t, RecipeTag)
+	}
+	if p.cfg.SBOM != "" && extra[DigestTag] != "" { // on the image, with its digest
+		t[SBOMTag] = p.cfg.SBOM
 	}
 	return t
 }

@@ -142,6 +142,7 @@ func TestPublishEBSDirect(t *testing.T) {
 	cfg.ShareAccounts = []string{"123456789012"}
 	cfg.ShareOrganizations = []string{"arn:aws:organizations::123456789012:organization/o-abcdefghij"}
 	cfg.TPMSupport = "v2.0"
+	cfg.SBOM = "sha256:" + strings.Repeat("5b", 32)
 	raw := sparseDisk(t)
 
 	res, err := Publish(context.Background(), raw, cfg)
@@ -190,7 +191,7 @@ func TestPublishEBSDirect(t *testing.T) {
 		im.VirtualizationType != "hvm" || !im.DeleteOnTermination || im.Description != "web servers" {
 		t.Fatalf("image: %+v", im)
 	}
-	for k, v := range map[string]string{DigestTag: cfg.Digest, RecipeTag: "web", "team": "platform", "Name": name} {
+	for k, v := range map[string]string{DigestTag: cfg.Digest, RecipeTag: "web", "team": "platform", "Name": name, SBOMTag: cfg.SBOM} {
 		if im.Tags[k] != v {
 			t.Errorf("image tag %s = %q, want %q", k, im.Tags[k], v)
 		}

@@ -21,6 +21,8 @@ import (
 const (
 	DigestTag = "layerimg:digest"
 	RecipeTag = "layerimg:recipe"
+	// SBOMTag carries the sha256 of the build's SPDX SBOM (--sbom).
+	SBOMTag = "layerimg:sbom"
 )
 
 // Method is how the disk reaches EBS.
@@ -40,6 +42,8 @@ type Config struct {
 	Name        string // a text/template: .Name .Date .Time .Digest .Args
 	Description string
 	Tags        map[string]string
+	// SBOM is the build's SBOM digest (sha256:...), tagged as SBOMTag.
+	SBOM string
 
 	BootMode       string // recipes.AWSBootModes(); uefi by default
 	Architecture   string // x86_64 (default) or arm64

@@ -2,7 +2,7 @@ package aws
 
 import (
 	"context"
-	"strings"
+	"fmt"
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
@@ -31,12 +31,40 @@ func (p *Publisher) Formats() []format.Format {
 }
 
 // Publish publishes d. The architecture follows d's platform unless the
-// Config says.
+// Config says; a Config, platform and disk that disagree are refused
+// before anything is uploaded.
 func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
 	cfg := p.cfg
 	cfg.Digest = d.Digest
-	if cfg.Architecture == "" && strings.HasSuffix(d.Platform, "/arm64") {
-		cfg.Architecture = "arm64"
+	arch, err := export.CheckArch(Target, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.setArchitecture(arch, "the image's platform is "+d.Platform); err != nil {
+		return nil, err
 	}
 	return result.Of(Publish(ctx, d.Path, cfg))
+}
+
+// architectures are EC2's names for the platforms' architectures.
+var architectures = map[string]string{"amd64": "x86_64", "arm64": "arm64", "386": "i386"}
+
+// setArchitecture gives an empty Architecture the one of arch (amd64,
+// arm64), and refuses one that differs; why says where arch comes from.
+func (c *Config) setArchitecture(arch, why string) error {
+	if arch == "" {
+		return nil
+	}
+	a, ok := architectures[arch]
+	if !ok {
+		return fmt.Errorf("aws: EC2 has no %s images (%s)", arch, why)
+	}
+	if c.Architecture == "" {
+		c.Architecture = a
+		return nil
+	}
+	if c.Architecture != a {
+		return fmt.Errorf("aws: architecture %s was asked for, but %s: an AMI of this disk must say %s", c.Architecture, why, a)
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
 
+	"github.com/layerimg/layerimg/export"
 	"github.com/layerimg/layerimg/export/undo"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -30,6 +31,8 @@ const DefaultMergeGap = 4096 - sector
 const (
 	DigestTag = "layerimg-digest"
 	RecipeTag = "layerimg-recipe"
+	// SBOMTag carries the sha256 of the build's SPDX SBOM (--sbom).
+	SBOMTag = "layerimg-sbom"
 )
 
 // Gallery names the gallery image version to make.
@@ -46,10 +49,14 @@ type Config struct {
 	ImageName                               string
 	Gallery                                 *Gallery
 	HyperVGeneration                        string // V2 (default) or V1
-	SecurityType                            string // Standard (default) or TrustedLaunch
-	OSType                                  string // Linux
-	Tags                                    map[string]string
-	KeepDisk, Force                         bool
+	// Architecture is x64 or Arm64; default: the disk's (its root
+	// partition's GPT type), else x64. Arm64 needs V2 and a gallery.
+	Architecture    string
+	SecurityType    string // Standard (default) or TrustedLaunch
+	OSType          string // Linux
+	Tags            map[string]string
+	SBOM            string // the build's SBOM digest, tagged as SBOMTag
+	KeepDisk, Force bool
 
 	Parallel int // page writers; default 16
 	// MergeGap: zero gaps of up to this many bytes between non-zero
@@ -118,6 +125,7 @@ func (c *Config) defaults() error {
 	def(&c.HyperVGeneration, d.HyperVGeneration)
 	def(&c.SecurityType, d.SecurityType)
 	def(&c.OSType, d.OSType)
+	def(&c.Architecture, string(armcompute.ArchitectureX64))
 	if c.Parallel <= 0 {
 		c.Parallel = d.Parallel
 	}
@@ -165,6 +173,12 @@ func (c *Config) defaults() error {
 		return errors.New("azure: a managed image cannot carry TrustedLaunch; publish to a gallery")
 	case c.OSType != "Linux":
 		return fmt.Errorf("azure: os_type %q: layerimg builds Linux images", c.OSType)
+	case c.Architecture != string(armcompute.ArchitectureX64) && c.Architecture != string(armcompute.ArchitectureArm64):
+		return fmt.Errorf("azure: architecture %q: expected x64 or Arm64", c.Architecture)
+	case c.Architecture == string(armcompute.ArchitectureArm64) && c.HyperVGeneration != "V2":
+		return errors.New("azure: Arm64 images need hyper_v_generation V2")
+	case c.Architecture == string(armcompute.ArchitectureArm64) && c.ImageName != "":
+		return errors.New("azure: a managed image cannot hold an Arm64 disk; publish Arm64 to a gallery only (no image_name)")
 	case c.Digest == "":
 		return errors.New("azure: the disk's digest is unknown")
 	}
@@ -213,6 +227,15 @@ type publisher struct {
 // again returns the images already there unless cfg.Force. On failure or
 // interrupt, access is revoked and the temporary disk deleted.
 func Publish(ctx context.Context, path string, cfg Config) (res *Result, err error) {
+	// The disk's own word (its root partition's GPT type) goes first: an
+	// image of the other architecture never boots.
+	arch, err := export.DiskArch(path)
+	if err != nil {
+		return nil, fmt.Errorf("azure: %w", err)
+	}
+	if err := cfg.setArchitecture(arch, path+" is an "+arch+" disk (its root partition's GPT type)"); err != nil {
+		return nil, err
+	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -339,6 +362,20 @@ func (p *publisher) existing(ctx context.Context, res *Result) (needImage, needV
 		default:
 			return false, false, fmt.Errorf("azure: gallery image version %s exists (from disk %s); versions cannot change, publish a new version", *v.ID, tag(v.Tags, DigestTag))
 		}
+		// A definition for the other architecture or generation refuses
+		// the version: say so before uploading.
+		if needVersion {
+			def, err := p.c.defs.Get(ctx, cfg.ResourceGroup, g.Name, g.ImageDefinition, nil)
+			switch {
+			case notFound(err):
+			case err != nil:
+				return false, false, azErr("get gallery image definition", defIDOf(cfg), err)
+			default:
+				if err := checkDef(cfg, def.Properties); err != nil {
+					return false, false, err
+				}
+			}
+		}
 	}
 	return needImage, needVersion, nil
 }
@@ -354,6 +391,9 @@ func (p *publisher) tags() map[string]*string {
 	t := map[string]*string{DigestTag: &p.cfg.Digest}
 	if p.cfg.Recipe != "" {
 		t[RecipeTag] = &p.cfg.Recipe
+	}
+	if p.cfg.SBOM != "" {
+		t[SBOMTag] = &p.cfg.SBOM
 	}
 	for k, v := range p.cfg.Tags {
 		t[k] = &v
@@ -441,7 +481,7 @@ func (p *publisher) version(ctx context.Context, disk string) (string, error) {
 			OSState:          ptr(armcompute.OperatingSystemStateTypesGeneralized),
 			HyperVGeneration: (*armcompute.HyperVGeneration)(&cfg.HyperVGeneration),
 			Identifier:       &armcompute.GalleryImageIdentifier{Publisher: &g.Publisher, Offer: &g.Offer, SKU: &g.SKU},
-			Architecture:     ptr(armcompute.ArchitectureX64),
+			Architecture:     ptr(armcompute.Architecture(cfg.Architecture)),
 		}
 		if cfg.SecurityType == "TrustedLaunch" {
 			props.Features = []*armcompute.GalleryImageFeature{{Name: ptr("SecurityType"), Value: ptr("TrustedLaunch")}}
@@ -458,8 +498,8 @@ func (p *publisher) version(ctx context.Context, disk string) (string, error) {
 	case err != nil:
 		return "", azErr("get gallery image definition", defID, err)
 	default:
-		if pr := def.Properties; pr != nil && pr.HyperVGeneration != nil && string(*pr.HyperVGeneration) != cfg.HyperVGeneration {
-			return "", fmt.Errorf("azure: gallery image definition %s is %s; this disk is published as %s", defID, *pr.HyperVGeneration, cfg.HyperVGeneration)
+		if err := checkDef(cfg, def.Properties); err != nil {
+			return "", err
 		}
 	}
 	regions := []*armcompute.TargetRegion{{Name: &cfg.Location}}
@@ -495,4 +535,52 @@ func (p *publisher) version(ctx context.Context, disk string) (string, error) {
 	}
 	cfg.Log.Info("made gallery image version", "version", *r.ID, "regions", len(regions))
 	return *r.ID, nil
+}
+
+func defIDOf(cfg Config) string {
+	return strings.TrimSuffix(versionID(cfg), "/versions/"+cfg.Gallery.Version)
+}
+
+// checkDef refuses an existing definition of another generation or
+// architecture than the disk's.
+func checkDef(cfg Config, pr *armcompute.GalleryImageProperties) error {
+	defID := defIDOf(cfg)
+	if pr != nil && pr.HyperVGeneration != nil && string(*pr.HyperVGeneration) != cfg.HyperVGeneration {
+		return fmt.Errorf("azure: gallery image definition %s is %s; this disk is published as %s", defID, *pr.HyperVGeneration, cfg.HyperVGeneration)
+	}
+	// A definition without one is x64, as ARM reads it.
+	if a := defArch(pr); a != cfg.Architecture {
+		return fmt.Errorf("azure: gallery image definition %s is for %s; this disk is %s: use a definition for %s", defID, a, cfg.Architecture, cfg.Architecture)
+	}
+	return nil
+}
+
+func defArch(pr *armcompute.GalleryImageProperties) string {
+	if pr == nil || pr.Architecture == nil {
+		return string(armcompute.ArchitectureX64)
+	}
+	return string(*pr.Architecture)
+}
+
+// architectures are Azure's names for the platforms' architectures.
+var architectures = map[string]string{"amd64": string(armcompute.ArchitectureX64), "arm64": string(armcompute.ArchitectureArm64)}
+
+// setArchitecture gives an empty Architecture the one of arch (amd64,
+// arm64), and refuses one that differs; why says where arch comes from.
+func (c *Config) setArchitecture(arch, why string) error {
+	if arch == "" {
+		return nil
+	}
+	a, ok := architectures[arch]
+	if !ok {
+		return fmt.Errorf("azure: Azure has no %s images (%s)", arch, why)
+	}
+	if c.Architecture == "" {
+		c.Architecture = a
+		return nil
+	}
+	if c.Architecture != a {
+		return fmt.Errorf("azure: architecture %s was asked for, but %s: an image of this disk must say %s", c.Architecture, why, a)
+	}
+	return nil
 }

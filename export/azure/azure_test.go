@@ -20,6 +20,7 @@ import (
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/disk/vhd"
+	"github.com/layerimg/layerimg/export"
 	"github.com/layerimg/layerimg/export/internal/exporttest"
 	"github.com/layerimg/layerimg/internal/armfake"
 	"github.com/layerimg/layerimg/internal/azurite"
@@ -116,6 +117,7 @@ func TestPublishImageAndGalleryVersion(t *testing.T) {
 	raw := rawDisk(t)
 	var log bytes.Buffer
 	cfg := testConfig(s, &log)
+	cfg.SBOM = "sha256:" + strings.Repeat("5b", 32)
 	cfg.Gallery = &Gallery{Name: "gal", ImageDefinition: "web", Version: "1.4.0", ReplicaRegions: []string{"northeurope", "eastus"}}
 	cfg.Tags = map[string]string{"team": "platform"}
 	cfg.MergeGap = -1 // only non-zero sectors
@@ -185,7 +187,7 @@ func TestPublishImageAndGalleryVersion(t *testing.T) {
 
 	// What was made.
 	im := s.Images()[0]
-	if im.Tags[DigestTag] != cfg.Digest || im.Tags["team"] != "platform" || im.HyperVGeneration != "V2" || im.SourceDisk != disks[0].ID {
+	if im.Tags[DigestTag] != cfg.Digest || im.Tags["team"] != "platform" || im.HyperVGeneration != "V2" || im.SourceDisk != disks[0].ID || im.Tags[SBOMTag] != cfg.SBOM {
 		t.Fatalf("image %+v", im)
 	}
 	v := s.Versions()[0]
@@ -505,5 +507,145 @@ func TestFakeRejects(t *testing.T) {
 	}
 	if err := mkImage(); err == nil || !strings.Contains(err.Error(), "InvalidVhd") {
 		t.Errorf("image from a disk with no VHD footer: %v", err)
+	}
+}
+
+// An arm64 disk becomes an Arm64 disk and gallery image definition, an
+// amd64 one x64; what disagrees (disk, platform, config, an existing
+// definition) is refused before anything is made, and the ARM fake rejects
+// what ARM rejects: Arm64 with V1, a managed image of an Arm64 disk, and a
+// version whose definition is for the other architecture.
+func TestArchitectures(t *testing.T) {
+	dir := t.TempDir()
+	disks := map[string]string{}
+	for _, arch := range []string{"amd64", "arm64"} {
+		disks[arch] = filepath.Join(dir, arch+".raw")
+		exporttest.GPTDisk(t, disks[arch], 200<<20, arch)
+	}
+	gallery := func(c *Config) {
+		c.ImageName, c.KeepDisk = "", true
+		c.Gallery = &Gallery{Name: "gal", ImageDefinition: "web", Version: "1.0.0"}
+	}
+	for _, tc := range []struct {
+		arch, platform, want string
+	}{
+		{"amd64", "linux/amd64", "x64"},
+		{"arm64", "linux/arm64", "Arm64"},
+	} {
+		s := fake(t)
+		cfg := testConfig(s, io.Discard)
+		gallery(&cfg)
+		_, err := New(cfg).Publish(context.Background(), export.Disk{Path: disks[tc.arch], Format: format.Raw, Platform: tc.platform, Digest: cfg.Digest})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.arch, err)
+		}
+		if defs := s.GalleryImages(); len(defs) != 1 || defs[0].Architecture != tc.want {
+			t.Errorf("%s: definitions %+v, want %s", tc.arch, defs, tc.want)
+		}
+		if ds := s.Disks(); len(ds) != 1 || ds[0].Architecture != tc.want {
+			t.Errorf("%s: disks %+v, want %s", tc.arch, ds, tc.want)
+		}
+	}
+
+	for _, tc := range []struct {
+		name, disk, platform string
+		mod                  func(*Config)
+		want                 string
+	}{
+		{"arm64 disk, amd64 platform", "arm64", "linux/amd64", gallery, "is an arm64 disk"},
+		{"x64 asked for arm64", "arm64", "linux/arm64", func(c *Config) { gallery(c); c.Architecture = "x64" }, "architecture x64 was asked for"},
+		{"arm64 managed image", "arm64", "linux/arm64", nil, "a managed image cannot hold an Arm64 disk"},
+		{"arm64 on V1", "arm64", "linux/arm64", func(c *Config) { gallery(c); c.HyperVGeneration = "V1" }, "Arm64 images need hyper_v_generation V2"},
+		{"cli, V1 arm64 disk", "arm64", "", func(c *Config) { gallery(c); c.HyperVGeneration = "V1" }, "Arm64 images need hyper_v_generation V2"},
+	} {
+		s := fake(t)
+		cfg := testConfig(s, io.Discard)
+		if tc.mod != nil {
+			tc.mod(&cfg)
+		}
+		var err error
+		if tc.platform == "" {
+			_, err = Publish(context.Background(), disks[tc.disk], cfg)
+		} else {
+			_, err = New(cfg).Publish(context.Background(), export.Disk{Path: disks[tc.disk], Format: format.Raw, Platform: tc.platform, Digest: cfg.Digest})
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+		if c := s.Calls(); len(c) != 0 {
+			t.Errorf("%s: refused input still called ARM: %v", tc.name, c)
+		}
+	}
+
+	// An existing x64 definition: an arm64 disk is refused before upload.
+	s := fake(t)
+	cfg := testConfig(s, io.Discard)
+	gallery(&cfg)
+	c, err := cfg.clients()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p := &publisher{cfg: cfg, c: c}
+	mkDef := func(name string, arch armcompute.Architecture, gen armcompute.HyperVGeneration) error {
+		poller, err := c.defs.BeginCreateOrUpdate(ctx, "rg", "gal", name, armcompute.GalleryImage{Location: ptr("westeurope"),
+			Properties: &armcompute.GalleryImageProperties{OSType: ptr(armcompute.OperatingSystemTypesLinux),
+				OSState: ptr(armcompute.OperatingSystemStateTypesGeneralized), HyperVGeneration: &gen, Architecture: &arch,
+				Identifier: &armcompute.GalleryImageIdentifier{Publisher: ptr("p"), Offer: ptr("o"), SKU: ptr(name)}}}, nil)
+		if err == nil {
+			_, err = poller.PollUntilDone(ctx, p.poll())
+		}
+		return err
+	}
+	if err := mkDef("web", armcompute.ArchitectureX64, armcompute.HyperVGenerationV2); err != nil {
+		t.Fatal(err)
+	}
+	if err := mkDef("arm-v1", armcompute.ArchitectureArm64, armcompute.HyperVGenerationV1); err == nil || !strings.Contains(err.Error(), "need hyperVGeneration V2") {
+		t.Errorf("fake: Arm64 definition on V1: %v", err)
+	}
+	if err := mkDef("bad", "aarch64", armcompute.HyperVGenerationV2); err == nil || !strings.Contains(err.Error(), "'aarch64' of parameter 'architecture' is invalid") {
+		t.Errorf("fake: unknown architecture: %v", err)
+	}
+	_, err = Publish(ctx, disks["arm64"], cfg)
+	if err == nil || !strings.Contains(err.Error(), "is for x64; this disk is Arm64") {
+		t.Errorf("arm64 disk into an x64 definition: %v", err)
+	}
+	if got := mutating(s.Calls()); slices.Contains(got, "CreateDisk") {
+		t.Errorf("the refused publish made a disk: %v", got)
+	}
+
+	// The fake itself: an Arm64 disk (kept) cannot go into the x64
+	// definition nor a managed image.
+	cfg.Gallery.ImageDefinition = "arm"
+	if _, err := Publish(ctx, disks["arm64"], cfg); err != nil {
+		t.Fatal(err)
+	}
+	var armDisk string
+	for _, d := range s.Disks() {
+		if d.Architecture == "Arm64" && !d.Deleted {
+			armDisk = d.ID
+		}
+	}
+	if armDisk == "" {
+		t.Fatalf("no kept Arm64 disk: %+v", s.Disks())
+	}
+	vp, err := c.versions.BeginCreateOrUpdate(ctx, "rg", "gal", "web", "2.0.0", armcompute.GalleryImageVersion{Location: ptr("westeurope"),
+		Properties: &armcompute.GalleryImageVersionProperties{StorageProfile: &armcompute.GalleryImageVersionStorageProfile{
+			OSDiskImage: &armcompute.GalleryOSDiskImage{Source: &armcompute.GalleryDiskImageSource{ID: &armDisk}}}}}, nil)
+	if err == nil {
+		_, err = vp.PollUntilDone(ctx, p.poll())
+	}
+	if err == nil || !strings.Contains(err.Error(), "architecture Arm64 does not match the gallery image definition's x64") {
+		t.Errorf("fake: Arm64 disk into an x64 definition: %v", err)
+	}
+	ip, err := c.images.BeginCreateOrUpdate(ctx, "rg", "img", armcompute.Image{Location: ptr("westeurope"),
+		Properties: &armcompute.ImageProperties{HyperVGeneration: ptr(armcompute.HyperVGenerationTypesV2), StorageProfile: &armcompute.ImageStorageProfile{OSDisk: &armcompute.ImageOSDisk{
+			OSType: ptr(armcompute.OperatingSystemTypesLinux), OSState: ptr(armcompute.OperatingSystemStateTypesGeneralized),
+			ManagedDisk: &armcompute.SubResource{ID: &armDisk}}}}}, nil)
+	if err == nil {
+		_, err = ip.PollUntilDone(ctx, p.poll())
+	}
+	if err == nil || !strings.Contains(err.Error(), "Managed images do not support Arm64 disks") {
+		t.Errorf("fake: managed image of an Arm64 disk: %v", err)
 	}
 }

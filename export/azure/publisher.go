@@ -25,8 +25,17 @@ func New(cfg Config) *Publisher { return &Publisher{cfg: cfg} }
 func (p *Publisher) Formats() []format.Format { return []format.Format{format.VHD, format.Raw} }
 
 // Publish publishes d.
+// The architecture follows d's platform; a Config, platform and disk that
+// disagree are refused before anything is uploaded.
 func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
 	cfg := p.cfg
 	cfg.Digest, cfg.BootMode = d.Digest, d.Boot
+	arch, err := export.CheckArch(Target, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.setArchitecture(arch, "the image's platform is "+d.Platform); err != nil {
+		return nil, err
+	}
 	return result.Of(Publish(ctx, d.Path, cfg))
 }

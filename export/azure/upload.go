@@ -112,6 +112,7 @@ func (p *publisher) upload(ctx context.Context, src *source, res *Result) (strin
 				CreateOption:    ptr(armcompute.DiskCreateOptionUpload),
 				UploadSizeBytes: ptr(src.total()),
 			},
+			SupportedCapabilities: &armcompute.SupportedCapabilities{Architecture: ptr(armcompute.Architecture(cfg.Architecture))},
 		},
 	}
 	if cfg.SecurityType == "TrustedLaunch" {

@@ -35,6 +35,9 @@ import (
 // DigestKey is the extraConfig key that carries the disk's content digest.
 const DigestKey = "guestinfo.layerimg.digest"
 
+// SBOMKey is the extraConfig key that carries the build's SBOM digest.
+const SBOMKey = "guestinfo.layerimg.sbom"
+
 // Config is where and how to publish.
 type Config struct {
 	URL, Username, Password string
@@ -55,6 +58,8 @@ type Config struct {
 	// ContentLibrary, when set, also stores the OVF and VMDK as an item of
 	// that (existing) content library, named after the template.
 	ContentLibrary string
+	// SBOM is the build's SBOM digest (sha256:...), recorded as SBOMKey.
+	SBOM string
 
 	// Digest is the disk's content digest: publishing it twice returns the
 	// template already there. BootMode is the disk's boot layout.
@@ -504,6 +509,9 @@ func finish(ctx context.Context, vm *object.VirtualMachine, cfg Config) error {
 		ExtraConfig: []types.BaseOptionValue{
 			&types.OptionValue{Key: DigestKey, Value: cfg.Digest},
 		},
+	}
+	if cfg.SBOM != "" {
+		spec.ExtraConfig = append(spec.ExtraConfig, &types.OptionValue{Key: SBOMKey, Value: cfg.SBOM})
 	}
 	if cfg.Firmware == "efi" {
 		sb := cfg.SecureBoot

@@ -184,7 +184,7 @@ func TestPublishTemplate(t *testing.T) {
 		t.Run(ctrl, func(t *testing.T) {
 			name := "web-" + ctrl
 			res, err := Publish(ctx, disk, Config{URL: proxy.url, Insecure: true, Cluster: "DC0_C0", Network: "VM Network", TemplateName: name, CPUs: 4, MemoryMB: 4096,
-				DiskController: ctrl, Annotation: "built by layerimg", Digest: "sha256:" + ctrl, BootMode: "grub", SecureBoot: true})
+				DiskController: ctrl, Annotation: "built by layerimg", Digest: "sha256:" + ctrl, BootMode: "grub", SecureBoot: true, SBOM: "sha256:sbom-" + ctrl})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,6 +201,9 @@ func TestPublishTemplate(t *testing.T) {
 			}
 			if cfg.BootOptions == nil || cfg.BootOptions.EfiSecureBootEnabled == nil || !*cfg.BootOptions.EfiSecureBootEnabled {
 				t.Error("secure boot not enabled")
+			}
+			if sbom := extraConfig(m, SBOMKey); sbom != "sha256:sbom-"+ctrl {
+				t.Errorf("%s = %q", SBOMKey, sbom)
 			}
 			var nic bool
 			controllers := map[int32]string{}
@@ -428,4 +431,13 @@ func TestContentLibrary(t *testing.T) {
 		TemplateName: "web-nolib", Digest: "sha256:nolib", ContentLibrary: "missing"}); err == nil || !strings.Contains(err.Error(), `content library "missing"`) {
 		t.Errorf("a missing library: %v", err)
 	}
+}
+
+func extraConfig(m *mo.VirtualMachine, key string) string {
+	for _, o := range m.Config.ExtraConfig {
+		if ov := o.GetOptionValue(); ov.Key == key {
+			return ov.Value.(string)
+		}
+	}
+	return ""
 }

@@ -64,6 +64,7 @@ type Fault struct {
 // Disk is a managed disk.
 type Disk struct {
 	ID, Name, Location, State, HyperVGeneration, OSType, SecurityType string
+	Architecture                                                      string // x64 or Arm64 (supportedCapabilities)
 	UploadSize                                                        int64
 	Tags                                                              map[string]string
 	Blob                                                              string // the page blob's URL in Azurite
@@ -80,6 +81,7 @@ type Image struct {
 type GalleryImage struct {
 	ID, Location, OSType, OSState, HyperVGeneration, SecurityType string
 	Publisher, Offer, SKU                                         string
+	Architecture                                                  string // x64 or Arm64
 }
 
 // Version is a gallery image version.
@@ -521,7 +523,22 @@ type diskBody struct {
 		SecurityProfile *struct {
 			SecurityType string `json:"securityType"`
 		} `json:"securityProfile"`
+		SupportedCapabilities *struct {
+			Architecture string `json:"architecture"`
+		} `json:"supportedCapabilities"`
 	} `json:"properties"`
+}
+
+// architecture is an architecture as ARM reads it: x64 when not given;
+// ok is false for a value outside the enum.
+func architecture(a string) (string, bool) {
+	switch a {
+	case "", "x64":
+		return "x64", true
+	case "Arm64":
+		return a, true
+	}
+	return a, false
 }
 
 func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, name string, body []byte) {
@@ -554,6 +571,19 @@ func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, nam
 		armError(w, 400, "InvalidParameter", "hyperVGeneration %q", p.HyperVGeneration)
 		return
 	}
+	arch := ""
+	if p.SupportedCapabilities != nil {
+		arch = p.SupportedCapabilities.Architecture
+	}
+	arch, ok := architecture(arch)
+	switch {
+	case !ok:
+		armError(w, 400, "InvalidParameter", "The value '%s' of parameter 'supportedCapabilities.architecture' is invalid: expected x64 or Arm64.", arch)
+		return
+	case arch == "Arm64" && p.HyperVGeneration != "V2":
+		armError(w, 400, "InvalidParameter", "An Arm64 disk needs hyperVGeneration V2.")
+		return
+	}
 	if s.disk(key) != nil {
 		armError(w, 409, "Conflict", "Disk %s already exists.", name)
 		return
@@ -565,7 +595,7 @@ func (s *Server) createDisk(w http.ResponseWriter, r *http.Request, key, id, nam
 		return
 	}
 	d := &Disk{ID: id, Name: name, Location: in.Location, State: "ReadyToUpload", HyperVGeneration: p.HyperVGeneration,
-		OSType: p.OSType, UploadSize: n, Tags: in.Tags, Blob: blobURL}
+		OSType: p.OSType, UploadSize: n, Tags: in.Tags, Blob: blobURL, Architecture: arch}
 	if p.SecurityProfile != nil {
 		d.SecurityType = p.SecurityProfile.SecurityType
 	}
@@ -598,8 +628,9 @@ func (s *Server) makeBlob(blobURL string, size int64) error {
 func diskJSON(d *Disk) map[string]any {
 	props := map[string]any{
 		"osType": d.OSType, "hyperVGeneration": d.HyperVGeneration, "diskState": d.State, "provisioningState": "Succeeded",
-		"diskSizeGB":   (d.UploadSize - 512 + 1<<30 - 1) >> 30,
-		"creationData": map[string]any{"createOption": "Upload", "uploadSizeBytes": d.UploadSize},
+		"diskSizeGB":            (d.UploadSize - 512 + 1<<30 - 1) >> 30,
+		"creationData":          map[string]any{"createOption": "Upload", "uploadSizeBytes": d.UploadSize},
+		"supportedCapabilities": map[string]string{"architecture": d.Architecture},
 	}
 	if d.SecurityType != "" {
 		props["securityProfile"] = map[string]string{"securityType": d.SecurityType}
@@ -763,6 +794,10 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, key, id, na
 	if d == nil {
 		return
 	}
+	if d.Architecture == "Arm64" {
+		armError(w, 400, "InvalidParameter", "Managed images do not support Arm64 disks; capture disk %s in an Azure Compute Gallery image.", d.Name)
+		return
+	}
 	im := &Image{ID: id, Name: name, Location: in.Location, SourceDisk: d.ID, HyperVGeneration: p.HyperVGeneration,
 		OSState: p.StorageProfile.OSDisk.OSState, Tags: in.Tags}
 	s.lro(w, r, 201, imageJSON(im), func() (*Fault, string) {
@@ -791,6 +826,7 @@ func (s *Server) createGalleryImage(w http.ResponseWriter, r *http.Request, rg, 
 			HyperVGeneration string                                  `json:"hyperVGeneration"`
 			Identifier       *struct{ Publisher, Offer, SKU string } `json:"identifier"`
 			Features         []struct{ Name, Value string }          `json:"features"`
+			Architecture     string                                  `json:"architecture"`
 		} `json:"properties"`
 	}
 	if !decodeResource(w, body, &in, &in.Location) {
@@ -805,8 +841,17 @@ func (s *Server) createGalleryImage(w http.ResponseWriter, r *http.Request, rg, 
 		armError(w, 400, "InvalidParameter", "Required parameter 'identifier' (publisher, offer, sku) is missing.")
 		return
 	}
+	arch, ok := architecture(p.Architecture)
+	switch {
+	case !ok:
+		armError(w, 400, "InvalidParameter", "The value '%s' of parameter 'architecture' is invalid: expected x64 or Arm64.", arch)
+		return
+	case arch == "Arm64" && p.HyperVGeneration != "V2":
+		armError(w, 400, "InvalidParameter", "Arm64 image definitions need hyperVGeneration V2.")
+		return
+	}
 	g := &GalleryImage{ID: id, Location: in.Location, OSType: p.OSType, OSState: p.OSState, HyperVGeneration: p.HyperVGeneration,
-		Publisher: p.Identifier.Publisher, Offer: p.Identifier.Offer, SKU: p.Identifier.SKU}
+		Publisher: p.Identifier.Publisher, Offer: p.Identifier.Offer, SKU: p.Identifier.SKU, Architecture: arch}
 	for _, f := range p.Features {
 		if f.Name == "SecurityType" {
 			g.SecurityType = f.Value
@@ -821,7 +866,8 @@ func (s *Server) createGalleryImage(w http.ResponseWriter, r *http.Request, rg, 
 
 func defJSON(g *GalleryImage) map[string]any {
 	props := map[string]any{"osType": g.OSType, "osState": g.OSState, "hyperVGeneration": g.HyperVGeneration, "provisioningState": "Succeeded",
-		"identifier": map[string]string{"publisher": g.Publisher, "offer": g.Offer, "sku": g.SKU}}
+		"architecture": g.Architecture,
+		"identifier":   map[string]string{"publisher": g.Publisher, "offer": g.Offer, "sku": g.SKU}}
 	if g.SecurityType != "" {
 		props["features"] = []map[string]string{{"name": "SecurityType", "value": g.SecurityType}}
 	}
@@ -883,6 +929,11 @@ func (s *Server) createVersion(w http.ResponseWriter, r *http.Request, rg, key, 
 	}
 	if def.HyperVGeneration != "" && d.HyperVGeneration != "" && def.HyperVGeneration != d.HyperVGeneration {
 		armError(w, 400, "InvalidParameter", "The disk is %s and the image definition %s.", d.HyperVGeneration, def.HyperVGeneration)
+		return
+	}
+	da, _ := architecture(d.Architecture)
+	if ga, _ := architecture(def.Architecture); da != ga {
+		armError(w, 400, "InvalidParameter", "The source disk's architecture %s does not match the gallery image definition's %s.", da, ga)
 		return
 	}
 	v := &Version{ID: id, SourceDisk: d.ID, TargetRegions: regions, Tags: in.Tags}

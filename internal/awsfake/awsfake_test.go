@@ -126,6 +126,19 @@ func TestRejects(t *testing.T) {
 				in.TpmSupport, in.BootMode = types.TpmSupportValuesV20, types.BootModeValuesLegacyBios
 			})
 		}, "InvalidParameterCombination"},
+		{"register arm64 with BIOS", func() error {
+			return register(func(in *ec2.RegisterImageInput) {
+				in.Architecture, in.BootMode = types.ArchitectureValuesArm64, types.BootModeValuesLegacyBios
+			})
+		}, "InvalidParameterCombination"},
+		{"register arm64 uefi-preferred", func() error {
+			return register(func(in *ec2.RegisterImageInput) {
+				in.Architecture, in.BootMode = types.ArchitectureValuesArm64, types.BootModeValuesUefiPreferred
+			})
+		}, "InvalidParameterCombination"},
+		{"register an unknown architecture", func() error {
+			return register(func(in *ec2.RegisterImageInput) { in.Architecture = "aarch64" })
+		}, "Value (aarch64) for parameter architecture is invalid"},
 		{"register", func() error { return register(nil) }, ""},
 		{"register the same name twice", func() error { return register(nil) }, "InvalidAMIName.Duplicate"},
 		{"delete a snapshot in use", func() error {

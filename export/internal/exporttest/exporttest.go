@@ -6,6 +6,8 @@ package exporttest
 import (
 	"context"
 	"encoding/json"
+	"github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
 	"os"
 	"strings"
 	"testing"
@@ -73,5 +75,28 @@ func Recorded(t testing.TB, res export.Result, target, want string) {
 	}
 	if res.Target() != target || !strings.Contains(string(b), want) {
 		t.Errorf("%s (want %s): %s", res.Target(), target, b)
+	}
+}
+
+// GPTDisk makes a sparse raw disk of size bytes whose GPT, written by
+// go-diskfs (not by the code under test), holds an ESP and a root partition
+// of the Discoverable Partitions type for arch (amd64 or arm64).
+func GPTDisk(t testing.TB, path string, size int64, arch string) {
+	t.Helper()
+	root := map[string]gpt.Type{"amd64": gpt.LinuxRootX86_64, "arm64": gpt.LinuxRootArm64}[arch]
+	if root == "" {
+		t.Fatalf("GPTDisk: no root type for %q", arch)
+	}
+	d, err := diskfs.Create(path, size, diskfs.SectorSizeDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	last := uint64(size/512) - 34
+	if err := d.Partition(&gpt.Table{ProtectiveMBR: true, LogicalSectorSize: 512, Partitions: []*gpt.Partition{
+		{Index: 1, Start: 2048, End: 206847, Type: gpt.EFISystemPartition, Name: "esp"},
+		{Index: 2, Start: 206848, End: last, Type: root, Name: "root"},
+	}}); err != nil {
+		t.Fatal(err)
 	}
 }
