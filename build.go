@@ -426,7 +426,7 @@ func (b *buildRun) makeDisks(ctx context.Context, img v1.Image) (v1.Image, error
 // formats asked for, else the recipe's outputs, else raw.
 func (o *Options) diskOptions(r *recipes.Recipe) diskOptions {
 	d := diskOptions{Formats: o.Formats, OutDir: o.DiskDir, Unique: o.UniqueIDs, Digests: o.DiskDigests,
-		Epoch: o.Epoch, Compression: o.Compression, Log: o.Log}
+		Epoch: o.Epoch, Compression: o.Compression, Log: o.Log, Arch: platformArch(r.Platform)}
 	if r.Disk != nil {
 		d.Spec = *r.Disk
 	}

@@ -59,10 +59,17 @@ type diskOptions struct {
 	Epoch       int64
 	Compression layers.Compression
 	Log         *slog.Logger
+	// Arch is the image's architecture (amd64, arm64); "" tells it from
+	// the loaders in the image.
+	Arch string
 }
 
-func toSpec(d recipes.Disk, epoch int64, ids disk.IDs) (disk.Spec, error) {
-	s := disk.Spec{Boot: d.Boot, Label: d.Label, KernelCmdline: d.KernelCmdline, Epoch: epoch, IDs: ids}
+// platformArch is the architecture of a recipe's platform, as the disk
+// stage names it.
+func platformArch(platform string) string { return disk.ArchOfPlatform(platform) }
+
+func toSpec(d recipes.Disk, epoch int64, ids disk.IDs, arch string) (disk.Spec, error) {
+	s := disk.Spec{Boot: d.Boot, Label: d.Label, KernelCmdline: d.KernelCmdline, Epoch: epoch, IDs: ids, Arch: arch}
 	if d.Size != "" && d.Size != "auto" {
 		n, err := recipes.ParseSize(d.Size)
 		if err != nil {
@@ -99,6 +106,11 @@ func makeDisks(ctx context.Context, c *layers.Cache, rc *layers.RemoteCache, img
 		return nil, nil, err
 	}
 	b := diskBuild{c: c, ds: ds, in: diskset.Key(digest.String(), o.Spec, o.Epoch, o.Compression), o: o}
+	if o.Arch != "" && o.Arch != disk.AMD64 {
+		// Disks made for another architecture before layerimg knew one
+		// (x86-64 root type) are never reused; amd64's keys stay as they were.
+		b.in.Platform = "linux/" + o.Arch
+	}
 	key := b.in.Key()
 	entry, genLayer, err := lookupEntry(c, rc, key)
 	if err != nil {
@@ -189,7 +201,7 @@ func (b diskBuild) build(ctx context.Context, img v1.Image) (*layers.Entry, *dis
 		return nil, nil, err
 	}
 	ids := disk.DeriveIDs(digest.String(), b.o.Unique)
-	spec, err := toSpec(b.o.Spec, b.o.Epoch, ids)
+	spec, err := toSpec(b.o.Spec, b.o.Epoch, ids, b.o.Arch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -371,7 +383,8 @@ func bootTests(ctx context.Context, r *recipes.Recipe, raw, boot string, o bootO
 		if b.SecureBoot && boot != disk.BootGrub {
 			return fmt.Errorf("test %d (%s): secure_boot needs the grub boot mode (shim and signed GRUB); this disk uses %s", i+1, t.Name, boot)
 		}
-		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Out, "boot "+t.Name)}
+		opts := qemu.Options{Disk: raw, SecureBoot: b.SecureBoot, Console: prefixWriter(o.Out, "boot "+t.Name),
+			Arch: platformArch(r.Platform)} // the recipe's platform's emulator and firmware
 		if b.Expect != "" {
 			opts.Expect = regexp.MustCompile(b.Expect) // checked by the parser
 		}
@@ -426,6 +439,7 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 	}
 	defer c.Close()
 	var img v1.Image
+	arch := "" // a rootfs tar's is told from its loaders
 	if strings.HasSuffix(source, ".tar") && !strings.Contains(source, ":") {
 		l, err := layers.TarFileLayer(source)
 		if err != nil {
@@ -435,21 +449,45 @@ func DiskFromSource(ctx context.Context, source string, d recipes.Disk, formats 
 			return nil, err
 		}
 	} else {
-		b, err := layers.ResolveBase(ctx, c, recipes.Base{Ref: source}, layers.BaseOptions{Platform: "linux/amd64", InsecureRegistries: o.InsecureRegistries})
+		b, err := resolveAnyArch(ctx, c, source, o)
 		if err != nil {
 			return nil, err
 		}
 		img = b.Image
+		// The disk is for the architecture the image's config names.
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading the image config: %w", source, err)
+		}
+		arch = cf.Architecture
 	}
 	if len(formats) == 0 {
 		formats = []string{"raw"}
 	}
 	img, res, err := makeDisks(ctx, c, nil, img, diskOptions{Spec: d, Formats: formats, OutDir: outDir, Unique: unique,
-		Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log})
+		Digests: o.DiskDigests, Epoch: o.Epoch, Compression: o.Compression, Log: o.Log, Arch: arch})
 	if err == nil && o.SBOM != "" {
 		err = diskSBOM(ctx, o, c, img, source)
 	}
 	return res, err
+}
+
+// resolveAnyArch resolves an image for layerimg disk: an index's amd64
+// entry, else (a single image, refused for another architecture than the
+// one asked) the image for the first architecture a disk can be made for
+// that it is. The first error is returned when none fits.
+func resolveAnyArch(ctx context.Context, c *layers.Cache, source string, o Options) (*layers.Base, error) {
+	var first error
+	for _, a := range disk.Arches() {
+		b, err := layers.ResolveBase(ctx, c, recipes.Base{Ref: source}, layers.BaseOptions{Platform: "linux/" + a, InsecureRegistries: o.InsecureRegistries})
+		if err == nil {
+			return b, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
 }
 
 // Convert writes the raw disk src in format to dst. With inPlace, a VHD is

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,13 +23,6 @@ const (
 	BootSystemd = "systemd-boot"
 	BootGrub    = "grub"
 	BootNone    = "none"
-)
-
-// Loader files, as Debian packages install them.
-var (
-	systemdBootEFI = file{"usr/lib/systemd/boot/efi/systemd-bootx64.efi", "systemd-boot-efi"}
-	shimEFI        = file{"usr/lib/shim/shimx64.efi.signed", "shim-signed"}
-	grubEFI        = file{"usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "grub-efi-amd64-signed"}
 )
 
 type file struct{ path, pkg string }
@@ -59,6 +55,7 @@ func statImage(img Image, p string) (fs.FileInfo, error) {
 type MissingError struct {
 	Mode  string
 	Files []file
+	Arch  string // the disk's architecture, when the files are its own
 }
 
 func (e *MissingError) Error() string {
@@ -67,7 +64,11 @@ func (e *MissingError) Error() string {
 		parts = append(parts, "/"+f.path)
 		pkgs = append(pkgs, f.pkg)
 	}
-	return fmt.Sprintf("boot: %s needs %s in the rootfs; install the Debian packages %s", e.Mode, strings.Join(parts, ", "), strings.Join(pkgs, " "))
+	on := ""
+	if e.Arch != "" {
+		on = " on " + e.Arch
+	}
+	return fmt.Sprintf("boot: %s%s needs %s in the rootfs; install the Debian packages %s", e.Mode, on, strings.Join(parts, ", "), strings.Join(pkgs, " "))
 }
 
 // Kernel is the kernel and initrd the disk boots.
@@ -81,7 +82,7 @@ type Kernel struct {
 // findKernel picks the newest /boot/vmlinuz-VERSION that has an initrd.
 // Every path is resolved inside the image: a kernel or initrd that is a
 // symlink leading outside it is an error, never a host file.
-func findKernel(img Image) (*Kernel, error) {
+func findKernel(img Image, a arch) (*Kernel, error) {
 	ents, err := img.ReadDir("boot")
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 		return nil, fmt.Errorf("boot: %w", err)
@@ -93,18 +94,18 @@ func findKernel(img Image) (*Kernel, error) {
 		}
 	}
 	if len(versions) == 0 {
-		return nil, &MissingError{"a bootable disk", []file{{"boot/vmlinuz-*", "linux-image-cloud-amd64 (or another linux-image)"}}}
+		return nil, &MissingError{Mode: "a bootable disk", Files: []file{{"boot/vmlinuz-*", a.kernelPkg + " (or another linux-image)"}}, Arch: a.name}
 	}
 	sort.Slice(versions, func(i, j int) bool { return versionLess(versions[i], versions[j]) })
 	v := versions[len(versions)-1]
 	k := &Kernel{Version: v, Vmlinuz: "boot/vmlinuz-" + v, Initrd: "boot/initrd.img-" + v}
-	for _, f := range []file{{k.Vmlinuz, "linux-image-cloud-amd64 (or another linux-image)"}, {k.Initrd, "initramfs-tools"}} {
+	for _, f := range []file{{k.Vmlinuz, a.kernelPkg + " (or another linux-image)"}, {k.Initrd, "initramfs-tools"}} {
 		ok, err := f.in(img)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
-			return nil, &MissingError{"a bootable disk", []file{f}}
+			return nil, &MissingError{Mode: "a bootable disk", Files: []file{f}, Arch: a.name}
 		}
 	}
 	// GRUB's config names /vmlinuz and /initrd.img; the guest resolves them,
@@ -142,20 +143,25 @@ func versionLess(a, b string) bool {
 	return len(pa) < len(pb)
 }
 
-// DetectBoot chooses the boot mode from what the rootfs holds, when the
-// recipe does not say: grub when shim and signed GRUB are there (it works
-// with Secure Boot), else systemd-boot, else none (a data disk). A loader
-// that is a symlink leading outside the image is an error.
-func DetectBoot(img Image) (string, error) {
-	shim, err := shimEFI.in(img)
+// DetectBoot chooses the boot mode from what the rootfs holds for the
+// architecture archName (amd64, arm64), when the recipe does not say: grub
+// when shim and signed GRUB are there (it works with Secure Boot), else
+// systemd-boot, else none (a data disk). A loader that is a symlink leading
+// outside the image is an error.
+func DetectBoot(img Image, archName string) (string, error) {
+	a, err := lookupArch(archName)
 	if err != nil {
 		return "", err
 	}
-	grub, err := grubEFI.in(img)
+	shim, err := a.shim.in(img)
 	if err != nil {
 		return "", err
 	}
-	sdboot, err := systemdBootEFI.in(img)
+	grub, err := a.grub.in(img)
+	if err != nil {
+		return "", err
+	}
+	sdboot, err := a.systemdBoot.in(img)
 	if err != nil {
 		return "", err
 	}
@@ -168,13 +174,13 @@ func DetectBoot(img Image) (string, error) {
 	return BootNone, nil
 }
 
-func checkLoader(img Image, mode string) error {
+func checkLoader(img Image, mode string, a arch) error {
 	var need []file
 	switch mode {
 	case BootSystemd:
-		need = []file{systemdBootEFI}
+		need = []file{a.systemdBoot}
 	case BootGrub:
-		need = []file{shimEFI, grubEFI}
+		need = []file{a.shim, a.grub}
 	}
 	var missing []file
 	for _, f := range need {
@@ -187,15 +193,16 @@ func checkLoader(img Image, mode string) error {
 		}
 	}
 	if len(missing) > 0 {
-		return &MissingError{mode, missing}
+		return &MissingError{Mode: mode, Files: missing, Arch: a.name}
 	}
 	return nil
 }
 
 // LayoutOf reads the boot layout of a finished disk (raw or fixed VHD)
 // from its ESP, the first partition, as Prepare lays it out: "grub" when
-// shim's grubx64.efi is there, "systemd-boot" when loader/loader.conf is,
-// else "none". It reads the FAT with mtools, as Assemble writes it.
+// shim's grubx64.efi (grubaa64.efi on arm64) is there, "systemd-boot" when
+// loader/loader.conf is, else "none". It reads the FAT with mtools, as
+// Assemble writes it.
 func LayoutOf(path string) (string, error) {
 	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
@@ -211,13 +218,44 @@ func LayoutOf(path string) (string, error) {
 		return BootNone, nil
 	}
 	img := fmt.Sprintf("%s@@%d", path, parts[0].GetStart())
-	for _, c := range []struct{ file, layout string }{
-		{"::/EFI/BOOT/grubx64.efi", BootGrub},
-		{"::/loader/loader.conf", BootSystemd},
-	} {
+	type check struct{ file, layout string }
+	var checks []check
+	for _, a := range arches {
+		checks = append(checks, check{"::/EFI/BOOT/" + a.grubName(), BootGrub})
+	}
+	for _, c := range append(checks, check{"::/loader/loader.conf", BootSystemd}) {
 		if proc.Command(context.Background(), "mdir", "-i", img, c.file).Run() == nil {
 			return c.layout, nil
 		}
 	}
 	return BootNone, nil
+}
+
+// checkKernel refuses, for systemd-boot on arm64, a staged kernel that is
+// not an EFI application. systemd-boot starts the kernel through its EFI
+// stub, and on arm64 it neither unpacks nor hands over to anything else:
+// Debian's vmlinuz there is the Image itself, a PE/COFF binary ("MZ"), but
+// a gzip-compressed Image (as some distributions ship) has no stub and
+// would not boot.
+func (p *Prepared) checkKernel() error {
+	if p.Boot != BootSystemd || p.Arch != ARM64 || p.Kernel == nil {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(p.Stage, espMount, "vmlinuz-"+p.Kernel.Version))
+	if err != nil {
+		return fmt.Errorf("boot: the staged kernel: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(f, head); err != nil && err != io.ErrUnexpectedEOF {
+		return fmt.Errorf("boot: reading the staged kernel: %w", err)
+	}
+	if string(head) == "MZ" {
+		return nil
+	}
+	what := "not an EFI application (no \"MZ\" PE/COFF header)"
+	if head[0] == 0x1f && head[1] == 0x8b {
+		what = "gzip-compressed, with no EFI stub"
+	}
+	return fmt.Errorf("boot: /%s is %s; systemd-boot on arm64 starts only a kernel with an EFI stub (an arm64 Image or an EFI zboot vmlinuz, as Debian's linux-image-*-arm64 are): install such a kernel, or use boot: grub with a GRUB that unpacks it", p.Kernel.Vmlinuz, what)
 }

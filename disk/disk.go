@@ -45,8 +45,12 @@ type Spec struct {
 	Boot          string // systemd-boot, grub, none, or "" to detect
 	Label         string // ext4 label; default "root"
 	KernelCmdline string // appended to the generated command line
-	Epoch         int64  // SOURCE_DATE_EPOCH
-	IDs           IDs
+	// Arch is the image's architecture (amd64, arm64): the loader's name
+	// on the ESP, the root partition's type and the serial console follow
+	// it. "" tells it from the loaders in the image (a rootfs tar).
+	Arch  string
+	Epoch int64 // SOURCE_DATE_EPOCH
+	IDs   IDs
 }
 
 // Prepared is a disk ready to assemble: the boot mode and the files the disk
@@ -54,6 +58,7 @@ type Spec struct {
 type Prepared struct {
 	Spec   Spec
 	Boot   string
+	Arch   string // the disk's architecture: Spec.Arch, or the one detected
 	Kernel *Kernel
 	// Stage is the host dir holding the files the disk adds, laid out as in
 	// the rootfs. Copies are those whose bytes come from the image: stage
@@ -107,9 +112,20 @@ func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, e
 	if err := checkESPMount(img); err != nil {
 		return nil, err
 	}
-	p := &Prepared{Spec: s, Boot: s.Boot, Stage: stage, Copies: map[string]string{}}
+	p := &Prepared{Spec: s, Boot: s.Boot, Arch: s.Arch, Stage: stage, Copies: map[string]string{}}
+	if p.Arch == "" {
+		a, err := detectArch(img)
+		if err != nil {
+			return nil, err
+		}
+		p.Arch = a
+	}
+	a, err := lookupArch(p.Arch)
+	if err != nil {
+		return nil, err
+	}
 	if p.Boot == "" {
-		b, err := DetectBoot(img)
+		b, err := DetectBoot(img, a.name)
 		if err != nil {
 			return nil, err
 		}
@@ -118,10 +134,10 @@ func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, e
 	switch p.Boot {
 	case BootNone:
 	case BootSystemd, BootGrub:
-		if err := checkLoader(img, p.Boot); err != nil {
+		if err := checkLoader(img, p.Boot, a); err != nil {
 			return nil, err
 		}
-		k, err := findKernel(img)
+		k, err := findKernel(img, a)
 		if err != nil {
 			return nil, err
 		}
@@ -136,20 +152,20 @@ func Prepare(ctx context.Context, img Image, stage string, s Spec) (*Prepared, e
 PARTUUID=%s	/	ext4	rw,discard,errors=remount-ro	0	1
 PARTUUID=%s	/boot/efi	vfat	umask=0077	0	2
 `, strings.ToLower(ids.Root), strings.ToLower(ids.ESP)))
-	cmdline := strings.TrimSpace(fmt.Sprintf("root=PARTUUID=%s rw console=tty0 console=ttyS0,115200n8 %s", strings.ToLower(ids.Root), s.KernelCmdline))
+	cmdline := strings.TrimSpace(fmt.Sprintf("root=PARTUUID=%s rw console=tty0 console=%s,115200n8 %s", strings.ToLower(ids.Root), a.serial, s.KernelCmdline))
 	esp := func(p string) string { return filepath.Join(espMount, p) }
 	switch p.Boot {
 	case BootSystemd:
 		k := p.Kernel
-		sources[esp("EFI/BOOT/BOOTX64.EFI")] = systemdBootEFI.path
+		sources[esp("EFI/BOOT/"+a.bootName())] = a.systemdBoot.path
 		sources[esp("vmlinuz-"+k.Version)] = k.Vmlinuz
 		sources[esp("initrd.img-"+k.Version)] = k.Initrd
 		files[esp("loader/loader.conf")] = []byte("timeout 0\ndefault layerimg.conf\n")
 		files[esp("loader/entries/layerimg.conf")] = []byte(fmt.Sprintf("title %s\nlinux /vmlinuz-%s\ninitrd /initrd.img-%s\noptions %s\n", "Debian GNU/Linux", k.Version, k.Version, cmdline))
 	case BootGrub:
 		k := p.Kernel
-		sources[esp("EFI/BOOT/BOOTX64.EFI")] = shimEFI.path
-		sources[esp("EFI/BOOT/grubx64.efi")] = grubEFI.path
+		sources[esp("EFI/BOOT/"+a.bootName())] = a.shim.path
+		sources[esp("EFI/BOOT/"+a.grubName())] = a.grub.path
 		// /vmlinuz and /initrd.img follow the guest's kernel upgrades.
 		linux, initrd := "/"+k.Vmlinuz, "/"+k.Initrd
 		if k.RootSymlinks {
@@ -337,6 +353,10 @@ type Top func(ctx context.Context) (io.ReadCloser, error)
 // stays sparse.
 func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string, top Top) error {
 	s := p.Spec
+	a, err := lookupArch(p.Arch)
+	if err != nil {
+		return err
+	}
 	work, err := os.MkdirTemp(filepath.Dir(out), ".disk-work-")
 	if err != nil {
 		return err
@@ -351,7 +371,7 @@ func Assemble(ctx context.Context, e Entries, p *Prepared, l Layout, out string,
 		LogicalSectorSize: sector, PhysicalSectorSize: sector, ProtectiveMBR: true, GUID: s.IDs.Disk,
 		Partitions: []*gpt.Partition{
 			{Index: 1, Start: uint64(l.ESPStart / sector), End: uint64((l.ESPStart+l.ESPSize)/sector - 1), Type: gpt.EFISystemPartition, Name: "EFI System Partition", GUID: s.IDs.ESP},
-			{Index: 2, Start: uint64(l.RootStart / sector), End: uint64((l.RootStart+l.RootSize)/sector - 1), Type: gpt.LinuxRootX86_64, Name: "root", GUID: s.IDs.Root},
+			{Index: 2, Start: uint64(l.RootStart / sector), End: uint64((l.RootStart+l.RootSize)/sector - 1), Type: a.rootType, Name: "root", GUID: s.IDs.Root},
 		},
 	}
 	if err := d.Partition(table); err != nil {
@@ -445,6 +465,9 @@ func writeRoot(ctx context.Context, e Entries, p *Prepared, top Top, work, raw, 
 		if !a.copied[sp] {
 			return fmt.Errorf("disk: /%s did not pass in the image's stream", name)
 		}
+	}
+	if err := p.checkKernel(); err != nil {
+		return err
 	}
 	if err := p.finishStage(); err != nil {
 		return fmt.Errorf("disk: staging: %w", err)

@@ -105,7 +105,7 @@ func baseLayer(t *testing.T) []byte {
 		dir("boot/"),
 		reg("boot/vmlinuz-6.1.0-9-cloud-amd64", "old kernel", 0o644), reg("boot/initrd.img-6.1.0-9-cloud-amd64", "old initrd", 0o644),
 		reg("boot/vmlinuz-6.1.0-10-cloud-amd64", "new kernel", 0o644), reg("boot/initrd.img-6.1.0-10-cloud-amd64", "new initrd", 0o644),
-		reg(systemdBootEFI.path, "MZ fake systemd-boot", 0o644),
+		reg(x64.systemdBoot.path, "MZ fake systemd-boot", 0o644),
 		dir("home/"), dir("home/user/").owner(1000, 1000), reg("home/user/"+strings.Repeat("n", 255), "long name", 0o600),
 		symlink("bin", "usr/bin").owner(5, 6),
 		dir("dev/"), special("dev/null", tar.TypeChar, 1, 3), special("run-fifo", tar.TypeFifo, 0, 0),
@@ -242,7 +242,7 @@ func TestAssembleSystemdBoot(t *testing.T) {
 func TestAssembleReproducible(t *testing.T) {
 	spec := Spec{Boot: BootGrub, IDs: DeriveIDs("sha256:same", false), Epoch: 1700000000}
 	var kept []string
-	grub := layer(t, reg(shimEFI.path, "shim", 0o644), reg(grubEFI.path, "grub", 0o644),
+	grub := layer(t, reg(x64.shim.path, "shim", 0o644), reg(x64.grub.path, "grub", 0o644),
 		symlink("vmlinuz", "boot/vmlinuz-6.1.0-10-cloud-amd64"), symlink("initrd.img", "boot/initrd.img-6.1.0-10-cloud-amd64"),
 		reg("usr/bin/suid", "s", 0o4755).xattr("trusted.z", "v").xattr("user.b", "v").xattr("user.a", "v"))
 	sum := func() string {
@@ -284,16 +284,16 @@ func TestMissingBootFiles(t *testing.T) {
 	if !errors.As(err, &me) || !strings.Contains(err.Error(), "shim-signed grub-efi-amd64-signed") || !strings.Contains(err.Error(), "/usr/lib/shim/shimx64.efi.signed") {
 		t.Errorf("grub: %v", err)
 	}
-	tree, err := treeOf(t, layer(t, reg(systemdBootEFI.path, "", 0o644)))
+	tree, err := treeOf(t, layer(t, reg(x64.systemdBoot.path, "", 0o644)))
 	must(t, err)
 	_, err = Prepare(ctx, tree, stage, Spec{})
 	if err == nil || !strings.Contains(err.Error(), "linux-image-cloud-amd64") {
 		t.Errorf("no kernel: %v", err)
 	}
-	if b, err := DetectBoot(empty); b != BootNone || err != nil {
+	if b, err := DetectBoot(empty, AMD64); b != BootNone || err != nil {
 		t.Errorf("detection in an empty tree: %q, %v", b, err)
 	}
-	if b, err := DetectBoot(tree); b != BootSystemd || err != nil {
+	if b, err := DetectBoot(tree, AMD64); b != BootSystemd || err != nil {
 		t.Errorf("detection: %q, %v", b, err)
 	}
 	if _, err := Prepare(ctx, tree, stage, Spec{ESPSize: 100 << 20}); err == nil {

@@ -187,9 +187,9 @@ func hostileCases() []hostileCase {
 	}{
 		{"kernel", "boot/vmlinuz-" + kver, BootSystemd, false, "vmlinuz-" + kver},
 		{"initrd", "boot/initrd.img-" + kver, BootSystemd, false, "initrd.img-" + kver},
-		{"systemd-boot", systemdBootEFI.path, "", false, "EFI/BOOT/BOOTX64.EFI"},
-		{"shim", shimEFI.path, "", true, "EFI/BOOT/BOOTX64.EFI"},
-		{"grub", grubEFI.path, "", true, "EFI/BOOT/grubx64.efi"},
+		{"systemd-boot", x64.systemdBoot.path, "", false, "EFI/BOOT/BOOTX64.EFI"},
+		{"shim", x64.shim.path, "", true, "EFI/BOOT/BOOTX64.EFI"},
+		{"grub", x64.grub.path, "", true, "EFI/BOOT/grubx64.efi"},
 	} {
 		decoy := "decoy " + f.name + " inside the image"
 		cs = append(cs, hostileCase{
@@ -207,7 +207,7 @@ func hostileCases() []hostileCase {
 		hostileCase{
 			name: "systemd-boot-in-image",
 			setup: func(c *canary) []ent {
-				return []ent{reg(systemdBootEFI.path+".real", "the image's systemd-boot", 0o644), symlink(systemdBootEFI.path, path.Base(systemdBootEFI.path)+".real")}
+				return []ent{reg(x64.systemdBoot.path+".real", "the image's systemd-boot", 0o644), symlink(x64.systemdBoot.path, path.Base(x64.systemdBoot.path)+".real")}
 			},
 			esp: map[string]string{"EFI/BOOT/BOOTX64.EFI": "the image's systemd-boot"},
 		},
@@ -352,7 +352,7 @@ func TestHostileSymlinks(t *testing.T) {
 			c := newCanary(t)
 			layers := [][]byte{baseLayer(t)}
 			if hc.grub {
-				layers = append(layers, layer(t, reg(shimEFI.path, "MZ fake "+shimEFI.pkg, 0o644), reg(grubEFI.path, "MZ fake "+grubEFI.pkg, 0o644),
+				layers = append(layers, layer(t, reg(x64.shim.path, "MZ fake "+x64.shim.pkg, 0o644), reg(x64.grub.path, "MZ fake "+x64.grub.pkg, 0o644),
 					symlink("vmlinuz", "boot/vmlinuz-"+kver), symlink("initrd.img", "boot/initrd.img-"+kver)))
 			}
 			if hc.setup != nil {

@@ -1,5 +1,6 @@
-// Package qemu boots a disk image in qemu with OVMF (UEFI) and watches the
-// serial console for a marker: the end-to-end check of a built image.
+// Package qemu boots a disk image in qemu with UEFI firmware (OVMF on
+// amd64, AAVMF on arm64) and watches the serial console for a marker: the
+// end-to-end check of a built image.
 package qemu
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +34,50 @@ type Options struct {
 	Expect     *regexp.Regexp
 	Timeout    time.Duration
 	Console    io.Writer // receives the serial console as it comes
-	OVMFDir    string    // default /usr/share/OVMF
+	// Arch is the guest's architecture: amd64 (the default) boots in
+	// qemu-system-x86_64 with OVMF, arm64 in qemu-system-aarch64's virt
+	// machine with AAVMF.
+	Arch    string
+	OVMFDir string // the firmware's dir; default /usr/share/OVMF, /usr/share/AAVMF on arm64
+}
+
+// machine is how one architecture boots in qemu.
+type machine struct {
+	binary, pkg   string // qemu, and the Debian package that has it
+	firmwarePkg   string
+	firmwareDir   string
+	code, vars    string // firmware and variable store
+	msCode, msVar string // with Microsoft's keys enrolled and Secure Boot on
+	args          func(secure, kvm bool) []string
+}
+
+var machines = map[string]machine{
+	"amd64": {
+		binary: "qemu-system-x86_64", pkg: "qemu-system-x86", firmwarePkg: "ovmf", firmwareDir: "/usr/share/OVMF",
+		code: "OVMF_CODE_4M.fd", vars: "OVMF_VARS_4M.fd", msCode: "OVMF_CODE_4M.ms.fd", msVar: "OVMF_VARS_4M.ms.fd",
+		args: func(secure, _ bool) []string {
+			if secure {
+				// OVMF keeps its variables safe from the OS only in SMM.
+				return []string{"-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"}
+			}
+			return []string{"-machine", "q35"}
+		},
+	},
+	"arm64": {
+		binary: "qemu-system-aarch64", pkg: "qemu-system-arm", firmwarePkg: "qemu-efi-aarch64", firmwareDir: "/usr/share/AAVMF",
+		// AAVMF_CODE.ms.fd is AAVMF_CODE.fd: Secure Boot is the variable
+		// store's (keys enrolled, SecureBootEnable set). There is no SMM on
+		// arm: the store is not protected from the OS as on x86.
+		code: "AAVMF_CODE.fd", vars: "AAVMF_VARS.fd", msCode: "AAVMF_CODE.ms.fd", msVar: "AAVMF_VARS.ms.fd",
+		args: func(_, kvm bool) []string {
+			if kvm {
+				return []string{"-machine", "virt", "-cpu", "host"}
+			}
+			// cortex-a72 lacks pointer authentication, which TCG emulates
+			// slowly under -cpu max; Debian's arm64 kernels need no more.
+			return []string{"-machine", "virt", "-cpu", "cortex-a72"}
+		},
+	},
 }
 
 // Error is a failed boot, with the end of the console.
@@ -55,8 +100,15 @@ func Boot(ctx context.Context, o Options) error {
 	if o.Timeout == 0 {
 		o.Timeout = 300 * time.Second
 	}
+	if o.Arch == "" {
+		o.Arch = "amd64"
+	}
+	m, ok := machines[o.Arch]
+	if !ok {
+		return fmt.Errorf("booting a %s disk: layerimg boots amd64 and arm64 disks", o.Arch)
+	}
 	if o.OVMFDir == "" {
-		o.OVMFDir = "/usr/share/OVMF"
+		o.OVMFDir = m.firmwareDir
 	}
 	if _, err := os.Stat(o.Disk); err != nil {
 		return err
@@ -68,11 +120,12 @@ func Boot(ctx context.Context, o Options) error {
 		}
 		o.Format = f
 	}
-	code, vars := "OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"
-	machine := "q35"
+	code, vars := m.code, m.vars
 	if o.SecureBoot {
-		code, vars = "OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd"
-		machine = "q35,smm=on"
+		code, vars = m.msCode, m.msVar
+	}
+	if _, err := os.Stat(filepath.Join(o.OVMFDir, code)); err != nil {
+		return fmt.Errorf("UEFI firmware for %s: %w (apt-get install %s)", o.Arch, err, m.firmwarePkg)
 	}
 	tmp, err := os.MkdirTemp("", "layerimg-boot-")
 	if err != nil {
@@ -84,24 +137,21 @@ func Boot(ctx context.Context, o Options) error {
 	varsCopy := filepath.Join(tmp, "vars.fd")
 	data, err := os.ReadFile(filepath.Join(o.OVMFDir, vars))
 	if err != nil {
-		return fmt.Errorf("OVMF variable store: %w (apt-get install ovmf)", err)
+		return fmt.Errorf("UEFI variable store for %s: %w (apt-get install %s)", o.Arch, err, m.firmwarePkg)
 	}
 	if err := os.WriteFile(varsCopy, data, 0o600); err != nil {
 		return err
 	}
+	kvm := o.Arch == runtime.GOARCH && kvmUsable()
 	accel := "tcg"
-	if kvmUsable() {
+	if kvm {
 		accel = "kvm"
 	}
-	args := []string{
-		"-machine", machine, "-accel", accel, "-m", "1024", "-smp", "2",
+	args := append(m.args(o.SecureBoot, kvm), "-accel", accel, "-m", "1024", "-smp", "2",
 		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot", "-nic", "none",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + filepath.Join(o.OVMFDir, code),
-		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
-	}
-	if o.SecureBoot {
-		args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
-	}
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+filepath.Join(o.OVMFDir, code),
+		"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy,
+	)
 	drive := fmt.Sprintf("file=%s,format=%s,snapshot=on", o.Disk, o.Format.Qemu())
 	if o.NVMe {
 		args = append(args, "-drive", "if=none,id=disk0,"+drive, "-device", "nvme,drive=disk0,serial=layerimg")
@@ -110,7 +160,7 @@ func Boot(ctx context.Context, o Options) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	cmd := proc.Command(ctx, "qemu-system-x86_64", args...)
+	cmd := proc.Command(ctx, m.binary, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -118,7 +168,7 @@ func Boot(ctx context.Context, o Options) error {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting qemu-system-x86_64: %w (apt-get install qemu-system-x86)", err)
+		return fmt.Errorf("starting %s: %w (apt-get install %s)", m.binary, err, m.pkg)
 	}
 	result := make(chan error, 1)
 	var tail tailBuf
@@ -198,7 +248,8 @@ func kvmUsable() bool {
 			return strings.Contains(line, " vmx") || strings.Contains(line, " svm")
 		}
 	}
-	return false
+	// arm64's /proc/cpuinfo has no flags line: /dev/kvm opening is the test.
+	return runtime.GOARCH == "arm64"
 }
 
 // tailBuf keeps the last 4 KiB written to it.
