@@ -41,7 +41,7 @@ example: deps build
 	./bin/layerimg plan recipes/examples/debian-minimal.yaml
 
 test: test-deps
-	$(GO) test -timeout 45m ./...
+	$(GO) test -timeout 80m ./...
 
 # Side-by-side figures for BENCHMARKS.md (same tree, same machine, one run).
 bench: test-deps
