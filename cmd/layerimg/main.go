@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/layerimg/layerimg"
 	"github.com/layerimg/layerimg/internal/userns"
 	"github.com/layerimg/layerimg/recipes"
 	"github.com/layerimg/layerimg/rootfs"
@@ -93,4 +94,21 @@ func loadRecipe(g *globalFlags, path string) (*recipes.Recipe, error) {
 		return nil, err
 	}
 	return recipes.Load(path, args)
+}
+
+// loadRecipeFor is loadRecipe for one platform in place of the recipe's
+// (TARGETARCH follows it unless --arg sets it).
+func loadRecipeFor(g *globalFlags, path, platform string) (*recipes.Recipe, error) {
+	ps, err := layerimg.ParsePlatforms(platform)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if len(ps) != 1 {
+		return nil, usageError{fmt.Errorf("--platform %q: name one platform here", platform)}
+	}
+	args, err := g.argMap()
+	if err != nil {
+		return nil, err
+	}
+	return layerimg.LoadRecipe(path, args, ps[0])
 }

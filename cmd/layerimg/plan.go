@@ -12,6 +12,7 @@ import (
 
 func newPlanCmd(g *globalFlags) *cobra.Command {
 	var asJSON, explain bool
+	var platform string
 	c := &cobra.Command{
 		Use:   "plan RECIPE",
 		Short: "Show each step's cache key and whether it will run",
@@ -21,6 +22,7 @@ A MISS says why: which input changed since the last build of this recipe.
 twice and fails if the second run changes anything).`,
 		Example: `  layerimg plan recipe.yaml
   layerimg plan recipe.yaml --cache-from ghcr.io/org/cache:main
+  layerimg plan recipe.yaml --platform linux/arm64
   layerimg plan recipe.yaml --explain
   layerimg plan recipe.yaml --json`,
 		Args: exactlyOneRecipe,
@@ -31,6 +33,9 @@ twice and fails if the second run changes anything).`,
 			}
 			defer d.Close()
 			r, err := loadRecipe(g, args[0])
+			if err == nil && platform != "" {
+				r, err = loadRecipeFor(g, args[0], platform)
+			}
 			if err != nil {
 				return err
 			}
@@ -74,6 +79,7 @@ twice and fails if the second run changes anything).`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	c.Flags().StringVar(&platform, "platform", "", "plan for this `PLATFORM` (linux/arm64) in place of the recipe's; one, as each platform's steps have their own keys")
 	c.Flags().BoolVar(&explain, "explain", false, "also show each step's checks (check_idempotent)")
 	return c
 }
