@@ -99,3 +99,21 @@ func CheckArch(target string, d Disk) (string, error) {
 	}
 	return want, nil
 }
+
+// CloudArch is the name a cloud gives arch (amd64, arm64) among names,
+// checked against the one the user asked for ("" for none): asked when
+// they agree, names[arch] when nothing was asked. cloud and why (where
+// arch comes from) word the errors. An empty arch leaves asked as it is.
+func CloudArch(cloud, asked, arch, why string, names map[string]string) (string, error) {
+	if arch == "" {
+		return asked, nil
+	}
+	a, ok := names[arch]
+	if !ok {
+		return "", fmt.Errorf("%s: there are no %s images (%s)", cloud, arch, why)
+	}
+	if asked != "" && asked != a {
+		return "", fmt.Errorf("%s: architecture %s was asked for, but %s: an image of this disk must say %s", cloud, asked, why, a)
+	}
+	return a, nil
+}

@@ -43,3 +43,22 @@ func TestDiskArch(t *testing.T) {
 		t.Errorf("disk without GPT: %q, %v", a, err)
 	}
 }
+
+func TestCloudArch(t *testing.T) {
+	names := map[string]string{"amd64": "x86_64", "arm64": "arm64"}
+	for _, tc := range []struct {
+		asked, arch, want, err string
+	}{
+		{"", "", "", ""},
+		{"x86_64", "", "x86_64", ""},
+		{"", "arm64", "arm64", ""},
+		{"arm64", "arm64", "arm64", ""},
+		{"x86_64", "arm64", "", "architecture x86_64 was asked for, but the disk says so: an image of this disk must say arm64"},
+		{"", "riscv64", "", "there are no riscv64 images"},
+	} {
+		got, err := export.CloudArch("aws", tc.asked, tc.arch, "the disk says so", names)
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("CloudArch(%q, %q) = %q, %v; want %q, %q", tc.asked, tc.arch, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package aws
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/layerimg/layerimg/disk/format"
 	"github.com/layerimg/layerimg/export"
@@ -52,19 +51,10 @@ var architectures = map[string]string{"amd64": "x86_64", "arm64": "arm64", "386"
 // setArchitecture gives an empty Architecture the one of arch (amd64,
 // arm64), and refuses one that differs; why says where arch comes from.
 func (c *Config) setArchitecture(arch, why string) error {
-	if arch == "" {
-		return nil
+	a, err := export.CloudArch("aws", c.Architecture, arch, why, architectures)
+	if err != nil {
+		return err
 	}
-	a, ok := architectures[arch]
-	if !ok {
-		return fmt.Errorf("aws: EC2 has no %s images (%s)", arch, why)
-	}
-	if c.Architecture == "" {
-		c.Architecture = a
-		return nil
-	}
-	if c.Architecture != a {
-		return fmt.Errorf("aws: architecture %s was asked for, but %s: an AMI of this disk must say %s", c.Architecture, why, a)
-	}
+	c.Architecture = a
 	return nil
 }

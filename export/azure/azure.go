@@ -568,19 +568,10 @@ var architectures = map[string]string{"amd64": string(armcompute.ArchitectureX64
 // setArchitecture gives an empty Architecture the one of arch (amd64,
 // arm64), and refuses one that differs; why says where arch comes from.
 func (c *Config) setArchitecture(arch, why string) error {
-	if arch == "" {
-		return nil
+	a, err := export.CloudArch("azure", c.Architecture, arch, why, architectures)
+	if err != nil {
+		return err
 	}
-	a, ok := architectures[arch]
-	if !ok {
-		return fmt.Errorf("azure: Azure has no %s images (%s)", arch, why)
-	}
-	if c.Architecture == "" {
-		c.Architecture = a
-		return nil
-	}
-	if c.Architecture != a {
-		return fmt.Errorf("azure: architecture %s was asked for, but %s: an image of this disk must say %s", c.Architecture, why, a)
-	}
+	c.Architecture = a
 	return nil
 }
