@@ -3,6 +3,7 @@ package disk
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -130,8 +131,12 @@ func ArchOf(ctx context.Context, path string) (string, error) {
 			return a.name, nil
 		}
 	}
-	return "", fmt.Errorf("%s: no partition has a root type of the Discoverable Partitions Specification for %s; say which architecture it is", path, strings.Join(Arches(), " or "))
+	return "", fmt.Errorf("%s: %w for %s; say which architecture it is", path, ErrNoArch, strings.Join(Arches(), " or "))
 }
+
+// ErrNoArch is ArchOf's error for a disk whose partitions do not say
+// their architecture (a disk not made by layerimg, or a data disk).
+var ErrNoArch = errors.New("no partition has a root type of the Discoverable Partitions Specification")
 
 // readHead reads the disk's first n bytes, through qemu-img for the formats
 // that are not raw underneath.
@@ -166,7 +171,7 @@ func readHead(ctx context.Context, path string, f format.Format, n int64) ([]byt
 // them) of the GPT in head, the disk's first bytes with 512-byte sectors.
 func gptTypes(head []byte) ([]string, error) {
 	if len(head) < 2*sector || string(head[sector:sector+8]) != "EFI PART" {
-		return nil, fmt.Errorf("no GPT (no \"EFI PART\" header in sector 1)")
+		return nil, fmt.Errorf("no GPT (no \"EFI PART\" header in sector 1), so %w", ErrNoArch)
 	}
 	h := head[sector:]
 	start := binary.LittleEndian.Uint64(h[72:])

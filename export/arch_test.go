@@ -1,6 +1,7 @@
 package export_test
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,12 +18,12 @@ func TestDiskArch(t *testing.T) {
 	for _, arch := range []string{"amd64", "arm64"} {
 		p := filepath.Join(dir, arch+".raw")
 		exporttest.GPTDisk(t, p, 200<<20, arch)
-		got, err := export.DiskArch(p)
+		got, err := export.DiskArch(context.Background(), p)
 		if err != nil || got != arch {
 			t.Errorf("%s disk: DiskArch = %q, %v", arch, got, err)
 		}
 		for _, platform := range []string{"linux/amd64", "linux/arm64", ""} {
-			a, err := export.CheckArch("aws", export.Disk{Path: p, Format: format.Raw, Platform: platform})
+			a, err := export.CheckArch(context.Background(), "aws", export.Disk{Path: p, Format: format.Raw, Platform: platform})
 			switch {
 			case platform == "" && a != arch, platform == "linux/"+arch && a != arch:
 				t.Errorf("%s disk, platform %q: %q, %v", arch, platform, a, err)
@@ -33,13 +34,13 @@ func TestDiskArch(t *testing.T) {
 			}
 		}
 		// A VMDK keeps its sectors in grains: the platform alone says.
-		if a, err := export.CheckArch("aws", export.Disk{Path: p, Format: format.VMDK, Platform: "linux/riscv64"}); err != nil || a != "riscv64" {
+		if a, err := export.CheckArch(context.Background(), "aws", export.Disk{Path: p, Format: format.VMDK, Platform: "linux/riscv64"}); err != nil || a != "riscv64" {
 			t.Errorf("vmdk: %q, %v", a, err)
 		}
 	}
 	plain := filepath.Join(dir, "plain.raw")
 	exporttest.SparseDisk(t, plain, 1<<20, map[int64][]byte{0: []byte("no GPT")})
-	if a, err := export.DiskArch(plain); err != nil || a != "" {
+	if a, err := export.DiskArch(context.Background(), plain); err != nil || a != "" {
 		t.Errorf("disk without GPT: %q, %v", a, err)
 	}
 }

@@ -60,7 +60,7 @@ type publisher struct {
 func Publish(ctx context.Context, diskPath string, cfg Config) (res *Result, err error) {
 	// The disk's own word (its root partition's GPT type) goes first:
 	// an AMI registered for the other architecture never boots.
-	arch, err := export.DiskArch(diskPath)
+	arch, err := export.DiskArch(ctx, diskPath)
 	if err != nil {
 		return nil, fmt.Errorf("aws: %w", err)
 	}

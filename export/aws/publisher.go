@@ -35,7 +35,7 @@ func (p *Publisher) Formats() []format.Format {
 func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
 	cfg := p.cfg
 	cfg.Digest = d.Digest
-	arch, err := export.CheckArch(Target, d)
+	arch, err := export.CheckArch(ctx, Target, d)
 	if err != nil {
 		return nil, err
 	}

@@ -229,7 +229,7 @@ type publisher struct {
 func Publish(ctx context.Context, path string, cfg Config) (res *Result, err error) {
 	// The disk's own word (its root partition's GPT type) goes first: an
 	// image of the other architecture never boots.
-	arch, err := export.DiskArch(path)
+	arch, err := export.DiskArch(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("azure: %w", err)
 	}

@@ -30,7 +30,7 @@ func (p *Publisher) Formats() []format.Format { return []format.Format{format.VH
 func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
 	cfg := p.cfg
 	cfg.Digest, cfg.BootMode = d.Digest, d.Boot
-	arch, err := export.CheckArch(Target, d)
+	arch, err := export.CheckArch(ctx, Target, d)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func (p *Publisher) Formats() []format.Format { return []format.Format{format.VM
 func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, error) {
 	cfg := p.cfg
 	cfg.Digest, cfg.BootMode = d.Digest, d.Boot
-	if err := cfg.checkArch(d); err != nil {
+	if err := cfg.checkArch(ctx, d); err != nil {
 		return nil, err
 	}
 	return result.Of(Publish(ctx, d.Path, cfg))
@@ -41,8 +41,8 @@ func (p *Publisher) Publish(ctx context.Context, d export.Disk) (export.Result, 
 // runs arm64 guests only on ESXi-Arm hosts, whose guest ids layerimg cannot
 // know (vSphere API 9.1 tells a guest id's architecture only through the
 // host's GuestOsDescriptor). Such a guest boots only with EFI firmware.
-func (c *Config) checkArch(d export.Disk) error {
-	arch, err := export.CheckArch(Target, d)
+func (c *Config) checkArch(ctx context.Context, d export.Disk) error {
+	arch, err := export.CheckArch(ctx, Target, d)
 	if err != nil {
 		return err
 	}
