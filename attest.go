@@ -53,12 +53,16 @@ type Signed struct {
 // pushed is a manifest this build pushed.
 type pushed struct{ ref, digest string }
 
-// pushedManifests are the manifests --push, --push-disk and
-// --disk-artifact pushed, in that order.
+// pushedManifests are the manifests --push (or, in a multi-platform
+// build, this platform's image by digest), --push-disk and
+// --disk-artifact pushed.
 func (b *buildRun) pushedManifests() []pushed {
 	var out []pushed
 	if b.o.Push != "" {
 		out = append(out, pushed{b.o.Push, b.res.Image})
+	}
+	if b.pushedImage != "" {
+		out = append(out, pushed{b.pushedImage, b.res.Image})
 	}
 	if b.o.PushDisk != "" {
 		if p, ok := b.res.Published[registry.ContainerDiskTarget].(*registry.Pushed); ok {

@@ -65,7 +65,8 @@ type Options struct {
 
 	// pushImage, when set, pushes the finished image in place of Push:
 	// BuildPlatforms pushes each platform's by digest for its index.
-	pushImage func(context.Context, layers.Registry, v1.Image) error
+	// It returns the reference it pushed to, for the SBOM and signatures.
+	pushImage func(context.Context, layers.Registry, v1.Image) (string, error)
 }
 
 func (o *Options) defaults() error {
@@ -192,7 +193,7 @@ func Build(ctx context.Context, r *recipes.Recipe, o Options) (*Result, error) {
 		return nil, err
 	}
 	if o.pushImage != nil {
-		if err := o.pushImage(ctx, p.reg, img); err != nil {
+		if b.pushedImage, err = o.pushImage(ctx, p.reg, img); err != nil {
 			return nil, err
 		}
 	}
@@ -222,6 +223,9 @@ type buildRun struct {
 	// record is every step's key input, for plan's explanations.
 	record  map[string]layers.KeyInput
 	workdir string
+	// pushedImage is where a multi-platform build pushed this platform's
+	// image (by digest; the index takes the tag).
+	pushedImage string
 	// What --cache-to exports: every entry this build used or made.
 	exported       []layers.Entry
 	exportedLayers []v1.Layer

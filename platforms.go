@@ -135,20 +135,20 @@ func BuildPlatforms(ctx context.Context, path string, args map[string]string, pl
 		if o.Push != "" {
 			// Each image goes to the repository untagged, by digest; the
 			// index made at the end takes the tag.
-			po.Push, po.pushImage = "", func(ctx context.Context, reg layers.Registry, img v1.Image) error {
+			po.Push, po.pushImage = "", func(ctx context.Context, reg layers.Registry, img v1.Image) (string, error) {
 				d, err := img.Digest()
 				if err != nil {
-					return err
+					return "", err
 				}
 				r, err := reg.ParseRef(o.Push)
 				if err != nil {
-					return fmt.Errorf("--push %s: %w", o.Push, err)
+					return "", fmt.Errorf("--push %s: %w", o.Push, err)
 				}
 				ref = r.Context().Digest(d.String()).String()
 				if _, err := registry.PushImage(ctx, ref, img, reg); err != nil {
-					return fmt.Errorf("--push: %w", err)
+					return "", fmt.Errorf("--push: %w", err)
 				}
-				return nil
+				return ref, nil
 			}
 		}
 		res, err := Build(ctx, r, po)

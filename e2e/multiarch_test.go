@@ -358,6 +358,15 @@ func TestMultiPlatformBuildPush(t *testing.T) {
 		if m.Platform == nil || m.Platform.String() != platforms[i] || m.Digest.String() != results[i].Image {
 			t.Errorf("entry %d: %s for %v, want %s for %s", i, m.Digest, m.Platform, results[i].Image, platforms[i])
 		}
+		// Each platform's image carries its own SBOM (cosign's tag scheme).
+		if res := results[i].Result; res.SBOM == nil || len(res.SBOM.Attached) != 1 || !strings.HasSuffix(res.SBOM.Attached[0], "@"+res.Image) {
+			t.Errorf("%s: SBOM %+v, want it attached to %s", platforms[i], res.SBOM, res.Image)
+		} else {
+			tag := rr.Context().Tag(strings.Replace(res.Image, ":", "-", 1) + ".sbom")
+			if _, err := remote.Head(tag); err != nil {
+				t.Errorf("%s: no SBOM at %s: %v", platforms[i], tag, err)
+			}
+		}
 		// Pulled by platform, the image runs what the platform needs.
 		img, err := remote.Image(rr, remote.WithPlatform(*m.Platform))
 		if err != nil {
