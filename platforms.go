@@ -92,8 +92,8 @@ type PlatformResult struct {
 // a cache without mixing. With more than one platform, what would collide
 // is split per platform (PlatformDir names the part):
 //   - -o DIR and --oci-layout DIR get a subdirectory each (DIR/linux-arm64);
-//   - --rootfs-tar, --manifest and --provenance files get the part before
-//     the extension;
+//   - --rootfs-tar, --manifest, --provenance and --sbom files get the part
+//     before the extension;
 //   - --cache-to REF and every --cache-from REF get it after the tag
 //     (cache:main-linux-arm64);
 //   - --push REF gets an OCI image index of the platforms' images, each
@@ -190,7 +190,7 @@ func (o Options) forPlatform(platform string) (Options, error) {
 		o.OCILayout = filepath.Join(o.OCILayout, part)
 	}
 	o.RootfsTar, o.Manifest = withPart(o.RootfsTar, part), withPart(o.Manifest, part)
-	o.Provenance = withPart(o.Provenance, part)
+	o.Provenance, o.SBOM = withPart(o.Provenance, part), withPart(o.SBOM, part)
 	var err error
 	if o.CacheTo, err = tagWithPart(o.CacheTo, part); err != nil {
 		return o, fmt.Errorf("--cache-to: %w", err)

@@ -23,15 +23,15 @@ func TestParsePlatforms(t *testing.T) {
 // With several platforms, what would collide is split per platform.
 func TestForPlatform(t *testing.T) {
 	o := Options{DiskDir: "out", OCILayout: "img", RootfsTar: "out/rootfs.tar", Manifest: "build.json",
-		CacheTo: "reg.example/cache:main", CacheFrom: []string{"reg.example:5000/cache", "reg.example/cache:main"}}
+		SBOM: "sbom.spdx.json", Provenance: "out/prov.json", CacheTo: "reg.example/cache:main", CacheFrom: []string{"reg.example:5000/cache", "reg.example/cache:main"}}
 	p, err := o.forPlatform("linux/arm64")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Options{DiskDir: "out/linux-arm64", OCILayout: "img/linux-arm64", RootfsTar: "out/rootfs-linux-arm64.tar", Manifest: "build-linux-arm64.json",
-		CacheTo: "reg.example/cache:main-linux-arm64", CacheFrom: []string{"reg.example:5000/cache:latest-linux-arm64", "reg.example/cache:main-linux-arm64"}}
+		SBOM: "sbom.spdx-linux-arm64.json", Provenance: "out/prov-linux-arm64.json", CacheTo: "reg.example/cache:main-linux-arm64", CacheFrom: []string{"reg.example:5000/cache:latest-linux-arm64", "reg.example/cache:main-linux-arm64"}}
 	if p.DiskDir != want.DiskDir || p.OCILayout != want.OCILayout || p.RootfsTar != want.RootfsTar || p.Manifest != want.Manifest ||
-		p.CacheTo != want.CacheTo || !slices.Equal(p.CacheFrom, want.CacheFrom) {
+		p.SBOM != want.SBOM || p.Provenance != want.Provenance || p.CacheTo != want.CacheTo || !slices.Equal(p.CacheFrom, want.CacheFrom) {
 		t.Errorf("got  %+v\nwant %+v", p, want)
 	}
 	if o.CacheFrom[0] != "reg.example:5000/cache" {
