@@ -85,6 +85,11 @@ func (bs Bootstrap) Sources() ([]AptSource, error) {
 			return nil, fmt.Errorf("from.bootstrap: snapshot %s names both archives on snapshot.debian.org; leave mirror and security_mirror out", bs.Snapshot)
 		}
 	}
+	for _, m := range []struct{ key, url string }{{"mirror", bs.Mirror}, {"security_mirror", bs.SecurityMirror}} {
+		if err := noCredentials(m.key, m.url); err != nil {
+			return nil, err
+		}
+	}
 	if !slices.Contains(bs.Suites, bs.Suite) {
 		return nil, fmt.Errorf("from.bootstrap.suites %v must include the suite %s: mmdebstrap takes its essential packages from it", bs.Suites, bs.Suite)
 	}
@@ -111,4 +116,15 @@ func (bs Bootstrap) Sources() ([]AptSource, error) {
 		out = append(out, src)
 	}
 	return out, nil
+}
+
+// noCredentials refuses a mirror URL with a user or password in it: the
+// URL reaches the cache key, the manifest, the provenance and the image's
+// sources.list. apt reads credentials from /etc/apt/auth.conf.d instead.
+func noCredentials(key, mirror string) error {
+	u, err := url.Parse(mirror)
+	if err != nil || u.User == nil {
+		return nil
+	}
+	return fmt.Errorf("from.bootstrap.%s names a user or password (%s): it would be recorded in the cache key, the manifest, the provenance and the image; give apt the credentials in /etc/apt/auth.conf.d instead", key, u.Redacted())
 }

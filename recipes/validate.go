@@ -56,6 +56,11 @@ func (p *parser) validate(r *Recipe, root *yaml.Node) {
 		if m := bs.SecurityMirror; m != "" && m != "none" && !strings.Contains(m, "${") && !strings.HasPrefix(m, "http://") && !strings.HasPrefix(m, "https://") {
 			at(b.Pos, "from.bootstrap.security_mirror %q must be an http:// or https:// URL, or none", m)
 		}
+		for _, m := range []struct{ key, url string }{{"mirror", bs.Mirror}, {"security_mirror", bs.SecurityMirror}} {
+			if err := noCredentials(m.key, m.url); err != nil {
+				at(b.Pos, "%v", err)
+			}
+		}
 		if s := bs.Snapshot; s != "" && !strings.Contains(s, "${") && !snapshotRE.MatchString(s) {
 			at(b.Pos, "from.bootstrap.snapshot %q is not a snapshot.debian.org timestamp such as 20240115T000000Z", s)
 		}
