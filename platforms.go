@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/layerimg/layerimg/export/registry"
+	"github.com/layerimg/layerimg/export/sign"
 	"github.com/layerimg/layerimg/layers"
 	"github.com/layerimg/layerimg/recipes"
 )
@@ -171,6 +172,18 @@ func BuildPlatforms(ctx context.Context, path string, args map[string]string, pl
 		return out, "", fmt.Errorf("--push: %w", err)
 	}
 	o.Log.Info("pushed image index", "ref", o.Push, "digest", d, "platforms", strings.Join(platforms, ","))
+	if o.Signer != nil {
+		// Each platform's image was signed by its build; the index is what
+		// the tag names, so `verify REF` checks it first.
+		reg := layers.Registry{Insecure: o.InsecureRegistries, Log: o.Log}
+		ref, err := reg.ParseRef(o.Push)
+		if err != nil {
+			return out, d, fmt.Errorf("--push %s: %w", o.Push, err)
+		}
+		if err := sign.SignImage(ctx, o.Signer, ref.Context().Digest(d), sign.Remote{Options: reg.Options(ctx)}); err != nil {
+			return out, d, fmt.Errorf("signing the index %s: %w", o.Push, err)
+		}
+	}
 	return out, d, nil
 }
 

@@ -100,16 +100,16 @@ func (s *SBOMInfo) write(path string) error {
 // writeSBOM makes the SBOM of the build's final image whenever the build
 // makes anything beyond its cache, and writes it to --sbom, else beside
 // the disks (-o DIR/sbom.spdx.json); publishers tag what they make with
-// its digest, and pushes carry it. A build that only fills its cache
-// (no outputs) makes none.
+// its digest, and pushes carry it. A build that only fills its caches
+// (local, or a registry cache with --cache-to) makes none.
 func (b *buildRun) writeSBOM(ctx context.Context, img v1.Image) error {
 	o := b.o
 	path := o.SBOM
 	if path == "" && o.DiskDir != "" {
 		path = filepath.Join(o.DiskDir, SBOMFile)
 	}
-	if path == "" && o.OCILayout == "" && o.RootfsTar == "" && o.Manifest == "" && o.Push == "" && o.PushDisk == "" &&
-		o.DiskArtifact == "" && len(o.Publish) == 0 && o.Signer == nil && o.Provenance == "" {
+	if path == "" && o.OCILayout == "" && o.RootfsTar == "" && o.Manifest == "" && o.Push == "" && o.pushImage == nil &&
+		o.PushDisk == "" && o.DiskArtifact == "" && len(o.Publish) == 0 && o.Signer == nil && o.Provenance == "" {
 		return nil
 	}
 	info := sbom.Image{Name: b.r.Name, BaseRef: b.base.Ref, BaseDigest: b.base.Digest}

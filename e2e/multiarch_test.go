@@ -22,7 +22,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/export/sign"
 	"github.com/layerimg/layerimg/rootfs"
 )
 
@@ -391,5 +395,52 @@ func TestMultiPlatformBuildPush(t *testing.T) {
 	}
 	if index2 != index {
 		t.Errorf("rebuilt index %s, first %s", index2, index)
+	}
+}
+
+// A signed multi-platform push with nothing else to write: each platform's
+// image gets its SBOM attached and its signature and attestations, and the
+// index the tag names is signed too, so verifying the tag works.
+func TestMultiPlatformSignedPush(t *testing.T) {
+	needRoot(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the amd64 busybox comes from this amd64 host")
+	}
+	needEmulation(t, "linux/arm64")
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox not found: apt-get install busybox-static (.ci/run does)")
+	}
+	dir := archContext(t, archRecipe, map[string]string{"amd64": bb, "arm64": arm64Busybox(t)})
+	reg := startRegistry(t, "", "")
+	ref := reg + "/golden:signed"
+	pk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sign.NewKeySigner(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := layerimg.Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: ref, Signer: s}
+	results, index, err := layerimg.BuildPlatforms(context.Background(), filepath.Join(dir, "recipe.yaml"), nil, []string{"linux/amd64", "linux/arm64"}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, _ := name.ParseReference(ref, name.Insecure)
+	remoteOpts := sign.Remote{}
+	rep, err := sign.VerifyImage(context.Background(), s.Verifier(), rr, remoteOpts)
+	if err != nil || rep.Signatures != 1 || rep.Digest.DigestStr() != index {
+		t.Errorf("verifying the index at %s: %+v, %v", ref, rep, err)
+	}
+	for _, r := range results {
+		if r.SBOM == nil || len(r.SBOM.Attached) != 1 {
+			t.Errorf("%s: SBOM %+v, want it attached to the pushed image", r.Platform, r.SBOM)
+		}
+		d := rr.Context().Digest(r.Image)
+		rep, err := sign.VerifyImage(context.Background(), s.Verifier(), d, remoteOpts)
+		if err != nil || rep.Signatures != 1 || len(rep.Attestations) != 2 {
+			t.Errorf("verifying %s's image %s: %+v, %v", r.Platform, d, rep, err)
+		}
 	}
 }
