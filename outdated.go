@@ -134,15 +134,16 @@ func Outdated(ctx context.Context, r *recipes.Recipe, o Options, oo OutdatedOpti
 			keyrings = []string{DefaultKeyring}
 		}
 	}
-	var kr debian.KeyList
-	if len(keyrings) > 0 {
-		if kr, err = debian.ReadKeyring(keyrings...); err != nil {
-			return nil, err
-		}
-		rep.Verified = "InRelease signatures by " + strings.Join(keyrings, ", ") + "; Packages indexes by the InRelease's SHA256"
-	} else {
-		rep.Verified = "Packages indexes by the InRelease's SHA256 only: no keyring, InRelease signatures NOT checked"
+	if len(keyrings) == 0 {
+		// Unchecked indexes could hide pending security updates, and then
+		// a nightly job would skip its rebuild: no keyring, no answer.
+		return nil, fmt.Errorf("no keyring to check the mirrors' InRelease signatures with: apt-get install debian-archive-keyring (for %s), or pass --keyring FILE", DefaultKeyring)
 	}
+	kr, err := debian.ReadKeyring(keyrings...)
+	if err != nil {
+		return nil, err
+	}
+	rep.Verified = "InRelease signatures by " + strings.Join(keyrings, ", ") + "; each InRelease's suite and Valid-Until; Packages indexes by the InRelease's SHA256"
 	built := map[string]string{}
 	for _, m := range bin.Mirrors {
 		built[m.Name()] = m.InRelease

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,6 +148,25 @@ func TestOutdatedRefusesUnverified(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "InRelease signature") || !strings.Contains(err.Error(), m.URL+"/debian/dists/bookworm/InRelease") {
 		t.Errorf("wrong keyring: err = %v", err)
 	}
+
+	// bookworm's own validly signed InRelease served as bookworm-security's
+	// would hide every security update: refused, as apt refuses it.
+	get := func(path string) []byte {
+		resp, err := http.Get(m.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b
+	}
+	secRel := get("/debian-security/dists/bookworm-security/InRelease")
+	m.Set("/debian-security/dists/bookworm-security/InRelease", get("/debian/dists/bookworm/InRelease"))
+	_, err = layerimg.Outdated(ctx, r, layerimg.Options{CacheDir: cache}, layerimg.OutdatedOptions{Keyrings: []string{m.Keyring}})
+	if err == nil || !strings.Contains(err.Error(), "not of bookworm-security") {
+		t.Errorf("another suite's InRelease: err = %v", err)
+	}
+	m.Set("/debian-security/dists/bookworm-security/InRelease", secRel)
 
 	m.Set("/debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz", []byte("not the index"))
 	_, err = layerimg.Outdated(ctx, r, layerimg.Options{CacheDir: cache}, layerimg.OutdatedOptions{Keyrings: []string{m.Keyring}})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
@@ -116,3 +117,27 @@ func sha256Hex(data []byte) string {
 
 // KeyList is a set of OpenPGP keys, as ReadKeyring returns.
 type KeyList = openpgp.EntityList
+
+// CheckFor refuses a Release that is not suite's (a validly signed
+// InRelease of another suite, served in its place, would hide that
+// suite's updates) or whose Valid-Until has passed (a replayed old one),
+// as apt does. A snapshot is old on purpose: its Valid-Until is ignored.
+func (r *Release) CheckFor(suite string, snapshot bool, now time.Time) error {
+	if s, c := r.Fields["Suite"], r.Fields["Codename"]; s != suite && c != suite {
+		return fmt.Errorf("it is the Release of suite %q (codename %q), not of %s", s, c, suite)
+	}
+	vu := r.Fields["Valid-Until"]
+	if vu == "" || snapshot {
+		return nil
+	}
+	until, err := time.Parse(time.RFC1123, vu)
+	if err != nil {
+		if until, err = time.Parse(time.RFC1123Z, vu); err != nil {
+			return fmt.Errorf("Valid-Until %q: %w", vu, err)
+		}
+	}
+	if now.After(until) {
+		return fmt.Errorf("it expired on %s (Valid-Until): the mirror serves an old copy", vu)
+	}
+	return nil
+}

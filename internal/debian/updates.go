@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ulikunitz/xz"
@@ -48,6 +49,9 @@ func LoadIndex(ctx context.Context, fetch Fetch, src recipes.AptSource, arch str
 	}
 	rel, err := ParseInRelease(data, keyring)
 	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src.InRelease(), err)
+	}
+	if err := rel.CheckFor(src.Suite, src.Snapshot, time.Now()); err != nil {
 		return nil, fmt.Errorf("%s: %w", src.InRelease(), err)
 	}
 	ix := &Index{Source: src, Arch: arch, Signer: rel.Signer, InRelease: sha256Hex(data), Packages: map[string]string{}}
