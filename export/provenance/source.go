@@ -22,7 +22,7 @@ type Source struct {
 }
 
 // Rel is path relative to the checkout's root when it is inside it, else
-// path as it is; with forward slashes.
+// the file's name; with forward slashes.
 func (s *Source) Rel(path string) string {
 	if s != nil && s.Root != "" {
 		if abs, err := filepath.Abs(path); err == nil {
@@ -31,7 +31,9 @@ func (s *Source) Rel(path string) string {
 			}
 		}
 	}
-	return filepath.ToSlash(path)
+	// Outside a checkout the path as given would tie the statement to this
+	// machine's folders (and its user's name): the file's name alone.
+	return filepath.Base(path)
 }
 
 // DetectSource reads the CI environment (GitHub Actions, GitLab CI) and,
