@@ -294,7 +294,7 @@ func (b *buildRun) runSteps(ctx context.Context) error {
 		}
 		b.res.Steps = append(b.res.Steps, sp)
 	}
-	if err := writeRecord(b.c, b.r.Name, b.record); err != nil {
+	if err := writeRecord(b.c, b.r.Name, b.r.Platform, b.record); err != nil {
 		b.o.Log.Warn("could not record this build's inputs for plan's explanations", "err", err)
 	}
 	return nil

@@ -185,7 +185,7 @@ func outdatedImage(ctx context.Context, c *layers.Cache, r *recipes.Recipe, o Op
 // every step's layer is still there, else its bootstrap base.
 func outdatedBuild(c *layers.Cache, r *recipes.Recipe) (*OutdatedReport, []v1.Layer, recipes.Bootstrap, layers.KeyInput, error) {
 	var bs recipes.Bootstrap
-	rec := readRecord(c, r.Name)
+	rec := readRecord(c, r.Name, r.Platform)
 	bin, ok := rec["bootstrap"]
 	if !ok {
 		return nil, nil, bs, bin, fmt.Errorf("no build of %s is recorded in the cache %s: build it first, or name the built image with --image (outdated reads the built image's packages)", r.Name, c.Dir())

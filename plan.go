@@ -95,7 +95,7 @@ func newPlanner(ctx context.Context, r *recipes.Recipe, o *Options, c *layers.Ca
 	if err != nil && !errors.Is(err, layers.ErrNotBuilt) {
 		return nil, err
 	}
-	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name), remote: rc, reg: reg}
+	p := &planner{r: r, o: o, c: c, base: base, record: readRecord(c, r.Name, r.Platform), remote: rc, reg: reg}
 	if old, ok := p.record[baseRecord]; ok && base.Digest != "" && old.Spec == base.Ref && old.Parent != base.Digest {
 		p.moved = fmt.Sprintf("base %s moved: %s -> %s", base.Ref, old.Parent, base.Digest)
 		o.Log.Info(p.moved)
@@ -404,12 +404,21 @@ func short(d string) string {
 	return d
 }
 
-func recordPath(c *layers.Cache, name string) string {
-	return filepath.Join(c.Dir(), "records", name+".json")
+// recordPath is where the last build of recipe name for platform left
+// every step's key input, for plan's explanations and outdated: one file
+// per platform, so that a multi-platform build's platforms do not
+// overwrite each other's.
+func recordPath(c *layers.Cache, name, platform string) string {
+	return filepath.Join(c.Dir(), "records", RecordName(name, platform)+".json")
 }
 
-func readRecord(c *layers.Cache, name string) map[string]layers.KeyInput {
-	data, err := os.ReadFile(recordPath(c, name))
+// RecordName names the record of recipe name's builds for platform.
+func RecordName(name, platform string) string {
+	return name + "@" + PlatformDir(platform)
+}
+
+func readRecord(c *layers.Cache, name, platform string) map[string]layers.KeyInput {
+	data, err := os.ReadFile(recordPath(c, name, platform))
 	if err != nil {
 		return nil
 	}
@@ -420,12 +429,12 @@ func readRecord(c *layers.Cache, name string) map[string]layers.KeyInput {
 	return m
 }
 
-func writeRecord(c *layers.Cache, name string, m map[string]layers.KeyInput) error {
+func writeRecord(c *layers.Cache, name, platform string, m map[string]layers.KeyInput) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFile(recordPath(c, name), data)
+	return writeFile(recordPath(c, name, platform), data)
 }
 
 // writeFile writes data to path atomically (temp file, then rename).

@@ -151,7 +151,7 @@ func storeFakeBase(t *testing.T, cacheDir, name string, in layers.KeyInput) {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(map[string]layers.KeyInput{"bootstrap": in})
-	if err := writeFile(recordPath(c, name), data); err != nil {
+	if err := writeFile(recordPath(c, name, "linux/amd64"), data); err != nil {
 		t.Fatal(err)
 	}
 }

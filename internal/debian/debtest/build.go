@@ -17,7 +17,7 @@ import (
 // FakeBuild leaves in the cache at dir what a build of recipe name from bs
 // leaves, without mmdebstrap: the base's entry under its key (mirror state
 // read from the mirrors now), holding status as /var/lib/dpkg/status, and
-// the record plan and outdated read (<cache>/records/NAME.json). Each of
+// the record plan and outdated read (<cache>/records/NAME@linux-amd64.json, as layerimg.RecordName names it). Each of
 // steps is a run step's layer holding its own status file on top.
 func FakeBuild(t testing.TB, dir, name string, bs recipes.Bootstrap, status []byte, steps map[string][]byte) {
 	t.Helper()
@@ -55,7 +55,7 @@ func FakeBuild(t testing.TB, dir, name string, bs recipes.Bootstrap, status []by
 		rec[step] = sin
 	}
 	data, _ := json.Marshal(rec)
-	if err := os.WriteFile(filepath.Join(c.Dir(), "records", name+".json"), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.Dir(), "records", name+"@linux-amd64.json"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
