@@ -342,6 +342,19 @@ func bootstrap(ctx context.Context, c *Cache, bs recipes.Bootstrap, o BaseOption
 			return &Base{ID: key, Ref: ref, Input: in}, ErrNotBuilt
 		}
 		desc, err := runMmdebstrap(ctx, c, bs, srcs, in.Mirrors, o)
+		if errors.Is(err, ErrMirrorMoved) {
+			// A mirror behind a CDN can answer the key's fetch and apt's
+			// from backends a sync apart: key the base again from what the
+			// mirror says now, and build once more.
+			if o.Logger != nil {
+				o.Logger.Warn("the mirror moved during the bootstrap; building it again", "err", err)
+			}
+			if in, srcs, err = BootstrapKey(ctx, bs, o); err != nil {
+				return nil, fmt.Errorf("bootstrap: %w", err)
+			}
+			key = in.Key()
+			desc, err = runMmdebstrap(ctx, c, bs, srcs, in.Mirrors, o)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -103,13 +103,21 @@ func checkMirrorState(file string, want []MirrorState) error {
 			seen["sha256:"+f[0]] = true
 		}
 	}
+	if len(seen) == 0 {
+		return errors.New("found no InRelease in apt's lists after the bootstrap, so cannot tell which mirror state it was built from")
+	}
 	for _, m := range want {
 		if !seen[m.InRelease] {
-			return fmt.Errorf("%s InRelease changed while bootstrapping (planned %s, apt read another): the mirror published an update; build again", m.Name(), m.InRelease)
+			return fmt.Errorf("%w: %s (planned %s, apt read another); build again", ErrMirrorMoved, m.Name(), m.InRelease)
 		}
 	}
 	return nil
 }
+
+// ErrMirrorMoved is a bootstrap whose mirror published an update between
+// the InRelease fetched for the key and the one apt read: its layer would
+// be stored under a key that does not describe it.
+var ErrMirrorMoved = errors.New("a suite's InRelease changed while bootstrapping")
 
 // shellQuote quotes s for sh.
 func shellQuote(s string) string {

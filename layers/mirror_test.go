@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"errors"
 	"github.com/layerimg/layerimg/recipes"
 )
 
@@ -107,8 +108,14 @@ func TestMirrorStateHook(t *testing.T) {
 		t.Errorf("same state: %v", err)
 	}
 	err := checkMirrorState(seen, []MirrorState{state("bookworm", "main\n"), state("bookworm-security", "security 2\n")})
-	if err == nil || !strings.Contains(err.Error(), "debian-security bookworm-security InRelease changed while bootstrapping") {
+	if !errors.Is(err, ErrMirrorMoved) || !strings.Contains(err.Error(), "debian-security bookworm-security (planned") {
 		t.Errorf("moved: err = %v", err)
+	}
+	// No InRelease in apt's lists: said so, not taken for a move.
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o644)
+	if err := checkMirrorState(empty, []MirrorState{state("bookworm", "main\n")}); err == nil || errors.Is(err, ErrMirrorMoved) || !strings.Contains(err.Error(), "found no InRelease") {
+		t.Errorf("no InRelease: err = %v", err)
 	}
 }
 
