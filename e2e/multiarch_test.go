@@ -299,10 +299,10 @@ func TestArm64BusyboxScratch(t *testing.T) {
 	}
 }
 
-// build --platform linux/amd64,linux/arm64 builds both in turn, keyed
-// apart in one cache, and --push writes an OCI image index of the two to
-// a real registry (Debian's docker-registry).
-func TestMultiPlatformBuildPush(t *testing.T) {
+// multiArchContext is archRecipe with the host's amd64 busybox and Debian's
+// arm64 one, and a registry (Debian's docker-registry) to push to.
+func multiArchContext(t *testing.T) (dir, reg string) {
+	t.Helper()
 	needRoot(t)
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the amd64 busybox comes from this amd64 host")
@@ -312,8 +312,16 @@ func TestMultiPlatformBuildPush(t *testing.T) {
 	if err != nil {
 		t.Fatal("busybox not found: apt-get install busybox-static (.ci/run does)")
 	}
-	dir := archContext(t, archRecipe, map[string]string{"amd64": bb, "arm64": arm64Busybox(t)})
-	reg := startRegistry(t, "", "")
+	dir = archContext(t, archRecipe, map[string]string{"amd64": bb, "arm64": arm64Busybox(t)})
+	reg = startRegistry(t, "", "")
+	return dir, reg
+}
+
+// build --platform linux/amd64,linux/arm64 builds both in turn, keyed
+// apart in one cache, and --push writes an OCI image index of the two to
+// a real registry (Debian's docker-registry).
+func TestMultiPlatformBuildPush(t *testing.T) {
+	dir, reg := multiArchContext(t)
 	ref := reg + "/golden:multi"
 	out, layouts := t.TempDir(), t.TempDir()
 	o := layerimg.Options{CacheDir: t.TempDir(), InsecureRegistries: []string{reg}, Push: ref, DiskDir: out, Formats: []string{"raw"}, OCILayout: layouts}
@@ -402,17 +410,7 @@ func TestMultiPlatformBuildPush(t *testing.T) {
 // image gets its SBOM attached and its signature and attestations, and the
 // index the tag names is signed too, so verifying the tag works.
 func TestMultiPlatformSignedPush(t *testing.T) {
-	needRoot(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the amd64 busybox comes from this amd64 host")
-	}
-	needEmulation(t, "linux/arm64")
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatal("busybox not found: apt-get install busybox-static (.ci/run does)")
-	}
-	dir := archContext(t, archRecipe, map[string]string{"amd64": bb, "arm64": arm64Busybox(t)})
-	reg := startRegistry(t, "", "")
+	dir, reg := multiArchContext(t)
 	ref := reg + "/golden:signed"
 	pk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
