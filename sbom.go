@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -97,19 +96,17 @@ func (s *SBOMInfo) write(path string) error {
 	return nil
 }
 
-// writeSBOM makes the SBOM of the build's final image whenever the build
-// makes anything beyond its cache, and writes it to --sbom, else beside
-// the disks (-o DIR/sbom.spdx.json); publishers tag what they make with
-// its digest, and pushes carry it. A build that only fills its caches
-// (local, or a registry cache with --cache-to) makes none.
+// writeSBOM makes the SBOM of the build's final image when --sbom asks
+// for it and whenever the image leaves the machine (pushed, published,
+// signed or attested), and writes it to --sbom; publishers tag what they
+// make with its digest, and pushes carry it. It reads the image's files,
+// so a local build that reuses disks from a registry cache (and so pulls
+// no layer) makes none unless asked.
 func (b *buildRun) writeSBOM(ctx context.Context, img v1.Image) error {
 	o := b.o
 	path := o.SBOM
-	if path == "" && o.DiskDir != "" {
-		path = filepath.Join(o.DiskDir, SBOMFile)
-	}
-	if path == "" && o.OCILayout == "" && o.RootfsTar == "" && o.Manifest == "" && o.Push == "" && o.pushImage == nil &&
-		o.PushDisk == "" && o.DiskArtifact == "" && len(o.Publish) == 0 && o.Signer == nil && o.Provenance == "" {
+	if path == "" && o.Push == "" && o.pushImage == nil && o.PushDisk == "" && o.DiskArtifact == "" &&
+		len(o.Publish) == 0 && o.Signer == nil && o.Provenance == "" {
 		return nil
 	}
 	info := sbom.Image{Name: b.r.Name, BaseRef: b.base.Ref, BaseDigest: b.base.Digest}
@@ -125,9 +122,6 @@ func (b *buildRun) writeSBOM(ctx context.Context, img v1.Image) error {
 	b.res.SBOM, b.sbom = s, s.Digest
 	return nil
 }
-
-// SBOMFile is the SBOM's name beside the disks when --sbom names no file.
-const SBOMFile = "sbom.spdx.json"
 
 // attachSBOM attaches the SBOM to every manifest the build pushed, with
 // cosign's tag scheme (Debian's docker-registry, like many, has no
