@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/layerimg/layerimg"
+	"github.com/layerimg/layerimg/recipes"
 )
 
 func newPlanCmd(g *globalFlags) *cobra.Command {
@@ -32,10 +33,11 @@ twice and fails if the second run changes anything).`,
 				return err
 			}
 			defer d.Close()
-			r, err := loadRecipe(g, args[0])
-			if err == nil && platform != "" {
-				r, err = loadRecipeFor(g, args[0], platform)
+			load := loadRecipe
+			if platform != "" {
+				load = func(g *globalFlags, path string) (*recipes.Recipe, error) { return loadRecipeFor(g, path, platform) }
 			}
+			r, err := load(g, args[0])
 			if err != nil {
 				return err
 			}
